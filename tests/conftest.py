@@ -1,0 +1,57 @@
+"""Shared fixtures: the dev set (skipped when absent), rendered text images, loaded models."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from service import settings as settings_mod
+from service.ocr import OcrModel, load_model
+from tests.devset import DEV
+
+FONT_PATHS = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+)
+
+
+@pytest.fixture(scope="session")
+def dev_dir() -> Path:
+    if not DEV.is_dir():
+        pytest.skip(f"the dev set is absent: {DEV} (it lives in ../shared and is never copied here)")
+    return DEV
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    for path in FONT_PATHS:
+        if Path(path).exists():
+            return ImageFont.truetype(path, size)
+    return ImageFont.load_default(size=size)
+
+
+def render_lines(lines: list[str], size: int = 32, margin: int = 40, gap: int = 24) -> np.ndarray:
+    """Black text on white, one string per row: an RGB uint8 page whose true content we know."""
+    font = _font(size)
+    widths = [font.getbbox(text)[2] for text in lines]
+    height = margin * 2 + len(lines) * (size + gap)
+    img = Image.new("RGB", (max(widths) + margin * 2, height), "white")
+    draw = ImageDraw.Draw(img)
+    for row, text in enumerate(lines):
+        draw.text((margin, margin + row * (size + gap)), text, fill="black", font=font)
+    return np.asarray(img)
+
+
+@pytest.fixture(scope="session")
+def render():
+    return render_lines
+
+
+@pytest.fixture(scope="session", params=["easyocr", "ppocr"])
+def model(request) -> OcrModel:
+    """Each model family, loaded once per test session at full precision on the CPU."""
+    cfg = settings_mod.load()
+    return load_model(dataclasses.replace(cfg.model, family=request.param, precision="fp32"), "cpu", threads=2)
