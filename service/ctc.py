@@ -1,0 +1,32 @@
+"""Greedy CTC decoding, shared by both recognizers (blank = class 0 in both).
+
+Each family keeps its own confidence formula, so this returns what both need: the per-step
+argmax and its probability, and which steps survive the collapse (not blank, not a repeat).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Greedy:
+    index: np.ndarray  # (B, T) argmax class per step
+    prob: np.ndarray  # (B, T) probability of that class
+    keep: np.ndarray  # (B, T) bool: step emits a character (not blank, differs from the previous step)
+
+
+def greedy(probs: np.ndarray) -> Greedy:
+    """probs: (B, T, C) class probabilities per time step."""
+    index = probs.argmax(axis=2)
+    prob = np.take_along_axis(probs, index[..., None], axis=2)[..., 0]
+    keep = index != 0
+    keep[:, 1:] &= index[:, 1:] != index[:, :-1]
+    return Greedy(index=index, prob=prob, keep=keep)
+
+
+def texts(decoded: Greedy, alphabet: list[str]) -> list[str]:
+    """Map kept steps to characters; alphabet[i] is the character of class i (alphabet[0] is blank)."""
+    return ["".join(alphabet[i] for i in row[mask]) for row, mask in zip(decoded.index, decoded.keep)]
