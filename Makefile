@@ -2,6 +2,11 @@
 #   make setup        .venv from requirements.txt, plus the verified weights (idempotent)
 #   make test         setup, then the whole test suite (what .ci/run calls)
 #   make bench-model  both model families on the SROIE dev pages, 2 threads
+#   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
+#   make stop         stops what `make run` started, by PID, gracefully
+#   make status       each instance's readiness
+#   make bench        the serving stack through Nginx: throughput, latency, overhead, 1 vs 2 instances
+#   sudo make install systemd units + Nginx site on a real host (PREFIX=/opt/parse)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,7 +17,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The ONNX reader is needed only to convert PP-OCR weights, never to serve.
 ONNX_REQ := onnx==1.23.2
 
-.PHONY: setup system-deps weights test bench-model
+# Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
+PREFIX ?= /opt/parse
+
+.PHONY: setup system-deps weights test bench-model nginx run stop status bench install
 
 setup: $(VENV)/.installed weights
 
@@ -35,10 +43,59 @@ $(VENV)/.installed: requirements.txt
 
 weights: $(VENV)/.installed
 	$(PY) -m service.weights fetch weights
+	@# PP-OCR: ONNX initializers -> torch state_dicts (onnx is installed only when a conversion is due).
+	$(PY) -m service.ppocr.convert --check weights || { \
+		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
+		$(PY) -m service.ppocr.convert weights; }
 
-test: setup
+test: setup nginx
 	$(PY) -m pytest -q tests
 
 bench-model: setup
 	$(PY) -m tests.devset --family easyocr --subset sroie --threads 2
 	$(PY) -m tests.devset --family ppocr --subset sroie --threads 2
+
+# Nginx from apt for the dev stack and the tests (they start their own, on loopback, from run/).
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+		echo "installing: nginx"; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; }
+
+run: setup nginx
+	$(PY) -m service.deploy up
+
+stop:
+	$(PY) -m service.deploy down
+
+status:
+	$(PY) -m service.deploy status
+
+bench: setup nginx
+	$(PY) -m tests.bench_stack
+
+# A real host: code and venv in $(PREFIX), files rendered from conf/parse.toml into /etc, one
+# parse@PORT unit per declared instance under parse.target, the Nginx site enabled.
+install: nginx
+	@[ "$$(id -u)" = 0 ] || { echo "run it as root: sudo make install"; exit 1; }
+	id -u parse >/dev/null 2>&1 || useradd --system --home-dir $(PREFIX) --shell /usr/sbin/nologin parse
+	mkdir -p $(PREFIX)
+	git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C $(PREFIX)
+	cp -a weights/. $(PREFIX)/weights/
+	$(MAKE) -C $(PREFIX) --no-print-directory setup
+	cd $(PREFIX) && $(PY) -m service.deploy render --host
+	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse@.service > /etc/systemd/system/parse@.service
+	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse.target > /etc/systemd/system/parse.target
+	ln -sfn $(PREFIX)/conf/nginx/parse.conf /etc/nginx/sites-enabled/parse.conf
+	systemctl daemon-reload
+	@# Exactly the declared instances are wanted by parse.target: enable new ones, retire removed ones.
+	cd $(PREFIX) && ports="$$($(PY) -m service.deploy ports)"; \
+	for unit in $$(cd /etc/systemd/system/parse.target.wants 2>/dev/null && ls parse@*.service); do \
+		port=$${unit#parse@}; port=$${port%.service}; \
+		echo "$$ports" | grep -qx "$$port" || systemctl disable --now "$$unit"; \
+	done; \
+	for port in $$ports; do systemctl enable "parse@$$port.service"; done
+	systemctl enable parse.target
+	@# One instance at a time: each restart returns when its models are ready (ExecStartPost probe).
+	cd $(PREFIX) && for port in $$($(PY) -m service.deploy ports); do systemctl restart "parse@$$port.service"; done
+	nginx -t && systemctl reload-or-restart nginx
+	@echo "installed: http://$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().nginx.listen)')/"

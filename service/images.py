@@ -1,19 +1,115 @@
-"""Decoding uploaded bytes into RGB pixels.
+"""Decoding uploaded bytes into RGB pixels, refusing what is hostile or broken before it costs memory.
 
 Every image enters the service here, from HTTP and from the CLI alike, so that both see the same
-pixels: EXIF orientation applied, any mode converted to 8-bit RGB.
+pixels (EXIF orientation applied, any mode converted to 8-bit RGB over white) and the same limits.
+The size is read from the header by `Image.open`, which decodes no pixel: a decompression bomb is
+refused before its pixels are allocated. Failures are `ApiError`s whose message says what to fix.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import settings
+from .errors import ApiError
+
+# Pillow format name -> media type. Image.open tries only these decoders, so every other format
+# (and every non-image) is refused by the same path, without any other plugin parsing it.
+ACCEPTED: dict[str, str] = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "GIF": "image/gif",
+}
+ACCEPTED_LIST = ", ".join(ACCEPTED.values())
+
+def decode(data: bytes, limits: settings.Limits | None = None) -> np.ndarray:
+    """Bytes of an image file -> RGB uint8 array of shape (H, W, 3), as a viewer shows it.
+
+    Raises ApiError: 400 for empty, truncated or corrupt files and zero-sized images, 413 for images
+    past the pixel or side limit, 415 for anything that is not one of the accepted formats.
+    """
+    limits = limits or settings.load().limits
+    if not data:
+        raise ApiError(400, "empty_image", "the image file is empty (0 bytes); attach the file's contents")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about large images at open; check_size below refuses them with our limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=list(ACCEPTED))
+    except UnidentifiedImageError:
+        raise _unidentified(data) from None
+    except Image.DecompressionBombError as err:
+        raise _too_large(str(err), limits) from None
+    except Exception as err:  # any parser failure on client bytes is a broken file, not our fault
+        raise _corrupt("image", err) from None
+    with img:
+        check_size(img.size, limits)
+        try:
+            return _to_rgb(img)
+        except MemoryError:
+            raise
+        except Exception as err:  # truncated data, bad Huffman tables, broken EXIF, odd modes...
+            raise _corrupt(img.format or "image", err) from None
 
 
-def decode(data: bytes) -> np.ndarray:
-    """Bytes of an image file -> RGB uint8 array of shape (H, W, 3), as a viewer shows it."""
-    with Image.open(io.BytesIO(data)) as img:
-        img = ImageOps.exif_transpose(img)
-        return np.asarray(img.convert("RGB"))
+def check_size(size: tuple[int, int], limits: settings.Limits) -> None:
+    """Refuse a zero-sized image, or one past the pixel or side limit, from its header size alone."""
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ApiError(400, "empty_image", f"the image is {width}x{height} pixels; send an image with content")
+    if width * height > limits.max_pixels or max(width, height) > limits.max_side:
+        raise _too_large(f"the image is {width}x{height} pixels", limits)
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """First frame (TIFF page, GIF frame), upright, in 8-bit sRGB; transparency shows as white paper."""
+    img.seek(0)
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B"):
+        # 16-bit grey: Pillow's convert("RGB") clips at 255 (all white); keep the top 8 bits.
+        grey = (np.asarray(img).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(paper, rgba).convert("RGB"))
+    return np.asarray(img.convert("RGB"))
+
+
+def _unidentified(data: bytes) -> ApiError:
+    """Pillow opened nothing: a file that starts like an accepted format is broken (400), else 415."""
+    Image.init()
+    for fmt in ACCEPTED:
+        if Image.OPEN[fmt][1](data[:16]):
+            return ApiError(
+                400,
+                "corrupt_image",
+                f"the file starts like a {fmt} image but its header is invalid: it is zero-sized, truncated "
+                "or corrupt; re-export it and upload the whole file",
+            )
+    return ApiError(415, "unsupported_media_type", f"not a supported image; send one of: {ACCEPTED_LIST}")
+
+
+def _too_large(detail: str, limits: settings.Limits) -> ApiError:
+    return ApiError(
+        413,
+        "image_too_large",
+        f"{detail}; the limit is {limits.max_pixels:,} pixels and {limits.max_side} pixels per side: "
+        "downscale it",
+    )
+
+
+def _corrupt(kind: str, err: Exception) -> ApiError:
+    return ApiError(
+        400,
+        "corrupt_image",
+        f"the {kind} file could not be decoded ({type(err).__name__}: {err}); it is truncated or corrupt, "
+        "re-export it and upload the whole file",
+    )

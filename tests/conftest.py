@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from service import settings as settings_mod
 from service.ocr import OcrModel, load_model
 from tests.devset import DEV
+from tests.stack import Stack, write_config
 
 FONT_PATHS = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -55,3 +56,22 @@ def model(request) -> OcrModel:
     """Each model family, loaded once per test session at full precision on the CPU."""
     cfg = settings_mod.load()
     return load_model(dataclasses.replace(cfg.model, family=request.param, precision="fp32"), "cpu", threads=2)
+
+
+@pytest.fixture(scope="module")
+def stack_factory(tmp_path_factory):
+    """make(instances, **write_config kwargs) -> a started real stack (uWSGI + Nginx on loopback).
+
+    Every stack a module starts is stopped by PID when the module ends, also when a test failed.
+    """
+    started: list[Stack] = []
+
+    def make(instances: list[dict], **kwargs) -> Stack:
+        folder = tmp_path_factory.mktemp("stack")
+        stack = Stack(write_config(folder, instances, **kwargs), folder / "run")
+        started.append(stack)  # before start(): a start that fails half-way is still torn down
+        return stack.start()
+
+    yield make
+    for stack in started:
+        stack.stop()

@@ -1,0 +1,123 @@
+"""The OCR API: POST /v1/parse and GET /v1/models.
+
+A parse request goes through three steps, each timed: decode (uploaded bytes -> RGB arrays,
+service/images.py), predict (the model's detect + recognise, service/ocr.py) and encode (pages ->
+the JSON a client gets).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, current_app, g, jsonify, request
+
+from . import annotate, guards, metrics
+from .errors import ApiError
+from .images import decode
+from .ocr import OcrModel, Page
+
+bp = Blueprint("api", __name__, url_prefix="/v1")
+
+# Multipart fields that may carry images: `image` is documented, `file` is what many clients send.
+FIELDS = ("image", "file")
+HOW_TO_SEND = ("send the image as a multipart/form-data field 'image' (or 'file'; several files allowed), "
+               "or as the raw request body with Content-Type image/*")
+
+
+def _state():
+    return current_app.extensions["parse"]
+
+
+def uploads() -> list[bytes]:
+    """The uploaded files' bytes, from multipart fields or from a raw image/* body."""
+    if request.mimetype == "multipart/form-data":
+        files = [f for name in FIELDS for f in request.files.getlist(name)]
+        if not files:
+            sent = ", ".join(repr(name) for name in request.files) or "none"
+            raise ApiError(400, "missing_image", f"no file in the form (file fields sent: {sent}): {HOW_TO_SEND}")
+        blobs = [f.read() for f in files]
+    elif request.mimetype.startswith("image/"):
+        blobs = [request.get_data()]
+    else:
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Type {request.mimetype or '(none)'} is not accepted: {HOW_TO_SEND}")
+    max_images = current_app.config["PARSE_SETTINGS"].limits.max_images
+    if len(blobs) > max_images:
+        raise ApiError(413, "too_many_images", f"{len(blobs)} images sent; at most {max_images} per request")
+    if any(not blob for blob in blobs):
+        raise ApiError(400, "empty_image", f"an uploaded file is empty: {HOW_TO_SEND}")
+    return blobs
+
+
+def decode_all(blobs: list[bytes]) -> list[np.ndarray]:
+    limits = current_app.config["PARSE_SETTINGS"].limits
+    images = []
+    for number, blob in enumerate(blobs, 1):
+        guards.deadline().check(f"decoding image {number}")  # issue 4: cooperative deadline
+        images.append(decode(blob, limits))
+    return images
+
+
+def predict(model: OcrModel, images: list[np.ndarray]) -> list[Page]:
+    return model.parse(images)
+
+
+def model_json(model: OcrModel) -> dict[str, Any]:
+    return {"name": model.info.name, "version": model.info.version,
+            "weights_sha256": dict(model.info.weights_sha256)}
+
+
+def encode(model: OcrModel, pages: list[Page], timing: dict[str, float]) -> dict[str, Any]:
+    return {
+        "request_id": g.request_id,
+        "model": model_json(model),
+        "images": [{"width": p.width, "height": p.height, "text": p.text,
+                    "lines": [line.to_json() for line in p.lines]} for p in pages],
+        "timing_ms": {stage: round(seconds * 1000, 3) for stage, seconds in timing.items()},
+    }
+
+
+@bp.post("/parse")
+def parse():
+    start = time.perf_counter()
+    model = _state().require()  # 503 before anything is read while the model loads
+    images = decode_all(uploads())
+    decoded = time.perf_counter()
+    guards.deadline().check("the model call")
+    pages = predict(model, images)
+    guards.deadline().check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
+    timing = {
+        "decode": decoded - start,
+        "detect": sum(p.timing.get("detect", 0.0) for p in pages),
+        "recognize": sum(p.timing.get("recognize", 0.0) for p in pages),
+        "total": time.perf_counter() - start,
+    }
+    for stage, seconds in timing.items():
+        metrics.STAGE_SECONDS.labels(stage).observe(seconds)
+    metrics.IMAGES.inc(len(pages))
+    metrics.LINES.inc(sum(len(p.lines) for p in pages))
+    body = encode(model, pages, timing)
+    # Issue 5: ?annotate=1 also keeps each image with its boxes as /results/<id>.png (service/annotate.py).
+    if request.args.get("annotate") == "1":
+        results = current_app.config["PARSE_SETTINGS"].results
+        for image, page, out in zip(images, pages, body["images"]):
+            out["annotated_url"] = annotate.annotate(image, [line.quad for line in page.lines], results)
+    return jsonify(body)
+
+
+@bp.get("/models")
+def models():
+    state = _state()
+    model = state.require()
+    inst = state.instance
+    return jsonify({
+        "model": model_json(model),
+        "family": state.cfg.model.family,
+        "precision": model.precision,
+        "device": str(model.device),
+        "threads": inst.threads,
+        "instance": {"port": inst.port, "weight": inst.weight, "device": inst.device,
+                     "processes": inst.processes, "threads": inst.threads},
+    })

@@ -1,0 +1,141 @@
+"""The Flask application factory: one app per uWSGI worker, each holding its own model.
+
+uWSGI runs with lazy-apps, so `create_app()` runs in the worker after fork and nothing touches
+torch in the master. The model loads in a background thread, so the worker answers at once:
+/healthz says it lives, /readyz and /v1/parse answer 503 JSON until the model is loaded and
+warmed (uWSGI's ini sets enable-threads so that thread runs). A request never waits on a model
+that is still loading; Nginx's `uwsgi_next_upstream http_503` sends it to a ready instance.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import uuid
+
+from flask import Flask, g, has_request_context, request
+
+from . import api, auth, guards, health, metrics, openapi
+from . import settings as settings_mod
+from .errors import ApiError, register_error_handlers
+from .ocr import OcrModel, load_model
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Seconds a client is told to wait while a worker loads its model (a load takes a few seconds).
+RETRY_AFTER_LOADING = 5
+
+
+class ModelState:
+    """This worker's model and whether it is ready; shared by the routes through app.extensions."""
+
+    def __init__(self, cfg: Settings):
+        self.cfg = cfg
+        self.instance = cfg.current_instance()
+        self.model: OcrModel | None = None
+        self.error: str | None = None
+        self.ready = threading.Event()
+
+    def load(self) -> None:
+        """Load and warm the model (blocking); readiness is set only after a real image went through."""
+        start = time.perf_counter()
+        try:
+            model = load_model(self.cfg.model, self.instance.device, self.instance.threads)
+            model.warmup()
+        except Exception as exc:  # the worker stays up and says why in /readyz and the log
+            log.exception("model load failed")
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        seconds = time.perf_counter() - start
+        self.model = model
+        metrics.MODEL_LOAD_SECONDS.observe(seconds)
+        metrics.WORKER_READY.labels(str(self.instance.port)).set(1)
+        self.ready.set()
+        log.info("ready: %s %s on %s in %.2fs", model.info.name, model.info.version, model.device, seconds)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.load, name="model-load", daemon=True)
+        thread.start()
+        return thread
+
+    def require(self) -> OcrModel:
+        """The model, or the 503 a client gets while it loads (or after it failed to)."""
+        if self.model is not None:
+            return self.model
+        if self.error is not None:
+            raise ApiError(503, "model_load_failed", f"this worker could not load its model: {self.error}")
+        raise ApiError(503, "model_loading", "the model is still loading; retry shortly",
+                       {"Retry-After": str(RETRY_AFTER_LOADING)})
+
+
+class _RequestIdFilter(logging.Filter):
+    """Stamps every log record with the request id, so a client's X-Request-ID finds its log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if any(isinstance(f, _RequestIdFilter) for h in root.handlers for f in h.filters):
+        return
+    handler = logging.StreamHandler()  # stderr: uWSGI's log, the journal under systemd
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s pid=%(process)d req=%(request_id)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
+    """Build the app for `settings` (default: conf/parse.toml or $PARSE_CONFIG).
+
+    load=False leaves the model unloaded (tests call `app.extensions["parse"].load()` themselves).
+    """
+    cfg = settings or settings_mod.load()
+    _configure_logging()
+    app = Flask(__name__)
+    app.json.sort_keys = False  # keys in the documented order: request_id first
+    # The app's own body limit, the same number as Nginx's client_max_body_size.
+    app.config["MAX_CONTENT_LENGTH"] = cfg.limits.max_body_bytes
+    app.config["PARSE_SETTINGS"] = cfg
+    state = ModelState(cfg)
+    app.extensions["parse"] = state
+
+    @app.before_request
+    def _request_id() -> None:
+        # Nginx passes its $request_id; a request that reaches the app directly gets its own.
+        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+
+    @app.after_request
+    def _count(response):
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.REQUESTS.labels(route, str(response.status_code)).inc()
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    # Issue 4: API keys and the /metrics allow-list first (401/403), then the body guards and the deadline.
+    auth.register(app, cfg.auth)
+    guards.register(app)
+    register_error_handlers(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.bp)
+
+    metrics.WORKER_READY.labels(str(state.instance.port)).set(0)
+    atexit.register(metrics.mark_exit)
+    if load:
+        state.start()
+    log.info("worker %d up for instance %d (%s); model loading", os.getpid(), state.instance.port, cfg.path)
+    return app
+
+
+def model_state(app: Flask) -> ModelState:
+    return app.extensions["parse"]
+

@@ -1,0 +1,120 @@
+"""Optional API keys for /v1/, and the network allow-list for /metrics, checked before any route runs.
+
+Keys live in a file of SHA-256 hex digests (`[auth] keys_file`), one per line with an optional
+label, managed by `python -m service.keys`. The file is re-read when it changes, so adding or
+revoking a key needs no restart. Only digests are stored: the file leaks no usable key.
+/healthz and /readyz stay open so that load balancers and systemd can probe without a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import re
+from pathlib import Path
+
+from flask import Flask, request
+
+from .errors import ApiError
+from .settings import AuthSettings
+
+log = logging.getLogger(__name__)
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+CHALLENGE = 'Bearer realm="parse"'
+_MISSING = (-1, -1, -1)  # KeyFile stamp while the file cannot be read
+
+
+def digest(key: str) -> str:
+    """What the keys file stores for `key`."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def read_keys(path: Path) -> dict[str, str]:
+    """digest -> label for every well-formed line of a keys file ('#' starts a comment)."""
+    keys: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split("#", 1)[0].split(maxsplit=1)
+        if not fields:
+            continue
+        if not _DIGEST.match(fields[0]):
+            log.warning("%s:%d is not a SHA-256 hex digest; ignored", path, number)
+            continue
+        keys[fields[0]] = fields[1].strip() if len(fields) > 1 else ""
+    return keys
+
+
+class KeyFile:
+    """The keys file, re-read whenever its mtime, inode or size changes (one stat per request)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._digests: tuple[str, ...] = ()
+
+    def digests(self) -> tuple[str, ...]:
+        try:
+            st = os.stat(self.path)
+        except OSError as err:
+            # Keys are on but the file is gone: fail closed, and tell the operator why (once).
+            if self._stamp != _MISSING:
+                log.error("keys file %s unreadable (%s): every key is refused", self.path, err)
+            self._stamp, self._digests = _MISSING, ()
+            return self._digests
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        if stamp != self._stamp:
+            self._digests = tuple(read_keys(self.path))
+            self._stamp = stamp
+            log.info("keys file %s loaded: %d keys", self.path, len(self._digests))
+        return self._digests
+
+    def accepts(self, key: str) -> bool:
+        """Constant time in the key: every stored digest is compared, with hmac.compare_digest."""
+        wanted = digest(key).encode()
+        found = False
+        for stored in self.digests():
+            found |= hmac.compare_digest(wanted, stored.encode())
+        return found
+
+
+def bearer_key() -> str | None:
+    """The key from `Authorization: Bearer <key>`, or None when the header is absent or another scheme."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return key.strip() or None
+
+
+def metrics_allowed(address: str | None, allow: tuple[str, ...]) -> bool:
+    """Loopback always, plus the configured networks; an unparsable address is refused."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    networks = _LOOPBACK + tuple(ipaddress.ip_network(net, strict=False) for net in allow)
+    return any(ip in net for net in networks if net.version == ip.version)
+
+
+def register(app: Flask, cfg: AuthSettings) -> None:
+    """Install the checks as a before_request hook: keys on /v1/ when a keys file is set, /metrics always."""
+    keys = KeyFile(cfg.keys_file) if cfg.keys_file else None
+    for net in cfg.metrics_allow:
+        ipaddress.ip_network(net, strict=False)  # a typo in parse.toml fails at start, not per request
+
+    @app.before_request
+    def _authorize() -> None:
+        if request.path == "/metrics" and not metrics_allowed(request.remote_addr, cfg.metrics_allow):
+            raise ApiError(403, "forbidden", "/metrics is served to loopback and [auth] metrics_allow only")
+        if keys is None or not request.path.startswith("/v1/"):
+            return
+        key = bearer_key()
+        if key is None:
+            raise ApiError(401, "missing_api_key", "send the API key as 'Authorization: Bearer <key>'",
+                           {"WWW-Authenticate": CHALLENGE})
+        if not keys.accepts(key):
+            raise ApiError(401, "invalid_api_key", "the API key is not valid (revoked or mistyped)",
+                           {"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'})

@@ -1,0 +1,137 @@
+"""EasyOcr: CRAFT + english_g2 behind the service's OcrModel interface (service/ocr.py).
+
+Reproduces `easyocr.Reader(['en']).readtext(path)` with every default (fp32, no quantisation):
+detect -> group into lines -> crop from the grey page -> recognise -> greedy CTC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..ocr import Line, ModelInfo, Page
+from ..settings import ModelSettings
+from ..weights import load_state_dict
+from . import detect, group, recognize
+from .nets import Craft, Recognizer
+
+log = logging.getLogger(__name__)
+
+DETECTOR_FILE = "craft_mlt_25k.pth"
+RECOGNIZER_FILE = "english_g2.pth"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def auto_precision(device: torch.device) -> str:
+    """The default precision per device, chosen by measurement on ../shared/ocr-dev (see README).
+
+    CUDA: fp16 autocast. CPU: fp32 -- see the README's benchmark notes for the bf16 measurements.
+    """
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+class EasyOcr:
+    """One loaded detector and recognizer, resident on one device for the life of the process."""
+
+    def __init__(self, craft: Craft, recognizer: Recognizer, device: torch.device, precision: str,
+                 sums: dict[str, str]) -> None:
+        self.craft = craft
+        self.recognizer = recognizer
+        self.device = device
+        self.precision = precision
+        self.info = ModelInfo(name="easyocr-craft-english_g2", version="easyocr-1.7.2-defaults", weights_sha256=sums)
+
+    @classmethod
+    def load(cls, settings: ModelSettings, device: torch.device) -> EasyOcr:
+        precision = auto_precision(device) if settings.precision == "auto" else settings.precision
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {settings.precision!r}: use auto, {', '.join(PRECISIONS)}")
+        sums = {}
+        nets = []
+        for net, name in ((Craft(), DETECTOR_FILE), (Recognizer(), RECOGNIZER_FILE)):
+            state, sums[name] = load_state_dict(settings.weights_dir / name, strip_prefix="module.")
+            net.load_state_dict(state, strict=True)
+            nets.append(net.eval().requires_grad_(False).to(device))
+        craft, recognizer = nets
+        craft.to(memory_format=torch.channels_last)
+        return cls(craft, recognizer, device, precision, sums)
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        dtype = PRECISIONS[self.precision]
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            yield
+
+    def _recognize_probs(self, batch: torch.Tensor) -> torch.Tensor:
+        with self._inference():
+            logits = self.recognizer(batch.to(self.device, non_blocking=True))
+        return torch.softmax(logits.float(), dim=2)
+
+    def _detect(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        """Pages -> (int32 [N, 8] boxes per page, seconds per page).
+
+        On CUDA pages whose canvases have the same size go through CRAFT together; on the CPU a
+        batch gains nothing, so each page goes alone and holds less memory.
+        """
+        prepared = [detect.canvas(image) for image in images]
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, (canvas, _) in enumerate(prepared):
+            groups[canvas.shape if self.device.type == "cuda" else (i,)].append(i)
+        boxes: list[np.ndarray] = [np.zeros((0, 8), np.int32)] * len(images)
+        seconds = [0.0] * len(images)
+        for members in groups.values():
+            start = time.perf_counter()
+            batch = torch.from_numpy(np.stack([prepared[i][0] for i in members])).to(self.device)
+            with self._inference():
+                maps = self.craft(detect.normalize(batch))
+            maps = maps.float().cpu().numpy()
+            for row, i in enumerate(members):
+                found = detect.boxes(np.ascontiguousarray(maps[row, 0]), np.ascontiguousarray(maps[row, 1]))
+                boxes[i] = detect.to_image(found, prepared[i][1])
+            for i in members:
+                seconds[i] = (time.perf_counter() - start) / len(members)
+        return boxes, seconds
+
+    def parse(self, images: Sequence[np.ndarray]) -> list[Page]:
+        boxes, detect_seconds = self._detect(images)
+        start = time.perf_counter()
+        page_crops = []
+        for image, polys in zip(images, boxes):
+            grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+            page_crops.append(group.crops(grey, *group.group(polys)))
+        # All pages' crops share the width-grouped batches.
+        flat = [crop for crops in page_crops for crop in crops]
+        reads = iter(recognize.read(self._recognize_probs, [c.pixels for c in flat]))
+        recognize_seconds = time.perf_counter() - start
+        pages = []
+        for image, crops, det_s in zip(images, page_crops, detect_seconds):
+            lines = [Line(text, conf, crop.quad) for crop, (text, conf) in zip(crops, reads)]
+            share = len(crops) / len(flat) if flat else 1 / len(images)
+            pages.append(Page(image.shape[1], image.shape[0], lines,
+                              {"detect": det_s, "recognize": recognize_seconds * share}))
+        return pages
+
+    def recognize(self, images: Sequence[np.ndarray]) -> list[Page]:
+        start = time.perf_counter()
+        greys = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images]
+        reads = recognize.read(self._recognize_probs, greys)
+        seconds = (time.perf_counter() - start) / max(1, len(images))
+        pages = []
+        for grey, (text, conf) in zip(greys, reads):
+            h, w = grey.shape
+            quad = [[0, 0], [w, 0], [w, h], [0, h]]
+            pages.append(Page(w, h, [Line(text, conf, quad)], {"detect": 0.0, "recognize": seconds}))
+        return pages
+
+    def warmup(self) -> None:
+        image = np.full((96, 320, 3), 255, dtype=np.uint8)
+        cv2.putText(image, "Warm up 123", (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 0, 0), 2)
+        self.parse([image])
+        self.recognize([image[20:80]])

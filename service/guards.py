@@ -1,0 +1,81 @@
+"""Request-level guards for POST /v1/parse: the body's shape and size, and the processing deadline.
+
+They run before the route reads the body, so a malformed request costs no decoding and its answer
+says what to fix. Nginx enforces the same body limit first (client_max_body_size, rendered from
+the same [limits] value); the app checks again for requests that reach uWSGI directly.
+
+The deadline is cooperative. A uWSGI worker is one thread running torch: a signal or a watchdog
+thread cannot stop a torch call safely (the exception would land between arbitrary C++ ops, or not
+at all until the op returns, leaving metrics locks and model state half-updated). So the route
+checks the deadline between stages (before each image's decode, before and after the model call)
+and answers 504 JSON; the worker lives on. A single stage that hangs is uWSGI's `harakiri`
+backstop, set above the deadline: it kills and respawns that one worker, and Nginx answers JSON.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, current_app, g, request
+
+from .errors import ApiError
+
+# The endpoint the guards apply to (Flask endpoint name of POST /v1/parse).
+GUARDED = "api.parse"
+
+
+class Deadline:
+    """The moment a request's processing must be over; `check` between stages turns lateness into 504."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expires = time.monotonic() + seconds
+
+    def check(self, stage: str) -> None:
+        if time.monotonic() > self.expires:
+            raise ApiError(
+                504,
+                "deadline_exceeded",
+                f"processing passed the {self.seconds:g} s deadline at {stage}; "
+                "send fewer or smaller images per request",
+            )
+
+
+def deadline() -> Deadline:
+    """This request's deadline (started by `check_request` when the request arrived)."""
+    return g.deadline
+
+
+def check_request() -> None:
+    """Refuse an empty, oversized or boundary-less body before the route parses it; start the deadline."""
+    if request.endpoint != GUARDED:
+        return
+    limits = current_app.config["PARSE_SETTINGS"].limits
+    g.deadline = Deadline(limits.deadline_seconds)
+    length = request.content_length
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if not length and not chunked:
+        raise ApiError(
+            400,
+            "empty_body",
+            "the request body is empty: send the image as a multipart/form-data field 'image' "
+            "(curl -F image=@page.jpg), or as the raw body with Content-Type image/*",
+        )
+    if length and length > limits.max_body_bytes:
+        raise ApiError(
+            413,
+            "body_too_large",
+            f"the body is {length:,} bytes; the limit is {limits.max_body_bytes:,}: "
+            "send fewer or smaller (recompressed) images",
+        )
+    if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
+        raise ApiError(
+            400,
+            "missing_boundary",
+            "Content-Type multipart/form-data has no boundary parameter: let the HTTP client build the "
+            "form and its header (curl -F image=@page.jpg) instead of setting Content-Type by hand",
+        )
+
+
+def register(app: Flask) -> None:
+    app.before_request(check_request)

@@ -1,0 +1,34 @@
+"""Liveness and readiness.
+
+/healthz: this worker process lives (200 while it can answer at all).
+/readyz:  this worker's model is loaded and warmed (200), else 503 JSON. Its body also counts the
+          ready workers of the whole instance (from the shared metrics folder), which is what
+          service/probe.py waits for before `make run` or systemd call an instance started.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, current_app, jsonify
+
+from . import metrics
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok", "pid": os.getpid()})
+
+
+@bp.get("/readyz")
+def readyz():
+    state = current_app.extensions["parse"]
+    state.require()  # 503 model_loading / model_load_failed, as for /v1/parse
+    inst = state.instance
+    ready = metrics.ready_workers(str(inst.port))
+    # Outside uWSGI (no shared metrics folder) this process is the whole instance.
+    workers, ready = (1, 1) if ready is None else (inst.processes, ready)
+    return jsonify({"status": "ready", "pid": os.getpid(),
+                    "instance": {"port": inst.port, "workers": workers, "workers_ready": ready}})

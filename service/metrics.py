@@ -1,0 +1,102 @@
+"""Prometheus metrics, summed over every worker of every instance.
+
+Each uWSGI worker is its own process, so prometheus_client runs in multiprocess mode: every worker
+writes its values into files in one folder, $PROMETHEUS_MULTIPROC_DIR, shared by all instances
+(uWSGI's ini points every instance at the same folder), and GET /metrics, answered by whichever
+worker Nginx picks, merges the files of all of them. The variable must be set before
+prometheus_client is imported, which is why the uWSGI ini sets it, not this module.
+
+Folder lifecycle: `make run` empties it before the first instance starts; under systemd it is
+/run/parse/metrics, kept across instance restarts and emptied by reboot. Counters of workers that
+exited stay in it, so the sums never go backwards; live gauges (worker readiness) of a dead worker
+are removed by `sweep_dead()`, which runs at every scrape and readiness check so that a worker
+killed with SIGKILL stops counting as ready.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from flask import Blueprint, Response
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
+                               multiprocess)
+
+bp = Blueprint("metrics", __name__)
+
+# Per-stage seconds: from a few ms (decode of a small PNG) up to the request deadline.
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+REQUESTS = Counter("parse_requests_total", "HTTP requests answered, by route and status", ["route", "status"])
+STAGE_SECONDS = Histogram("parse_stage_seconds", "Seconds per request spent in each pipeline stage",
+                          ["stage"], buckets=STAGE_BUCKETS)
+IMAGES = Counter("parse_images_total", "Images parsed")
+LINES = Counter("parse_lines_total", "Text lines found")
+MODEL_LOAD_SECONDS = Histogram("parse_model_load_seconds", "Seconds a worker took to load and warm its model",
+                               buckets=(1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0))
+# livesum: the number of ready workers right now, per instance; a dead worker's file is removed.
+WORKER_READY = Gauge("parse_worker_ready", "Workers whose model is loaded and warmed", ["instance"],
+                     multiprocess_mode="livesum")
+
+_LIVE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
+
+
+def multiproc_dir() -> Path | None:
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_dead() -> None:
+    """Drop the live gauges of workers that are gone (SIGKILL, harakiri, OOM) so they stop counting."""
+    folder = multiproc_dir()
+    if folder is None:
+        return
+    for name in os.listdir(folder):
+        match = _LIVE_FILE.match(name)
+        if match and not _alive(int(match.group(1))):
+            multiprocess.mark_process_dead(int(match.group(1)), str(folder))
+
+
+def mark_exit() -> None:
+    """Called as this worker exits: its live gauges go at once."""
+    if multiproc_dir() is not None:
+        multiprocess.mark_process_dead(os.getpid())
+
+
+def ready_workers(instance: str) -> int | None:
+    """Ready workers of one instance, read from the shared folder; None outside multiprocess mode."""
+    folder = multiproc_dir()
+    if folder is None:
+        return None
+    sweep_dead()
+    files = [str(p) for p in folder.glob("gauge_livesum_*.db")]
+    for metric in multiprocess.MultiProcessCollector.merge(files, accumulate=False):
+        if metric.name == WORKER_READY._name:
+            return int(sum(s.value for s in metric.samples if s.labels.get("instance") == instance))
+    return 0
+
+
+def registry() -> CollectorRegistry:
+    """Every worker's values merged in multiprocess mode; this process's own registry otherwise (tests)."""
+    if multiproc_dir() is None:
+        return REGISTRY
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg)
+    return reg
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    sweep_dead()
+    return Response(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,233 @@
+"""Convert the pinned PP-OCR ONNX files into state_dicts for nets.py, plus the rec dictionary.
+
+    python -m service.ppocr.convert weights
+
+The graphs carry paddle2onnx's generated tensor names, so nothing can be matched by name. Instead
+the weights are read in graph order (conv/deconv + bias, batch norm, matmul + bias, layer norm
+gamma/beta) and paired with the torch layers in the order a forward pass calls them; every pair is
+shape-checked and the result must load with strict=True. This is the one place that imports onnx:
+serving reads only the .pt files this writes. Reruns are quick: outputs whose pinned sums already
+match are left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import weights as weights_mod
+from .nets import ClsNet, DetNet, RecNet
+
+# converted file -> (ONNX source, network, dummy input shape for the call-order trace)
+TARGETS: dict[str, tuple[str, type[nn.Module], tuple[int, ...]]] = {
+    "ppocrv6_det_small.pt": ("PP-OCRv6_det_small.onnx", DetNet, (1, 3, 64, 64)),
+    "ppocr_mobile_v2.0_cls.pt": ("ch_ppocr_mobile_v2.0_cls_mobile.onnx", ClsNet, (1, 3, 48, 192)),
+    "ppocrv6_rec_small.pt": ("PP-OCRv6_rec_small.onnx", RecNet, (1, 3, 48, 64)),
+}
+DICT_FILE = "ppocrv6_dict.txt"
+DICT_SOURCE = "PP-OCRv6_rec_small.onnx"
+
+
+@dataclass
+class Found:
+    """One layer's tensors as the graph stores them, in torch layout."""
+
+    kind: str  # "conv" | "bn" | "linear" | "ln"
+    tensors: list[np.ndarray | None]
+    eps: float | None = None
+    where: str = ""
+
+
+class Graph:
+    """Constant lookup and Identity-transparent consumers over an ONNX graph."""
+
+    def __init__(self, model):
+        from onnx import numpy_helper
+
+        g = model.graph
+        self.nodes = [n for n in g.node if n.op_type != "Constant"]
+        self.const = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        for n in g.node:  # the cls graph stores every weight as a Constant node
+            if n.op_type == "Constant":
+                self.const[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        self.producer = {o: n for n in self.nodes for o in n.output}
+        self.consumers: dict[str, list] = {}
+        for n in self.nodes:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The constant behind `name`, through Identity and Reshape-of-constant nodes; None if computed."""
+        if name in self.const:
+            return self.const[name]
+        node = self.producer.get(name)
+        if node is not None and node.op_type in ("Identity", "Reshape"):
+            return self.value(node.input[0])
+        return None
+
+    def users(self, name: str) -> list:
+        """Nodes reading `name`, looking through Identity nodes."""
+        out = []
+        for n in self.consumers.get(name, []):
+            out.extend(self.users(n.output[0]) if n.op_type == "Identity" else [n])
+        return out
+
+    def added_constant(self, name: str) -> np.ndarray | None:
+        """The constant of a single `Add` that consumes `name` (how paddle2onnx writes conv/matmul biases)."""
+        users = self.users(name)
+        if len(users) == 1 and users[0].op_type == "Add":
+            for i in users[0].input:
+                if (c := self.value(i)) is not None:
+                    return c.reshape(-1)
+        return None
+
+
+def read_layers(model) -> list[Found]:
+    """Every weighted layer of the graph, in node order."""
+    g = Graph(model)
+    found: list[Found] = []
+    for n in g.nodes:
+        if n.op_type in ("Conv", "ConvTranspose"):
+            w = g.value(n.input[1])
+            b = g.value(n.input[2]) if len(n.input) > 2 else g.added_constant(n.output[0])
+            found.append(Found("conv", [w, None if b is None else b.reshape(-1)], where=n.name))
+        elif n.op_type == "BatchNormalization":
+            eps = next(a.f for a in n.attribute if a.name == "epsilon")
+            found.append(Found("bn", [g.value(i) for i in n.input[1:5]], eps, n.name))
+        elif n.op_type == "MatMul" and (w := g.value(n.input[1])) is not None:
+            found.append(Found("linear", [w.T, g.added_constant(n.output[0])], where=n.name))
+        elif n.op_type == "Sqrt":  # decomposed LayerNorm: (x-mean)/sqrt(var+eps) * gamma + beta
+            eps = float(next(c for i in g.producer[n.input[0]].input if (c := g.value(i)) is not None))
+            (div,) = g.users(n.output[0])
+            (mul,) = g.users(div.output[0])
+            gamma = next(c for i in mul.input if (c := g.value(i)) is not None)
+            beta = g.added_constant(mul.output[0])
+            found.append(Found("ln", [gamma, beta], eps, n.name))
+    return found
+
+
+def call_order(net: nn.Module, shape: tuple[int, ...]) -> list[tuple[str, nn.Module]]:
+    """The weighted leaf layers of `net` in the order one forward pass calls them."""
+    names = {m: name for name, m in net.named_modules()}
+    order: list[tuple[str, nn.Module]] = []
+    kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.Linear, nn.LayerNorm)
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append((names[m], m)))
+             for m in net.modules() if isinstance(m, kinds)]
+    with torch.inference_mode():
+        net(torch.zeros(shape))
+    for h in hooks:
+        h.remove()
+    return order
+
+
+def _tensor(a: np.ndarray | None, like: torch.Tensor | None, where: str) -> torch.Tensor:
+    if a is None or like is None:
+        raise ValueError(f"{where}: graph has {'no' if a is None else 'a'} tensor where the module has "
+                         f"{'none' if like is None else tuple(like.shape)}")
+    if tuple(a.shape) != tuple(like.shape):
+        raise ValueError(f"{where}: graph shape {a.shape} != module shape {tuple(like.shape)}")
+    return torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # a C-order copy: bytes stay deterministic
+
+
+def state_dict_from(model, net: nn.Module, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Pair graph layers with module layers in order, check every shape, and build the state_dict."""
+    found, order = read_layers(model), call_order(net, shape)
+    if len(found) != len(order):
+        raise ValueError(f"graph has {len(found)} weighted layers, module calls {len(order)}")
+    state: dict[str, torch.Tensor] = {}
+    for f, (name, m) in zip(found, order):
+        where = f"{f.where} -> {name}"
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if f.kind != ("linear" if isinstance(m, nn.Linear) else "conv"):
+                raise ValueError(f"{where}: graph layer is a {f.kind}")
+            state[f"{name}.weight"] = _tensor(f.tensors[0], m.weight, where)
+            if m.bias is not None or f.tensors[1] is not None:
+                state[f"{name}.bias"] = _tensor(f.tensors[1], m.bias, where)
+        elif isinstance(m, nn.BatchNorm2d):
+            if f.kind != "bn" or abs(f.eps - m.eps) > 1e-9:
+                raise ValueError(f"{where}: expected batch norm with eps {m.eps}, got {f.kind} {f.eps}")
+            for key, a in zip(("weight", "bias", "running_mean", "running_var"), f.tensors):
+                state[f"{name}.{key}"] = _tensor(a, getattr(m, key), where)
+            state[f"{name}.num_batches_tracked"] = torch.tensor(0)
+        else:
+            if f.kind != "ln" or abs(f.eps - m.eps) > 1e-9:
+                raise ValueError(f"{where}: expected layer norm with eps {m.eps}, got {f.kind} {f.eps}")
+            state[f"{name}.weight"] = _tensor(f.tensors[0], m.weight, where)
+            state[f"{name}.bias"] = _tensor(f.tensors[1], m.bias, where)
+    net.load_state_dict(state, strict=True)
+    return state
+
+
+def dictionary(model) -> list[str]:
+    """The rec character list embedded as metadata `character` (split the way RapidOCR splits it)."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    return meta["character"].splitlines()
+
+
+def serialize(state: dict[str, torch.Tensor]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def _current(path: Path) -> bool:
+    try:
+        weights_mod.verify(path)
+        return True
+    except weights_mod.WeightsError:
+        return False
+
+
+def missing(dest: Path) -> list[str]:
+    """Converted files that are absent or differ from their pinned sums."""
+    return [name for name in (*TARGETS, DICT_FILE) if not _current(dest / name)]
+
+
+def convert(dest: Path) -> None:
+    """Write every converted file that is missing or differs from its pinned sum."""
+    todo = missing(dest)
+    if not todo:
+        return
+    import onnx
+
+    models: dict[str, object] = {}
+
+    def load(source: str):
+        if source not in models:
+            weights_mod.verify(dest / source)
+            models[source] = onnx.load(str(dest / source))
+        return models[source]
+
+    for name in todo:
+        if name == DICT_FILE:
+            chars = dictionary(load(DICT_SOURCE))
+            (dest / name).write_text("\n".join(chars) + "\n", encoding="utf-8")
+        else:
+            source, net_cls, shape = TARGETS[name]
+            (dest / name).write_bytes(serialize(state_dict_from(load(source), net_cls().eval(), shape)))
+    for name in (*TARGETS, DICT_FILE):
+        if name in weights_mod.expected_sums():
+            weights_mod.verify(dest / name)
+            print(f"ok  {name}")
+        else:
+            print(f"{weights_mod.sha256_file(dest / name)}  {name}  (not pinned yet)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dest", type=Path, nargs="?", default=weights_mod.SUMS_FILE.parent)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a converted file is missing or stale")
+    args = parser.parse_args()
+    if args.check:
+        raise SystemExit(1 if missing(args.dest) else 0)
+    convert(args.dest)
+
+
+if __name__ == "__main__":
+    main()

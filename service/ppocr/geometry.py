@@ -1,0 +1,82 @@
+"""Image geometry before and around detection, as RapidOCR 3.10.0 does it (BGR uint8 in and out).
+
+The page is first brought within 30..2000 px per side, then letterboxed when it is very flat; all
+detection, cropping and recognition work on that image, and quads are mapped back at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MAX_SIDE = 2000
+MIN_SIDE = 30
+FLAT_RATIO = 8  # w/h above this gets black bands top and bottom
+MIN_HEIGHT = 30
+DET_MIN_SIDE = 736  # detection input: short side brought up to this (never down)
+
+
+def _round32(side: int, ratio: float) -> int:
+    return int(round(int(side * ratio) / 32) * 32)
+
+
+@dataclass
+class Frame:
+    """How the working image relates to the original: scale factors and top padding."""
+
+    ratio_w: float = 1.0
+    ratio_h: float = 1.0
+    top: int = 0
+
+
+def within_bounds(img: np.ndarray) -> tuple[np.ndarray, Frame]:
+    """Shrink pages over MAX_SIDE, enlarge images under MIN_SIDE (sides rounded to multiples of 32)."""
+    h0, w0 = h, w = img.shape[:2]
+    for shrink in (True, False):  # first shrink big pages, then enlarge tiny images
+        side = max(h, w) if shrink else min(h, w)
+        if (side > MAX_SIDE) if shrink else (side < MIN_SIDE):
+            ratio = (MAX_SIDE if shrink else MIN_SIDE) / side
+            h, w = _round32(h, ratio), _round32(w, ratio)
+            img = cv2.resize(img, (w, h))
+    frame = Frame(ratio_w=w0 / w, ratio_h=h0 / h) if (h, w) != (h0, w0) else Frame()
+    return img, frame
+
+
+def letterbox(img: np.ndarray, frame: Frame) -> np.ndarray:
+    """Pad very flat or very low images with black bands top and bottom, recording the top band."""
+    h, w = img.shape[:2]
+    if h > MIN_HEIGHT and w / h <= FLAT_RATIO:
+        return img
+    pad = int(abs(max(int(w / FLAT_RATIO), MIN_HEIGHT) * 2 - h) / 2)
+    frame.top = pad
+    return cv2.copyMakeBorder(img, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+
+
+def det_size(h: int, w: int) -> tuple[int, int]:
+    """Detection input (h, w): short side up to DET_MIN_SIDE, both sides rounded to multiples of 32."""
+    ratio = DET_MIN_SIDE / min(h, w) if min(h, w) < DET_MIN_SIDE else 1.0
+    return max(_round32(h, ratio), 32), max(_round32(w, ratio), 32)
+
+
+def crop(img: np.ndarray, quad: np.ndarray) -> np.ndarray:
+    """Perspective-rectify a quad (TL TR BR BL) to an upright crop; tall crops are turned 90° CCW."""
+    w = int(max(np.linalg.norm(quad[0] - quad[1]), np.linalg.norm(quad[2] - quad[3])))
+    h = int(max(np.linalg.norm(quad[0] - quad[3]), np.linalg.norm(quad[1] - quad[2])))
+    target = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    m = cv2.getPerspectiveTransform(quad.astype(np.float32), target)
+    out = cv2.warpPerspective(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC)
+    return np.rot90(out) if out.shape[0] / out.shape[1] >= 1.5 else out
+
+
+def to_original(quad: np.ndarray, frame: Frame, orig_w: int, orig_h: int) -> np.ndarray:
+    """Undo padding and scaling, then clip into the original image (as RapidOCR's get_origin_points)."""
+    q = quad.astype(np.float32).copy()
+    q[:, 1] -= frame.top
+    q[:, 0] *= frame.ratio_w
+    q[:, 1] *= frame.ratio_h
+    q = np.where(q < 0, 0, q)
+    q[:, 0] = np.minimum(q[:, 0], orig_w)
+    q[:, 1] = np.minimum(q[:, 1], orig_h)
+    return q

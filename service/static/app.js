@@ -1,0 +1,495 @@
+// parse: the try-it page. Plain JavaScript, no build step, no third-party code: hosts may be offline.
+//
+// Each chosen, dropped or pasted file becomes a card and is sent on its own, one after another,
+// to POST v1/parse. One request per file keeps a bad file from failing the good ones, gives every
+// card its own progress, and never floods the rate limit. The server answers with the lines and
+// their quads in the image's own pixels; an SVG whose viewBox is those pixels lies over the image,
+// so the boxes follow the displayed size without any resize code.
+"use strict";
+
+(() => {
+  const API = "v1/parse"; // relative: the page also works behind a proxy under a sub-path
+  const PALETTE = 6; // box colours c0..c5 in style.css, the same order as service/annotate.py
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const REQUEST_TIMEOUT_MS = 180000;
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+  const els = {
+    input: $("#file-input"),
+    dropzone: $("#dropzone"),
+    results: $("#results"),
+    empty: $("#empty"),
+    toolbar: $("#toolbar"),
+    summary: $("#summary"),
+    clear: $("#clear"),
+    annotate: $("#opt-annotate"),
+    key: $("#opt-key"),
+    template: $("#card-template"),
+    modelInfo: $("#model-info"),
+  };
+
+  const jobs = []; // every card on the page, in order
+  const queue = []; // jobs waiting to be sent
+  let current = null; // the job whose request is in flight
+  let cardSeq = 0;
+
+  // ---- intake: chooser, drag-and-drop anywhere on the page, paste ----
+
+  els.input.addEventListener("change", () => {
+    addFiles(els.input.files);
+    els.input.value = ""; // choosing the same file again must fire "change" again
+  });
+
+  // The whole drop zone opens the chooser, not only its button.
+  els.dropzone.addEventListener("click", (event) => {
+    if (event.target === els.dropzone || !event.target.closest("label, input, a, button")) {
+      els.input.click();
+    }
+  });
+
+  // dragenter/dragleave fire for every child crossed: count them to know when the drag left.
+  let dragDepth = 0;
+  const hasFiles = (event) => Array.from(event.dataTransfer?.types || []).includes("Files");
+  document.addEventListener("dragenter", (event) => {
+    if (!hasFiles(event)) return;
+    dragDepth += 1;
+    document.body.classList.add("dragging");
+  });
+  document.addEventListener("dragleave", () => {
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (dragDepth === 0) document.body.classList.remove("dragging");
+  });
+  // Without preventDefault the browser would navigate away to the dropped file.
+  document.addEventListener("dragover", (event) => {
+    if (hasFiles(event)) event.preventDefault();
+  });
+  document.addEventListener("drop", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    dragDepth = 0;
+    document.body.classList.remove("dragging");
+    addFiles(event.dataTransfer.files);
+  });
+
+  document.addEventListener("paste", (event) => {
+    if (event.target.closest?.("input, textarea")) return; // leave text fields their own paste
+    const files = Array.from(event.clipboardData?.files || []);
+    if (files.length) addFiles(files);
+  });
+
+  els.clear.addEventListener("click", clearAll);
+
+  function addFiles(fileList) {
+    for (const file of Array.from(fileList)) {
+      const job = createJob(file);
+      jobs.push(job);
+      queue.push(job);
+    }
+    els.empty.hidden = jobs.length > 0;
+    els.toolbar.hidden = jobs.length === 0;
+    updateSummary();
+    pump();
+  }
+
+  // ---- requests, one at a time ----
+
+  async function pump() {
+    if (current) return;
+    while (queue.length) {
+      current = queue.shift();
+      await send(current);
+      current = null;
+      updateSummary();
+    }
+  }
+
+  function send(job) {
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      job.xhr = xhr;
+      job.state = "uploading";
+      setStatus(job, "Uploading… 0%", 0);
+
+      const form = new FormData();
+      form.append("image", job.file, job.file.name || "pasted-image.png");
+      xhr.open("POST", API + (els.annotate.checked ? "?annotate=1" : ""));
+      const key = els.key.value.trim();
+      if (key) xhr.setRequestHeader("Authorization", `Bearer ${key}`);
+      xhr.timeout = REQUEST_TIMEOUT_MS;
+
+      xhr.upload.addEventListener("progress", (event) => {
+        if (!event.lengthComputable) return;
+        const pct = Math.round((event.loaded / event.total) * 100);
+        setStatus(job, `Uploading… ${pct}%`, event.loaded / event.total);
+      });
+      // Once the last byte is sent, the wait is the server reading the image.
+      xhr.upload.addEventListener("load", () => {
+        job.state = "parsing";
+        setStatus(job, "Reading text…", null);
+      });
+
+      const started = performance.now();
+      const finish = (handler) => () => {
+        job.xhr = null;
+        if (!job.removed) handler(performance.now() - started);
+        resolve();
+      };
+      xhr.addEventListener("load", finish((elapsed) => onResponse(job, xhr, elapsed)));
+      xhr.addEventListener("error", finish(() => showError(job, networkError())));
+      xhr.addEventListener("timeout", finish(() => showError(job, {
+        title: "No answer from the server in time",
+        detail: `Nothing came back within ${REQUEST_TIMEOUT_MS / 1000} s. Try again, or try a smaller image.`,
+        retry: true,
+      })));
+      xhr.addEventListener("abort", finish(() => {}));
+      xhr.send(form);
+    });
+  }
+
+  function onResponse(job, xhr, elapsed) {
+    let body = null;
+    try {
+      body = JSON.parse(xhr.responseText);
+    } catch {
+      // Not JSON: only a proxy in front of the service would answer like that.
+    }
+    if (xhr.status === 200 && body && Array.isArray(body.images) && body.images.length) {
+      showResult(job, body, elapsed);
+    } else {
+      showError(job, describeError(xhr.status, body, xhr.getResponseHeader("Retry-After")));
+    }
+  }
+
+  // ---- errors a person can act on ----
+
+  function networkError() {
+    return {
+      title: "Couldn't reach the server",
+      detail: "The connection failed before an answer came. Check that the service is running and your network is up, then try again.",
+      retry: true,
+    };
+  }
+
+  function describeError(status, body, retryAfterHeader) {
+    const server = body?.error?.message || "";
+    const retryAfter = parseInt(retryAfterHeader || "", 10);
+    const wait = Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 0;
+    const waitText = wait ? `Try again in ${wait} second${wait === 1 ? "" : "s"}.` : "Try again shortly.";
+    switch (status) {
+      case 0:
+        return networkError();
+      case 400:
+      case 422:
+        return { title: "The server couldn't use this upload", detail: server || "The file may be damaged or empty." };
+      case 401:
+      case 403:
+        return {
+          title: "This server needs an API key",
+          detail: `${server ? server + " " : ""}Enter your key under Options, then try again.`,
+          retry: true,
+        };
+      case 413:
+        return {
+          title: "This file is too large",
+          detail: server || "The upload is over the server's size limit. Scale the image down or send fewer files at once.",
+        };
+      case 415:
+        return {
+          title: "This file isn't an image the service can read",
+          detail: server || "Use JPEG, PNG, WebP, BMP, TIFF or GIF.",
+        };
+      case 429:
+        return { title: "Too many requests", detail: `${waitText} The server limits how often one address may ask.`, retry: true, wait };
+      case 502:
+      case 503:
+        return { title: "The service is busy", detail: `Every reader is occupied right now. ${waitText}`, retry: true, wait };
+      case 504:
+        return { title: "Reading this image took too long", detail: server || "The server gave up at its time limit. Try a smaller image.", retry: true };
+      default:
+        return {
+          title: `The server answered with an error (${status})`,
+          detail: server || "Please try again. If it keeps happening, tell the operator the time it happened.",
+          retry: status >= 500,
+        };
+    }
+  }
+
+  function showError(job, { title, detail, retry = false, wait = 0 }) {
+    job.state = "failed";
+    const { card } = job;
+    card.setAttribute("aria-busy", "false");
+    card.classList.add("failed");
+    $(".status", card).hidden = true;
+    $(".badge", card).textContent = "Failed";
+    const box = $(".error", card);
+    $(".error-title", box).textContent = title;
+    $(".error-detail", box).textContent = detail;
+    const button = $(".retry", box);
+    button.hidden = !retry;
+    box.hidden = false;
+    if (retry && wait) countdown(button, wait);
+  }
+
+  // A rate-limited or busy answer says when to come back: hold the button until then.
+  function countdown(button, seconds) {
+    let left = seconds;
+    button.disabled = true;
+    const tick = () => {
+      if (left <= 0) {
+        button.disabled = false;
+        button.textContent = "Try again";
+        return;
+      }
+      button.textContent = `Try again in ${left} s`;
+      left -= 1;
+      setTimeout(tick, 1000);
+    };
+    tick();
+  }
+
+  // ---- cards ----
+
+  function createJob(file) {
+    cardSeq += 1;
+    const card = els.template.content.firstElementChild.cloneNode(true);
+    card.id = `card-${cardSeq}`;
+    const title = file.name || "Pasted image";
+    $(".card-title", card).textContent = title;
+    $(".card-title", card).title = title;
+    $(".badge", card).textContent = formatBytes(file.size);
+    const textarea = $(".fulltext", card);
+    textarea.id = `text-${cardSeq}`;
+    $(".text-label", card).htmlFor = textarea.id;
+    els.results.append(card);
+
+    const job = { file, card, state: "queued", url: URL.createObjectURL(file), xhr: null, removed: false };
+    $(".retry", card).addEventListener("click", () => retry(job));
+    $(".copy", card).addEventListener("click", (event) => copyText(textarea, event.currentTarget));
+    linkHighlights(card);
+    return job;
+  }
+
+  function retry(job) {
+    const { card } = job;
+    card.classList.remove("failed");
+    card.setAttribute("aria-busy", "true");
+    $(".error", card).hidden = true;
+    $(".status", card).hidden = false;
+    $(".badge", card).textContent = formatBytes(job.file.size);
+    job.state = "queued";
+    setStatus(job, "Waiting…", 0);
+    queue.push(job);
+    updateSummary();
+    pump();
+  }
+
+  function setStatus(job, text, fraction) {
+    const status = $(".status", job.card);
+    $(".status-text", status).textContent = text;
+    // null: the server is working and cannot say how far along; the bar sweeps instead.
+    status.classList.toggle("indeterminate", fraction === null);
+    $(".progress-bar", status).style.width = fraction === null ? "" : `${Math.round(fraction * 100)}%`;
+  }
+
+  function showResult(job, body, elapsed) {
+    job.state = "done";
+    const image = body.images[0];
+    const lines = image.lines || [];
+    const { card } = job;
+    card.setAttribute("aria-busy", "false");
+    card.classList.add("done");
+    $(".status", card).hidden = true;
+    $(".badge", card).textContent = `${lines.length} line${lines.length === 1 ? "" : "s"}`;
+
+    // Stage: the image at its own aspect ratio, the quads in its own pixel space on top.
+    const stage = $(".stage", card);
+    stage.style.aspectRatio = `${image.width} / ${image.height}`;
+    // Tall pages are narrowed, not squashed: the height stays within 70% of the window.
+    stage.style.maxWidth = `calc(70vh * ${image.width / image.height})`;
+    const photo = $(".photo", card);
+    photo.alt = `${job.file.name || "Pasted image"} with ${lines.length} text line${lines.length === 1 ? "" : "s"} outlined`;
+    // Browsers cannot show some accepted formats (TIFF): the boxes then stand on a blank page.
+    photo.addEventListener("error", () => stage.classList.add("no-preview"), { once: true });
+    photo.src = job.url;
+    const svg = $(".overlay", card);
+    svg.setAttribute("viewBox", `0 0 ${image.width} ${image.height}`);
+    svg.replaceChildren(...lines.map((line, i) => {
+      const poly = document.createElementNS(SVG_NS, "polygon");
+      poly.setAttribute("points", line.quad.map(([x, y]) => `${x},${y}`).join(" "));
+      poly.setAttribute("class", `box c${i % PALETTE}`);
+      poly.dataset.i = String(i);
+      return poly;
+    }));
+    $(".dims", card).textContent = `${image.width} × ${image.height} px`;
+
+    // Lines, each with its confidence.
+    $(".count", card).textContent = `(${lines.length})`;
+    const list = $(".lines", card);
+    if (lines.length) {
+      list.replaceChildren(...lines.map((line, i) => lineItem(line, i)));
+    } else {
+      const li = document.createElement("li");
+      li.className = "none";
+      li.textContent = "No text found in this image.";
+      list.replaceChildren(li);
+    }
+
+    $(".fulltext", card).value = image.text ?? lines.map((l) => l.text).join("\n");
+    $(".fulltext", card).rows = Math.min(12, Math.max(3, lines.length + 1));
+
+    const annotated = $(".annotated", card);
+    annotated.hidden = !image.annotated_url;
+    if (image.annotated_url) annotated.href = image.annotated_url;
+
+    const t = body.timing_ms || {};
+    $(".timing", card).replaceChildren(
+      ...timingItem("Decode", t.decode),
+      ...timingItem("Detect", t.detect),
+      ...timingItem("Recognize", t.recognize),
+      ...timingItem("Server total", t.total),
+      ...timingItem("Round trip", elapsed),
+    );
+
+    if (body.model) {
+      const m = body.model;
+      els.modelInfo.textContent = `Model: ${m.name}${m.version ? " " + m.version : ""}`;
+    }
+    $(".card-body", card).hidden = false;
+  }
+
+  function lineItem(line, i) {
+    const li = document.createElement("li");
+    li.className = `line c${i % PALETTE}`;
+    li.tabIndex = 0; // keyboard users reach each line, and focusing it highlights its box
+    li.dataset.i = String(i);
+    const conf = Math.max(0, Math.min(1, Number(line.confidence) || 0));
+    if (conf < 0.6) li.classList.add("low");
+
+    const idx = document.createElement("span");
+    idx.className = "idx";
+    idx.textContent = String(i + 1);
+    const text = document.createElement("span");
+    text.className = "ltext";
+    text.textContent = line.text || "\u00a0";
+    const meter = document.createElement("span");
+    meter.className = "conf";
+    meter.title = `Confidence ${(conf * 100).toFixed(1)}%`;
+    const bar = document.createElement("span");
+    bar.className = "conf-bar";
+    const fill = document.createElement("span");
+    fill.style.width = `${conf * 100}%`;
+    bar.append(fill);
+    const pct = document.createElement("span");
+    pct.className = "conf-num";
+    pct.textContent = `${Math.round(conf * 100)}%`;
+    meter.append(bar, pct);
+    li.append(idx, text, meter);
+    li.setAttribute("aria-label", `Line ${i + 1}: ${line.text}. Confidence ${Math.round(conf * 100)} percent.`);
+    return li;
+  }
+
+  // One chip per stage: a <div> groups each dt/dd pair so a pair never wraps apart.
+  function timingItem(label, ms) {
+    if (typeof ms !== "number") return [];
+    const pair = document.createElement("div");
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.textContent = ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
+    pair.append(dt, dd);
+    return [pair];
+  }
+
+  // ---- a line and its box light up together ----
+
+  function linkHighlights(card) {
+    const list = $(".lines", card);
+    const svg = $(".overlay", card);
+    let active = null;
+    const activate = (i) => {
+      if (active === i) return;
+      card.querySelectorAll(".active").forEach((el) => el.classList.remove("active"));
+      active = i;
+      card.classList.toggle("has-active", i !== null);
+      if (i === null) return;
+      card.querySelectorAll(`[data-i="${i}"]`).forEach((el) => el.classList.add("active"));
+    };
+    const indexOf = (event) => event.target.closest?.("[data-i]")?.dataset.i ?? null;
+
+    list.addEventListener("pointerover", (event) => activate(indexOf(event)));
+    list.addEventListener("pointerleave", () => activate(null));
+    list.addEventListener("focusin", (event) => activate(indexOf(event)));
+    list.addEventListener("focusout", () => activate(null));
+
+    svg.addEventListener("pointerover", (event) => {
+      const i = indexOf(event);
+      activate(i);
+      if (i !== null) scrollIntoList(list, list.querySelector(`[data-i="${i}"]`));
+    });
+    svg.addEventListener("pointerleave", () => activate(null));
+    svg.addEventListener("click", (event) => {
+      const i = indexOf(event);
+      if (i !== null) list.querySelector(`[data-i="${i}"]`)?.focus();
+    });
+  }
+
+  // Bring a line into view inside its own scrolling list, without scrolling the page.
+  function scrollIntoList(list, item) {
+    if (!item) return;
+    const top = item.offsetTop;
+    const bottom = top + item.offsetHeight;
+    if (top < list.scrollTop) list.scrollTop = top;
+    else if (bottom > list.scrollTop + list.clientHeight) list.scrollTop = bottom - list.clientHeight;
+  }
+
+  // ---- copy, summary, clear ----
+
+  async function copyText(textarea, button) {
+    let ok = true;
+    try {
+      await navigator.clipboard.writeText(textarea.value);
+    } catch {
+      // The async clipboard needs a secure context (https or localhost); plain http falls back.
+      textarea.select();
+      ok = document.execCommand("copy");
+    }
+    button.textContent = ok ? "Copied ✓" : "Select and copy";
+    button.classList.toggle("copied", ok);
+    setTimeout(() => {
+      button.textContent = "Copy text";
+      button.classList.remove("copied");
+    }, 1600);
+  }
+
+  function updateSummary() {
+    const count = (state) => jobs.filter((j) => j.state === state).length;
+    const done = count("done");
+    const failed = count("failed");
+    const pending = jobs.length - done - failed;
+    const parts = [`${jobs.length} image${jobs.length === 1 ? "" : "s"}`];
+    if (done) parts.push(`${done} read`);
+    if (failed) parts.push(`${failed} failed`);
+    if (pending) parts.push(`${pending} in progress`);
+    els.summary.textContent = parts.join(" · ");
+  }
+
+  function clearAll() {
+    queue.length = 0;
+    for (const job of jobs) {
+      job.removed = true;
+      job.xhr?.abort();
+      URL.revokeObjectURL(job.url);
+      job.card.remove();
+    }
+    jobs.length = 0;
+    els.empty.hidden = false;
+    els.toolbar.hidden = true;
+    els.input.focus();
+  }
+
+  function formatBytes(n) {
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KB`;
+    return `${(n / 1024 / 1024).toFixed(1)} MB`;
+  }
+})();

@@ -1,0 +1,151 @@
+"""A real serving stack for tests and benchmarks: uWSGI instances + Nginx on free loopback ports.
+
+It is started the way `make run` starts one (service/deploy.py) from a settings file written into
+a temporary folder, and torn down by PID, process group by process group, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service import deploy, probe
+from service import settings as settings_mod
+from service.settings import ROOT, Instance, Settings
+
+
+def free_port(avoid: set[int]) -> int:
+    """A loopback port that is free now, with port + STATS_OFFSET free too (the stats server)."""
+    while True:
+        port = random.randint(20000, 40000)
+        if port in avoid or port + deploy.STATS_OFFSET in avoid:
+            continue
+        try:
+            for p in (port, port + deploy.STATS_OFFSET):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        avoid.update({port, port + deploy.STATS_OFFSET})
+        return port
+
+
+def default_family() -> str:
+    """The family conf/parse.toml serves: the stack tests run what production runs."""
+    return os.environ.get("PARSE_TEST_FAMILY") or settings_mod.load(settings_mod.DEFAULT_CONFIG).model.family
+
+
+def write_config(folder: Path, instances: list[dict], family: str | None = None,
+                 deadline_seconds: float = 20) -> Settings:
+    """A parse.toml in `folder` for these instances (weight/processes/threads), on free ports."""
+    used: set[int] = set()
+    nginx_port = free_port(used)
+    blocks = "".join(
+        f"[[instances]]\nport = {free_port(used)}\nweight = {i.get('weight', 1)}\ndevice = \"cpu\"\n"
+        f"processes = {i.get('processes', 1)}\nthreads = {i.get('threads', 1)}\n\n" for i in instances)
+    text = (f"[model]\nfamily = \"{family or default_family()}\"\nweights_dir = \"{ROOT / 'weights'}\"\n\n"
+            f"[limits]\ndeadline_seconds = {deadline_seconds}\n\n"
+            # Generous: the tests measure the stack, not the rate limit.
+            f"[nginx]\nlisten = \"127.0.0.1:{nginx_port}\"\nrate_per_second = 10000\nrate_burst = 10000\n\n"
+            f"[results]\ndir = \"{folder / 'results'}\"\n\n{blocks}")
+    path = folder / "parse.toml"
+    path.write_text(text)
+    return settings_mod.load(path)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    @property
+    def upstream(self) -> str:
+        """The instance that answered: the last one tried (X-Upstream lists every one tried)."""
+        return self.headers.get("X-Upstream", "").split(",")[-1].strip()
+
+
+def http(url: str, data: bytes | None = None, content_type: str | None = None, timeout: float = 60) -> Response:
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type} if content_type else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return Response(r.status, dict(r.headers), r.read())
+    except urllib.error.HTTPError as err:
+        return Response(err.code, dict(err.headers), err.read())
+
+
+def multipart(files: list[tuple[str, bytes]], filename: str = "page.png") -> tuple[bytes, str]:
+    """(body, content type) of a multipart form with (field, bytes) file parts."""
+    boundary = f"parse-test-{random.getrandbits(64):x}"
+    parts = b"".join(
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
+        f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n" for name, data in files)
+    return parts + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass
+class Stack:
+    cfg: Settings
+    run: Path
+    layout: deploy.DevLayout = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.layout = deploy.DevLayout(self.run)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.cfg.nginx.listen}"
+
+    def addr(self, inst: Instance) -> str:
+        return f"127.0.0.1:{inst.port}"
+
+    def start(self) -> "Stack":
+        deploy.up(self.cfg, self.run)
+        return self
+
+    def master_pid(self, inst: Instance) -> int:
+        return int(self.layout.pid_file(f"uwsgi-{inst.port}").read_text())
+
+    def stats(self, inst: Instance) -> dict:
+        host, port = deploy.stats_address(inst).split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            return json.loads(b"".join(iter(lambda: s.recv(65536), b"")))
+
+    def worker_pids(self, inst: Instance) -> list[int]:
+        return [w["pid"] for w in self.stats(inst)["workers"] if w["pid"]]
+
+    def parse(self, image: bytes, timeout: float = 60) -> Response:
+        return http(self.url + "/v1/parse", image, "image/png", timeout)
+
+    def wait_ready(self, inst: Instance, timeout: float = 120) -> None:
+        probe.wait_ready([inst.port], timeout)
+
+    def restart_instance(self, inst: Instance) -> None:
+        deploy.start_instance(self.layout, inst)
+        self.wait_ready(inst)
+
+    def stop(self) -> None:
+        """Graceful stop of everything by PID, then SIGKILL to any process group still there."""
+        groups = [int(p.read_text()) for p in self.layout.pids.glob("*.pid")] if self.layout.pids.is_dir() else []
+        try:
+            deploy.stop_all(self.layout, self.cfg)
+        finally:
+            for pgid in groups:
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 10
+            while any(deploy.pid_alive(p) for p in groups) and time.monotonic() < deadline:
+                time.sleep(0.1)

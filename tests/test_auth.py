@@ -1,0 +1,160 @@
+"""API keys, the /metrics allow-list and the request guards, through the Flask app in-process.
+
+The model is not loaded (load=False): these checks run before any route, so a request they let
+through reaches the route and gets its 503 model_loading, which is how a test tells "passed".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from service import settings as settings_mod
+from service.app import create_app
+from service.auth import KeyFile, digest, read_keys
+from service.errors import ApiError
+from service.guards import Deadline
+from service.keys import add, main, revoke
+from service.settings import AuthSettings, Limits
+
+PASSED = 503  # the route's answer while the model is unloaded: every check before it let the request in
+
+
+def make_client(tmp_path: Path, keys: bool = True, limits: Limits | None = None, allow: tuple[str, ...] = ()):
+    cfg = settings_mod.load()
+    cfg = dataclasses.replace(
+        cfg,
+        auth=AuthSettings(keys_file=tmp_path / "keys" if keys else None, metrics_allow=allow),
+        limits=limits or cfg.limits,
+    )
+    return create_app(cfg, load=False).test_client()
+
+
+def parse(client, key: str | None = None, address: str = "127.0.0.1", **kw):
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    kw.setdefault("data", b"\x89PNG....")
+    kw.setdefault("content_type", "image/png")
+    return client.post("/v1/parse", headers=headers, environ_base={"REMOTE_ADDR": address}, **kw)
+
+
+def test_keys_off_leaves_parse_open(tmp_path: Path) -> None:
+    assert parse(make_client(tmp_path, keys=False)).status_code == PASSED
+
+
+def test_key_required_and_checked(tmp_path: Path) -> None:
+    key = add(tmp_path / "keys", "alice")
+    client = make_client(tmp_path)
+    missing = parse(client)
+    assert missing.status_code == 401 and missing.json["error"]["code"] == "missing_api_key"
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong = parse(client, key + "x")
+    assert wrong.status_code == 401 and wrong.json["error"]["code"] == "invalid_api_key"
+    assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
+    basic = client.post("/v1/parse", headers={"Authorization": "Basic " + key}, data=b"x", content_type="image/png")
+    assert basic.status_code == 401
+    assert parse(client, key).status_code == PASSED
+    assert client.get("/v1/models").status_code == 401  # every /v1/ route needs the key
+    for open_path in ("/healthz", "/readyz"):
+        assert client.get(open_path).status_code in (200, 503)  # answered, never 401
+
+
+def test_add_and_revoke_without_restart(tmp_path: Path) -> None:
+    client = make_client(tmp_path)
+    assert parse(client, "anything").status_code == 401  # file absent: fail closed
+    key = add(tmp_path / "keys", "bob")
+    assert parse(client, key).status_code == PASSED
+    other = add(tmp_path / "keys", "carol")
+    assert parse(client, other).status_code == PASSED
+    assert revoke(tmp_path / "keys", "bob") == [digest(key)]
+    assert parse(client, key).status_code == 401
+    assert parse(client, other).status_code == PASSED
+    assert revoke(tmp_path / "keys", digest(other)[:12]) == [digest(other)]
+    assert parse(client, other).status_code == 401
+
+
+def test_keys_file_stores_digests_only(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    key = add(path, "dave")
+    text = path.read_text()
+    assert key not in text and digest(key) in text
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    path.write_text(text + "not-a-digest label\n# comment\n\n")
+    assert read_keys(path) == {digest(key): "dave"}
+
+
+def test_reload_follows_mtime(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(digest("one") + "\n")
+    keys = KeyFile(path)
+    assert keys.accepts("one") and not keys.accepts("two")
+    path.write_text(digest("two") + "\n")  # same size, in place: the mtime tells
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert keys.accepts("two") and not keys.accepts("one")
+
+
+def test_keys_cli(tmp_path: Path, monkeypatch, capsys) -> None:
+    cfg = tmp_path / "parse.toml"
+    cfg.write_text(f'[auth]\nkeys_file = "{tmp_path / "k"}"\n')
+    monkeypatch.setenv("PARSE_CONFIG", str(cfg))
+    assert main(["add", "--label", "erin"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert main(["list"]) == 0
+    assert f"{digest(key)[:16]}  erin" in capsys.readouterr().out
+    assert main(["revoke", "erin"]) == 0
+    assert main(["revoke", "erin"]) == 1
+    cfg.write_text("[auth]\n")
+    assert main(["list"]) == 2
+
+
+@pytest.mark.parametrize(
+    "address,allowed", [("127.0.0.1", True), ("127.8.9.1", True), ("::1", True), ("10.1.2.3", True),
+                        ("192.168.1.5", False), ("2001:db8::1", False)]
+)
+def test_metrics_allow_list(tmp_path: Path, address: str, allowed: bool) -> None:
+    client = make_client(tmp_path, keys=False, allow=("10.0.0.0/8",))
+    response = client.get("/metrics", environ_base={"REMOTE_ADDR": address})
+    if allowed:
+        assert response.status_code != 403
+    else:
+        assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
+
+
+def test_bad_metrics_network_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        make_client(tmp_path, keys=False, allow=("10.0.0.0/33",))
+
+
+# The request guards (service/guards.py) run in the same hook chain.
+
+def test_empty_body(tmp_path: Path) -> None:
+    response = parse(make_client(tmp_path, keys=False), data=b"", content_type="image/png")
+    assert response.status_code == 400 and response.json["error"]["code"] == "empty_body"
+    assert "image" in response.json["error"]["message"]
+
+
+def test_body_over_limit(tmp_path: Path) -> None:
+    client = make_client(tmp_path, keys=False, limits=Limits(max_body_bytes=1000))
+    response = parse(client, data=b"x" * 1001)
+    assert response.status_code == 413 and response.json["error"]["code"] == "body_too_large"
+    assert "1,000" in response.json["error"]["message"]
+    assert parse(client, data=b"x" * 1000).status_code == PASSED
+
+
+def test_multipart_without_boundary(tmp_path: Path) -> None:
+    response = parse(make_client(tmp_path, keys=False), data=b"--x\r\n\r\n", content_type="multipart/form-data")
+    assert response.status_code == 400 and response.json["error"]["code"] == "missing_boundary"
+
+
+def test_deadline() -> None:
+    """Checks between stages: nothing happens before the deadline, a 504 JSON error after it."""
+    assert Deadline(10.0).check("decoding image 1") is None
+    late = Deadline(0.001)
+    time.sleep(0.002)
+    with pytest.raises(ApiError) as info:
+        late.check("the model call")
+    assert info.value.status == 504 and info.value.code == "deadline_exceeded"
+    assert "the model call" in info.value.message

@@ -1,0 +1,65 @@
+"""Hand-computed checks of the PP-OCR post-processing: DB boxes, reading order, CTC text and score."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service import ctc
+from service.ppocr import db, recognize
+
+
+def _map_with(rect: tuple[int, int, int, int], value: float, shape=(64, 128)) -> np.ndarray:
+    prob = np.zeros(shape, np.float32)
+    y0, y1, x0, x1 = rect
+    prob[y0:y1, x0:x1] = value
+    return prob
+
+
+def test_db_box_of_one_rectangle():
+    # Text pixels: rows 10-19, cols 20-59. The 2x2 dilation grows the mask to rows 10-20, cols 20-60,
+    # so the contour's box is (20,10)-(60,20): short side 10, score 0.9 * 400/451 = 0.80 > 0.5.
+    # Unclip distance = area * 1.6 / perimeter = 400 * 1.6 / 100 = 6.4: edges move to
+    # x 13.6 / 66.4 and y 3.6 / 26.4, which Clipper rounds to 14 / 66 and 4 / 26.
+    quads = db.detect_quads(_map_with((10, 20, 20, 60), 0.9), 128, 64)
+    assert len(quads) == 1
+    assert quads[0].tolist() == [[14, 4], [66, 4], [66, 26], [14, 26]]
+
+
+def test_db_box_scaled_to_the_image():
+    # Same map, image twice as large: corners double (x = round(x / 128 * 256)).
+    quads = db.detect_quads(_map_with((10, 20, 20, 60), 0.9), 256, 128)
+    assert quads[0].tolist() == [[28, 8], [132, 8], [132, 52], [28, 52]]
+
+
+def test_db_drops_weak_and_tiny_regions():
+    assert db.detect_quads(_map_with((10, 20, 20, 60), 0.45), 128, 64) == []  # above 0.3, score < 0.5
+    # A 2x2 blob dilates to 3x3 pixels, whose contour box is 2 px wide: under the 3 px minimum.
+    assert db.detect_quads(_map_with((10, 12, 20, 22), 0.9), 128, 64) == []
+
+
+def _quad(x: float, y: float, w: float = 30, h: float = 10) -> np.ndarray:
+    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float32)
+
+
+def test_reading_order_chains_lines_by_top_left_y():
+    a, b, c, d = _quad(50, 100), _quad(10, 105), _quad(5, 130), _quad(90, 112)
+    # y steps 100 -> 105 -> 112 are < 10: one line, read by x (b, a, d); 130 starts the next line.
+    order = db.reading_order([a, b, c, d])
+    assert [q[0].tolist() for q in order] == [[10, 105], [50, 100], [90, 112], [5, 130]]
+
+
+def test_ctc_text_and_confidence():
+    alphabet = ["blank", "a", "b", "c"]
+    steps = [(1, 0.9), (1, 0.8), (0, 0.95), (1, 0.7), (3, 0.523456)]
+    probs = np.zeros((1, len(steps), 4), np.float32)
+    for t, (k, p) in enumerate(steps):
+        probs[0, t] = (1 - p) / 3
+        probs[0, t, k] = p
+    decoded = ctc.greedy(probs)
+    assert ctc.texts(decoded, alphabet) == ["aac"]  # the repeat collapses; the blank separates the two a's
+    # kept: 0.9, 0.7, 0.52346 (rounded to 5 places) -> mean 2.12346 / 3 = 0.707820 -> 0.70782
+    assert recognize.confidence(decoded.prob[0][decoded.keep[0]]) == 0.70782
+
+
+def test_confidence_of_nothing_is_zero():
+    assert recognize.confidence(np.array([], np.float32)) == 0.0
