@@ -83,6 +83,10 @@ install: nginx
 	cp -a weights/. $(PREFIX)/weights/
 	$(MAKE) -C $(PREFIX) --no-print-directory setup
 	cd $(PREFIX) && $(PY) -m service.deploy render --host
+	@# Issue 5: ?annotate=1 writes result PNGs here (writable through the drop-in's ReadWritePaths);
+	@# Nginx's user reads them as a member of group parse (the unit's UMask=0027 keeps them 0640).
+	install -d -o parse -g parse -m 0750 "$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().results.dir)')"
+	id -u www-data >/dev/null 2>&1 && usermod -aG parse www-data || true
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse@.service > /etc/systemd/system/parse@.service
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse.target > /etc/systemd/system/parse.target
 	ln -sfn $(PREFIX)/conf/nginx/parse.conf /etc/nginx/sites-enabled/parse.conf

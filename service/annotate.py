@@ -49,16 +49,17 @@ def new_id() -> str:
 
 def draw(image: np.ndarray, quads: Iterable[Quad]) -> Image.Image:
     """The RGB image with each quad outlined over a light tint of the same colour."""
-    base = Image.fromarray(image).convert("RGB")
-    overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
-    pen = ImageDraw.Draw(overlay)
+    img = Image.fromarray(image).convert("RGB")
+    # An "RGBA" pen blends the tint straight into the RGB pixels: no second full-size layer,
+    # which matters at the 40-megapixel limit.
+    pen = ImageDraw.Draw(img, "RGBA")
     # Outlines stay visible on large scans and do not swamp small crops.
-    width = max(2, round(max(base.size) / 400))
+    width = max(2, round(max(img.size) / 400))
     for i, quad in enumerate(quads):
         points = [(float(x), float(y)) for x, y in quad]
         color = COLORS[i % len(COLORS)]
         pen.polygon(points, fill=(*color, 40), outline=(*color, 255), width=width)
-    return Image.alpha_composite(base.convert("RGBA"), overlay).convert("RGB")
+    return img
 
 
 def encode_png(img: Image.Image) -> bytes:

@@ -99,7 +99,8 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
     """
     cfg = settings or settings_mod.load()
     _configure_logging()
-    app = Flask(__name__)
+    # No static route: Nginx serves files; the app answers only the API.
+    app = Flask(__name__, static_folder=None)
     app.json.sort_keys = False  # keys in the documented order: request_id first
     # The app's own body limit, the same number as Nginx's client_max_body_size.
     app.config["MAX_CONTENT_LENGTH"] = cfg.limits.max_body_bytes

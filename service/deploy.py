@@ -133,6 +133,9 @@ def nginx_server(cfg: Settings, access_log: Path) -> str:
             f"listen {cfg.nginx.listen};\n"
             f"client_max_body_size {cfg.limits.max_body_bytes};\n"
             f"set $parse_max_body_bytes {cfg.limits.max_body_bytes};\n"
+            # Issue 5: where the try-it page and the ?annotate=1 result files are (conf/nginx/parse.conf).
+            f"set $parse_static_dir \"{ROOT / 'service' / 'static'}\";\n"
+            f"set $parse_results_dir \"{cfg.results.dir}\";\n"
             f"uwsgi_read_timeout {read}s;\n"
             f"uwsgi_next_upstream_timeout {read}s;\n"
             f"access_log {access_log} parse_json;\n")
@@ -151,7 +154,9 @@ def systemd_dropin(cfg: Settings) -> str:
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
             f"[Service]\n"
             f"# In-flight requests finish (harakiri {harakiri_s(cfg)} s bounds them), then the kill.\n"
-            f"TimeoutStopSec={stop_timeout_s(cfg)}\n")
+            f"TimeoutStopSec={stop_timeout_s(cfg)}\n"
+            # Issue 5: ProtectSystem=strict leaves only this writable: ?annotate=1's result PNGs.
+            f"ReadWritePaths={cfg.results.dir}\n")
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,9 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
             "/v1/models": {"get": {
                 "summary": "The model, its weights' sums, the device, the threads and the instance",
                 "responses": {"200": _json("#/components/schemas/Models", "The model this worker serves"),
+                              # Issue 4: every /v1/ route needs the key when keys are on, and is rate-limited.
+                              "401": _error("API keys are on and the Authorization header is missing or wrong"),
+                              "429": _error("Over the rate limit", retry_after=True),
                               "500": INTERNAL, "503": UNAVAILABLE},
             }},
             "/healthz": {"get": {"summary": "The worker process lives",
@@ -169,7 +172,7 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
                 "summary": "Prometheus metrics summed over every worker of every instance",
                 "responses": {"200": {"description": "Prometheus text format",
                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
-                              "403": _error("Not an allowed network (when API keys are on)"),
+                              "403": _error("Not loopback nor a network in [auth] metrics_allow"),
                               "503": UNAVAILABLE},
             }},
             "/openapi.json": {"get": {

@@ -25,7 +25,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes
-    seconds: float
+    seconds: float  # from sending to the answer's first byte
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -47,8 +47,9 @@ def request(host: str, port: int, method: str, path: str, headers: dict[str, str
 
 
 def read_reply(sock: socket.socket, start: float) -> Reply:
-    data = b""
-    while chunk := sock.recv(65536):
+    data = sock.recv(65536)
+    seconds = time.monotonic() - start  # to the first byte: a lingering close is not the answer's time
+    while not complete(data) and (chunk := sock.recv(65536)):
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -58,7 +59,18 @@ def read_reply(sock: socket.socket, start: float) -> Reply:
         headers[name.strip().lower()] = value.strip()
     if headers.get("transfer-encoding") == "chunked":
         body = dechunk(body)
-    return Reply(int(status_line.split()[1]), headers, body, time.monotonic() - start)
+    return Reply(int(status_line.split()[1]), headers, body, seconds)
+
+
+def complete(data: bytes) -> bool:
+    """The answer is whole by its Content-Length: stop reading (Nginx lingers after an early answer
+    while the client still owes it a body)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if sep and name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
 
 
 def dechunk(data: bytes) -> bytes:

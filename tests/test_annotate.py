@@ -43,7 +43,10 @@ def test_png_is_written_with_the_boxes(tmp_path):
     assert url is not None and url.startswith("/results/") and url.endswith(".png")
     assert annotate.ID_PATTERN.match(url.removeprefix("/results/").removesuffix(".png"))
     path = results.dir / url.removeprefix("/results/")
-    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    # Readable beyond its owner as far as the umask allows (the unit's UMask keeps it to the group).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644 & ~umask
     with Image.open(path) as img:
         assert img.format == "PNG" and img.size == (120, 60)
         px = np.asarray(img.convert("RGB")).astype(int)

@@ -31,7 +31,8 @@ def png(array) -> bytes:
 
 @pytest.fixture(scope="module")
 def stack(stack_factory) -> Stack:
-    return stack_factory([{"weight": 3, "processes": 2}, {"weight": 1, "processes": 1}])
+    # A long deadline (harakiri 70 s): two shared cores may be busy with other work.
+    return stack_factory([{"weight": 3, "processes": 2}, {"weight": 1, "processes": 1}], deadline_seconds=60)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def word(render) -> bytes:
 @pytest.fixture(scope="module")
 def slow_page(render) -> bytes:
     """Enough lines that a request stays in flight for a while (graceful-stop test)."""
-    return png(render([f"Line {i} of the slow page" for i in range(14)]))
+    return png(render([f"Line {i} of the slow page" for i in range(4)]))
 
 
 def words(text: str) -> set[str]:
@@ -150,7 +151,7 @@ def burst(stack: Stack, image: bytes, n: int, concurrency: int, during=None) -> 
         return [f.result() for f in futures]
 
 
-def test_kill9_worker_during_burst(stack: Stack, page: bytes):
+def test_kill9_worker_during_burst(stack: Stack, page: bytes, word: bytes):
     a = stack.cfg.instances[0]
     victim = stack.worker_pids(a)[0]
 
@@ -158,13 +159,18 @@ def test_kill9_worker_during_burst(stack: Stack, page: bytes):
         time.sleep(0.5)
         os.kill(victim, signal.SIGKILL)
 
-    results = burst(stack, page, 24, 4, kill)
-    assert [r.status for r in results] == [200] * 24, [r.body for r in results if r.status != 200]
+    results = burst(stack, page, 12, 4, kill)
+    assert [r.status for r in results] == [200] * 12, [r.body for r in results if r.status != 200]
     assert all("invoice" in words(r.json()["images"][0]["text"]) for r in results)
-    # uWSGI respawned the worker; the instance comes back to full readiness.
+    # uWSGI respawned the worker; the instance comes back to full readiness ...
     stack.wait_ready(a)
     assert victim not in stack.worker_pids(a)
     assert http(stack.url + "/metrics").body.decode().count(f'parse_worker_ready{{instance="{a.port}"}} 2.0') == 1
+    # ... and Nginx, which counted its failures (max_fails), sends it requests again after fail_timeout.
+    deadline = time.monotonic() + deploy.FAIL_TIMEOUT_S + 20
+    while stack.parse(word).headers["X-Upstream"] != stack.addr(a):
+        assert time.monotonic() < deadline, "Nginx did not take instance A back"
+        time.sleep(0.5)
 
 
 def test_graceful_stop_loses_nothing_in_flight(stack: Stack, slow_page: bytes):
@@ -183,9 +189,9 @@ def test_graceful_stop_loses_nothing_in_flight(stack: Stack, slow_page: bytes):
         stopped.set()
         stop_result.append(deploy.stop_pid(b_pid, signal.SIGTERM, 60))
 
-    results = burst(stack, slow_page, 12, 4, stop_b_while_busy)
+    results = burst(stack, slow_page, 8, 4, stop_b_while_busy)
     assert stopped.is_set() and stop_result == [True], "B did not exit by itself after SIGTERM"
-    assert [r.status for r in results] == [200] * 12, [r.body for r in results if r.status != 200]
+    assert [r.status for r in results] == [200] * 8, [r.body for r in results if r.status != 200]
     # At least one request was in flight on B when it got SIGTERM, and B itself answered it.
     served_by_b_alone = [r for r in results if r.headers["X-Upstream"] == stack.addr(b)]
     assert served_by_b_alone

@@ -22,7 +22,7 @@ def _vgg16_bn_layers() -> list[nn.Module]:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
-            layers += [nn.Conv2d(in_ch, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+            layers += [nn.Conv2d(in_ch, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
             in_ch = v
     return layers[:39]
 
@@ -65,12 +65,36 @@ class _VggBase(nn.Module):
         return self.slice5(s4), s4, s3, s2, s1
 
 
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm into the convolution before it, in place; returns `module`.
+
+    Inference only (the running statistics become constants). Saves one full pass over each
+    activation map per BN, about a tenth of CRAFT's CPU time; the outputs move by float rounding only.
+    """
+    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for conv_name, bn_name in zip(names, names[1:]):
+            conv, bn = seq._modules[conv_name], seq._modules[bn_name]
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                              conv.dilation, conv.groups, bias=True).to(conv.weight.device)
+            with torch.no_grad():
+                fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+                fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+            seq._modules[conv_name] = fused
+            seq._modules[bn_name] = nn.Identity()
+    return module
+
+
 class _DoubleConv(nn.Module):
     def __init__(self, in_ch: int, mid_ch: int, out_ch: int) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(in_ch + mid_ch, mid_ch, 1), nn.BatchNorm2d(mid_ch), nn.ReLU(),
-            nn.Conv2d(mid_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU(),
+            nn.Conv2d(in_ch + mid_ch, mid_ch, 1), nn.BatchNorm2d(mid_ch), nn.ReLU(inplace=True),
+            nn.Conv2d(mid_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,10 +112,10 @@ class Craft(nn.Module):
         self.upconv3 = _DoubleConv(256, 128, 64)
         self.upconv4 = _DoubleConv(128, 64, 32)
         self.conv_cls = nn.Sequential(
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 16, 1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 16, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(16, 16, 1), nn.ReLU(inplace=True),
             nn.Conv2d(16, 2, 1),
         )
 
@@ -122,13 +146,13 @@ class Recognizer(nn.Module):
         super().__init__()
         self.FeatureExtraction = nn.Module()
         self.FeatureExtraction.ConvNet = nn.Sequential(
-            nn.Conv2d(1, 32, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Conv2d(32, 64, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Conv2d(64, 128, 3, 1, 1), nn.ReLU(),
-            nn.Conv2d(128, 128, 3, 1, 1), nn.ReLU(), nn.MaxPool2d((2, 1), (2, 1)),
-            nn.Conv2d(128, 256, 3, 1, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU(),
-            nn.Conv2d(256, 256, 3, 1, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU(), nn.MaxPool2d((2, 1), (2, 1)),
-            nn.Conv2d(256, 256, 2, 1, 0), nn.ReLU(),
+            nn.Conv2d(1, 32, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+            nn.Conv2d(32, 64, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+            nn.Conv2d(64, 128, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 128, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d((2, 1), (2, 1)),
+            nn.Conv2d(128, 256, 3, 1, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, 1, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU(inplace=True), nn.MaxPool2d((2, 1), (2, 1)),
+            nn.Conv2d(256, 256, 2, 1, 0), nn.ReLU(inplace=True),
         )
         self.SequenceModeling = nn.Sequential(_BidirectionalLstm(256), _BidirectionalLstm(256))
         self.Prediction = nn.Linear(256, num_class)

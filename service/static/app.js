@@ -26,6 +26,7 @@
     key: $("#opt-key"),
     template: $("#card-template"),
     modelInfo: $("#model-info"),
+    announcer: $("#announcer"),
   };
 
   const jobs = []; // every card on the page, in order
@@ -126,6 +127,7 @@
       xhr.upload.addEventListener("load", () => {
         job.state = "parsing";
         setStatus(job, "Reading text…", null);
+        announce(job, "uploaded, reading text");
       });
 
       const started = performance.now();
@@ -264,6 +266,7 @@
 
     const job = { file, card, state: "queued", url: URL.createObjectURL(file), xhr: null, removed: false };
     $(".retry", card).addEventListener("click", () => retry(job));
+    $(".remove", card).addEventListener("click", () => removeJob(job));
     $(".copy", card).addEventListener("click", (event) => copyText(textarea, event.currentTarget));
     linkHighlights(card);
     return job;
@@ -277,7 +280,7 @@
     $(".status", card).hidden = false;
     $(".badge", card).textContent = formatBytes(job.file.size);
     job.state = "queued";
-    setStatus(job, "Waiting…", 0);
+    setStatus(job, "Queued…", 0);
     queue.push(job);
     updateSummary();
     pump();
@@ -288,7 +291,14 @@
     $(".status-text", status).textContent = text;
     // null: the server is working and cannot say how far along; the bar sweeps instead.
     status.classList.toggle("indeterminate", fraction === null);
+    const bar = $(".progress", status);
+    if (fraction === null) bar.removeAttribute("aria-valuenow");
+    else bar.setAttribute("aria-valuenow", String(Math.round(fraction * 100)));
     $(".progress-bar", status).style.width = fraction === null ? "" : `${Math.round(fraction * 100)}%`;
+  }
+
+  function announce(job, text) {
+    els.announcer.textContent = `${job.file.name || "Pasted image"}: ${text}`;
   }
 
   function showResult(job, body, elapsed) {
@@ -355,6 +365,7 @@
       els.modelInfo.textContent = `Model: ${m.name}${m.version ? " " + m.version : ""}`;
     }
     $(".card-body", card).hidden = false;
+    announce(job, `${lines.length} line${lines.length === 1 ? "" : "s"} read`);
   }
 
   function lineItem(line, i) {
@@ -473,17 +484,23 @@
     els.summary.textContent = parts.join(" · ");
   }
 
+  function removeJob(job) {
+    job.removed = true;
+    job.xhr?.abort();
+    URL.revokeObjectURL(job.url);
+    job.card.remove();
+    jobs.splice(jobs.indexOf(job), 1);
+    const queued = queue.indexOf(job);
+    if (queued >= 0) queue.splice(queued, 1);
+    els.empty.hidden = jobs.length > 0;
+    els.toolbar.hidden = jobs.length === 0;
+    updateSummary();
+    // Keyboard users would otherwise be left on a removed button: go back to the chooser.
+    if (!document.activeElement || document.activeElement === document.body) els.input.focus();
+  }
+
   function clearAll() {
-    queue.length = 0;
-    for (const job of jobs) {
-      job.removed = true;
-      job.xhr?.abort();
-      URL.revokeObjectURL(job.url);
-      job.card.remove();
-    }
-    jobs.length = 0;
-    els.empty.hidden = false;
-    els.toolbar.hidden = true;
+    for (const job of [...jobs]) removeJob(job);
     els.input.focus();
   }
 

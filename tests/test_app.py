@@ -1,0 +1,142 @@
+"""The Flask app in-process (test client): routes, readiness, errors, OpenAPI. No uWSGI, no Nginx."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+from PIL import Image
+
+from service import metrics
+from service import settings as settings_mod
+from service.app import create_app
+from tests.stack import default_family, multipart
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    base = settings_mod.load(settings_mod.DEFAULT_CONFIG)
+    return dataclasses.replace(base, model=dataclasses.replace(base.model, family=default_family()))
+
+
+@pytest.fixture(scope="module")
+def ready_app(cfg):
+    app = create_app(cfg, load=False)
+    app.extensions["parse"].load()  # the real model, loaded synchronously
+    assert app.extensions["parse"].ready.is_set(), app.extensions["parse"].error
+    return app
+
+
+@pytest.fixture(scope="module")
+def client(ready_app):
+    return ready_app.test_client()
+
+
+@pytest.fixture(scope="module")
+def page(render) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(render(["Hello world", "Paid 12.00"])).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_not_ready_answers_503_json(cfg):
+    client = create_app(cfg, load=False).test_client()
+    assert client.get("/healthz").status_code == 200
+    for r in (client.get("/readyz"), client.post("/v1/parse", data=b"x", content_type="image/png"),
+              client.get("/v1/models")):
+        assert r.status_code == 503
+        assert r.get_json() == {"error": {"code": "model_loading", "message": "the model is still loading; retry shortly"}}
+        assert int(r.headers["Retry-After"]) > 0
+
+
+def test_failed_load_says_why(cfg):
+    app = create_app(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, family="nosuch")), load=False)
+    app.extensions["parse"].load()
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+    assert r.get_json()["error"]["code"] == "model_load_failed" and "nosuch" in r.get_json()["error"]["message"]
+
+
+def test_ready(client):
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.get_json()["instance"]["workers_ready"] == 1
+
+
+def test_parse_multipart_raw_and_file_field(client, page):
+    for kwargs in ({"data": {"image": (io.BytesIO(page), "a.png")}, "content_type": "multipart/form-data"},
+                   {"data": {"file": (io.BytesIO(page), "a.png")}, "content_type": "multipart/form-data"},
+                   {"data": page, "content_type": "image/png"}):
+        r = client.post("/v1/parse", **kwargs)
+        assert r.status_code == 200, r.get_json()
+        body = r.get_json()
+        assert list(body) == ["request_id", "model", "images", "timing_ms"]
+        [image] = body["images"]
+        assert (image["width"], image["height"]) == Image.open(io.BytesIO(page)).size
+        assert "hello" in image["text"].lower() and "12.00" in image["text"]
+        assert image["text"] == "\n".join(line["text"] for line in image["lines"])
+
+
+def test_several_images_keep_their_order(client, page, render):
+    buf = io.BytesIO()
+    Image.fromarray(render(["Second"])).save(buf, format="PNG")
+    body, ctype = multipart([("image", page), ("image", buf.getvalue())])
+    images = client.post("/v1/parse", data=body, content_type=ctype).get_json()["images"]
+    assert len(images) == 2 and "hello" in images[0]["text"].lower() and "second" in images[1]["text"].lower()
+
+
+def test_request_id_from_nginx_is_used(client, page):
+    r = client.post("/v1/parse", data=page, content_type="image/png", headers={"X-Request-ID": "abc123"})
+    assert r.get_json()["request_id"] == "abc123" and r.headers["X-Request-ID"] == "abc123"
+
+
+def test_client_errors(client, page, cfg):
+    too_many = multipart([("image", page)] * (cfg.limits.max_images + 1))
+    cases = [
+        (client.post("/v1/parse", data=b"x", content_type="text/plain"), 415, "unsupported_media_type"),
+        (client.post("/v1/parse", data={"other": (io.BytesIO(page), "a.png")}, content_type="multipart/form-data"),
+         400, "missing_image"),
+        (client.post("/v1/parse", data={"image": (io.BytesIO(b""), "a.png")}, content_type="multipart/form-data"),
+         400, "empty_image"),
+        (client.post("/v1/parse", data=too_many[0], content_type=too_many[1]), 413, "too_many_images"),
+        (client.get("/v1/parse"), 405, "method_not_allowed"),
+        (client.get("/nowhere"), 404, "not_found"),
+    ]
+    for r, status, code in cases:
+        assert (r.status_code, r.get_json()["error"]["code"]) == (status, code)
+
+
+def test_models(client, cfg):
+    body = client.get("/v1/models").get_json()
+    assert body["family"] == cfg.model.family and body["device"] == "cpu"
+    assert body["instance"]["port"] == cfg.instances[0].port
+    assert len(body["model"]["weights_sha256"]) >= 1
+
+
+def test_metrics_count_requests_and_stages(client, page):
+    def sample(name, labels=None):
+        return metrics.registry().get_sample_value(name, labels) or 0.0
+
+    before = (sample("parse_requests_total", {"route": "/v1/parse", "status": "200"}),
+              sample("parse_stage_seconds_count", {"stage": "detect"}), sample("parse_images_total"))
+    client.post("/v1/parse", data=page, content_type="image/png")
+    after = (sample("parse_requests_total", {"route": "/v1/parse", "status": "200"}),
+             sample("parse_stage_seconds_count", {"stage": "detect"}), sample("parse_images_total"))
+    assert [b - a for a, b in zip(before, after)] == [1, 1, 1]
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "parse_worker_ready" in text and "parse_model_load_seconds" in text
+
+
+def test_openapi_matches_the_routes(client, ready_app):
+    doc = client.get("/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    routes = {(rule.rule, method.lower()) for rule in ready_app.url_map.iter_rules()
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    assert routes == documented
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            for status, response in op["responses"].items():
+                if status != "200":  # every error is the one Error schema
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)

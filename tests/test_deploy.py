@@ -1,0 +1,158 @@
+"""What service.deploy renders from one declaration, and the systemd units that use it.
+
+The units are checked the way they will run: `systemd-analyze verify` must print nothing, and the
+exact command lines they hold (ExecStart, ExecStartPost, KillSignal to the main PID) are run here
+against a real uWSGI instance. systemd itself is never started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from service import deploy, probe
+from service.settings import ROOT
+from tests.stack import write_config
+
+UNITS = ROOT / "systemd"
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return write_config(tmp_path, [{"weight": 3, "processes": 2, "threads": 2}, {"weight": 1}], deadline_seconds=45)
+
+
+def test_dev_render_follows_the_declaration(cfg, tmp_path):
+    layout = deploy.render_dev(cfg, tmp_path / "run")
+    a, b = cfg.instances
+    env = deploy.read_env(layout.env_file(a))
+    assert env["PARSE_PORT"] == str(a.port) and env["PARSE_PROCESSES"] == "2" and env["PARSE_THREADS"] == "2"
+    assert env["PARSE_CONFIG"] == str(cfg.path)
+    assert env["UWSGI_LISTEN"] == str(2 * deploy.QUEUE_PER_WORKER)
+    assert env["PARSE_STATS"] == f"127.0.0.1:{a.port + deploy.STATS_OFFSET}"
+    assert env["PROMETHEUS_MULTIPROC_DIR"] == str(layout.metrics)
+    # harakiri above the app's deadline, Nginx's read timeout above harakiri.
+    harakiri = int(env["PARSE_HARAKIRI"])
+    server = (layout.nginx_dir / "parse" / "server.conf").read_text()
+    read_timeout = int(re.search(r"uwsgi_read_timeout (\d+)s;", server).group(1))
+    assert cfg.limits.deadline_seconds < harakiri < read_timeout
+    assert f"client_max_body_size {cfg.limits.max_body_bytes};" in server
+    assert f"listen {cfg.nginx.listen};" in server
+    http = (layout.nginx_dir / "parse" / "http.conf").read_text()
+    servers = re.findall(r"server 127\.0\.0\.1:(\d+) weight=(\d+) max_fails=\d+ fail_timeout=\d+s\b", http)
+    assert servers == [(str(a.port), "3"), (str(b.port), "1")]
+    # Nginx itself accepts the site with the rendered fragments.
+    subprocess.run([*deploy.nginx_command(layout), "-t", "-q"], check=True, capture_output=True)
+
+
+def test_host_render(cfg, tmp_path):
+    files = deploy.render_host(cfg, tmp_path)
+    rel = {str(p.relative_to(tmp_path)) for p in files}
+    assert rel == {f"etc/parse/instances/{i.port}.env" for i in cfg.instances} | {
+        "etc/nginx/parse/http.conf", "etc/nginx/parse/server.conf", "etc/nginx/parse/limit_req.conf",
+        "etc/systemd/system/parse@.service.d/parse-toml.conf"}
+    env = deploy.read_env(tmp_path / f"etc/parse/instances/{cfg.instances[0].port}.env")
+    assert env["PROMETHEUS_MULTIPROC_DIR"] == str(deploy.HOST_METRICS)
+    dropin = (tmp_path / "etc/systemd/system/parse@.service.d/parse-toml.conf").read_text()
+    assert f"TimeoutStopSec={deploy.stop_timeout_s(cfg)}" in dropin
+    # An instance removed from the declaration loses its environment file on the next render.
+    stale = tmp_path / "etc/parse/instances/1.env"
+    stale.write_text("PARSE_PORT=1\n")
+    deploy.render_host(cfg, tmp_path)
+    assert not stale.exists()
+
+
+def test_declaration_errors(cfg, tmp_path):
+    clash = write_config(tmp_path, [{}, {}])
+    a = clash.instances[0]
+    bad = dataclasses.replace(clash, instances=(a, dataclasses.replace(a, port=a.port + deploy.STATS_OFFSET)))
+    with pytest.raises(ValueError, match="collide"):
+        deploy.check(bad)
+    with pytest.raises(ValueError, match="at least one"):
+        deploy.check(dataclasses.replace(clash, instances=()))
+
+
+def installed_units(tmp_path: Path) -> Path:
+    """The units as `sudo make install PREFIX=<this checkout>` writes them (sed /opt/parse)."""
+    out = tmp_path / "units"
+    out.mkdir()
+    for unit in ("parse@.service", "parse.target"):
+        (out / unit).write_text((UNITS / unit).read_text().replace("/opt/parse", str(ROOT)))
+    return out
+
+
+def unit_values(text: str, key: str) -> list[str]:
+    return [m.group(1) for m in re.finditer(rf"^{key}=(.*)$", text, re.M)]
+
+
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+
+
+@needs_analyze
+def test_units_verify_clean(tmp_path):
+    units = installed_units(tmp_path)
+    r = subprocess.run(["systemd-analyze", "verify", "parse@6001.service", "parse.target"],
+                       cwd=units, capture_output=True, text=True)
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+
+
+@needs_analyze
+def test_unit_exposure_is_low(tmp_path):
+    units = installed_units(tmp_path)
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", "parse@6001.service"],
+                       cwd=units, capture_output=True, text=True)
+    score = float(re.search(r"Overall exposure level for parse@6001\.service: ([\d.]+)", r.stdout).group(1))
+    assert score <= 2.0, r.stdout
+
+
+def test_unit_commands_run_as_written(cfg, tmp_path):
+    """ExecStart, then /readyz 503 while loading, ExecStartPost returns once ready, KillSignal stops it."""
+    unit = (installed_units(tmp_path) / "parse@.service").read_text()
+    inst = cfg.instances[1]
+    deploy.render_dev(cfg, tmp_path / "run")
+    env = {**os.environ, **deploy.read_env(deploy.DevLayout(tmp_path / "run").env_file(inst))}
+    os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+    def command(key: str) -> list[str]:
+        [line] = unit_values(unit, key)
+        return shlex.split(line.replace("%i", str(inst.port)))
+
+    workdir = unit_values(unit, "WorkingDirectory")[0]
+    assert unit_values(unit, "KillSignal") == ["SIGTERM"] and unit_values(unit, "KillMode") == ["mixed"]
+    log = tmp_path / "uwsgi.log"
+    with open(log, "wb") as out:
+        main = subprocess.Popen(command("ExecStart"), env=env, cwd=workdir, start_new_session=True,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # Before the model is ready the worker answers /readyz with 503 JSON.
+        statuses = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and 200 not in statuses:
+            try:
+                statuses.append(probe.request(inst.port)[0])
+            except OSError:
+                pass
+            time.sleep(0.05)
+        assert statuses and statuses[0] == 503, statuses
+        post = subprocess.run(command("ExecStartPost"), env=env, cwd=workdir, capture_output=True, text=True, timeout=330)
+        assert post.returncode == 0, post.stdout + post.stderr
+        assert "ready (1/1 workers ready)" in post.stdout
+        assert probe.request(inst.port)[0] == 200
+        main.send_signal(signal.SIGTERM)  # KillMode=mixed: to the main process only
+        assert main.wait(timeout=deploy.stop_timeout_s(cfg)) == 0
+        assert "graceful shutdown" in log.read_text() and "goodbye to uWSGI" in log.read_text()
+    finally:
+        try:
+            os.killpg(main.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        main.wait()

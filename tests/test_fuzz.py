@@ -1,0 +1,100 @@
+"""Generated bad input through Nginx: 1,000+ fuzzed bodies, then schemathesis from /openapi.json.
+
+One instance with two workers, keys off, the rate limit out of the way. What must hold:
+no 5xx, no worker respawned (uWSGI stats), each worker's RSS within 5% of where it started,
+and every schemathesis response matching the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from service import deploy
+from service.settings import ROOT
+from tests.hostile import Reply, bad_bodies, request, workers
+from tests.stack import Stack, write_config
+
+BODIES = 1000
+WARMUP = 70  # one of each generator kind, ten times: first-use allocations land before the baseline
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fuzz")
+    stack = Stack(write_config(folder, [{"processes": 2, "threads": 1}]), folder / "run")
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+def stats_ports(stack: Stack) -> list[int]:
+    return [int(deploy.stats_address(i).split(":")[1]) for i in stack.cfg.instances]
+
+
+def send_all(stack: Stack, cases: list[tuple[str, dict[str, str], bytes]]) -> list[tuple[str, Reply]]:
+    host, port = stack.cfg.nginx.listen.split(":")
+
+    def one(case: tuple[str, dict[str, str], bytes]) -> tuple[str, Reply]:
+        kind, headers, body = case
+        return kind, request(host, int(port), "POST", "/v1/parse", headers, body, timeout=60)
+
+    with ThreadPoolExecutor(2) as pool:  # two workers busy, no queue: the fuzz measures robustness
+        return list(pool.map(one, cases))
+
+
+def test_fuzzed_bodies(stack: Stack) -> None:
+    ports = stats_ports(stack)
+    start_workers = workers(ports)
+    send_all(stack, bad_bodies(WARMUP, seed=1))
+    baseline = workers(ports)
+
+    started = time.monotonic()
+    results = send_all(stack, bad_bodies(BODIES, seed=4))
+    seconds = time.monotonic() - started
+    end = workers(ports)
+
+    histogram = collections.Counter(reply.status for _, reply in results)
+    by_kind = collections.Counter((kind.split(":")[0], reply.status) for kind, reply in results)
+    respawns = sum(w["respawn_count"] for w in end.values()) - sum(w["respawn_count"] for w in start_workers.values())
+    rss = {k: (baseline[k]["rss"] / 2**20, end[k]["rss"] / 2**20) for k in end}
+    print(f"\nfuzz: {len(results)} bodies in {seconds:.1f} s; statuses {dict(sorted(histogram.items()))}; "
+          f"respawns {respawns}; RSS MiB before->after "
+          + ", ".join(f"worker {k[1]}: {a:.1f}->{b:.1f} ({(b - a) / a:+.1%})" for k, (a, b) in rss.items()))
+    print("by kind:", dict(sorted(by_kind.items())))
+
+    assert len(results) >= 1000
+    fives = [(kind, reply.status, reply.body[:200]) for kind, reply in results if reply.status >= 500]
+    assert not fives, fives
+    for kind, reply in results:
+        assert reply.headers.get("content-type", "").startswith("application/json"), (kind, reply.status)
+        if reply.status >= 400:
+            assert reply.json()["error"]["message"], kind
+    assert respawns == 0
+    assert {k: w["pid"] for k, w in end.items()} == {k: w["pid"] for k, w in start_workers.items()}
+    for key, (before, after) in rss.items():
+        assert abs(after - before) <= 0.05 * before, (key, before, after)
+
+
+def test_schemathesis(stack: Stack, tmp_path: Path) -> None:
+    """schemathesis generates requests from /openapi.json through Nginx; every answer must be no
+    5xx and match the document (status, content type, headers, schema)."""
+    report = tmp_path / "schemathesis"
+    cmd = [str(ROOT / ".venv" / "bin" / "schemathesis"), "run", f"{stack.url}/openapi.json",
+           "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+                       "response_headers_conformance,response_schema_conformance",
+           "--max-examples", "25", "--workers", "1", "--request-timeout", "60",
+           "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all",
+           "--max-time", "150", "--report", "junit", "--report-dir", str(report)]
+    started = time.monotonic()
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=ROOT,
+                         env={**os.environ, "NO_COLOR": "1"})
+    print(f"\nschemathesis: exit {run.returncode} in {time.monotonic() - started:.1f} s\n{run.stdout[-3000:]}")
+    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]

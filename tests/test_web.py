@@ -1,0 +1,257 @@
+"""The try-it page and the result files, through the real stack (issue 5).
+
+Nginx serves the page and /results/; uWSGI runs the app. Headless Chromium from Debian
+(chromium, chromium-driver; .ci/run installs them) is driven by selenium; without them the
+browser tests skip and say why. Screenshots go to run/artifacts/ (git-ignored) for a person to
+look at; their paths are printed (pytest -s, or in a failure's captured output).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from service.annotate import ID_PATTERN
+from service.settings import ROOT
+from tests.stack import Stack, http, multipart
+
+LINES = ["Invoice 2041", "Total due 318.40", "Paid by card"]
+ARTIFACTS = ROOT / "run" / "artifacts"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-quic", "--window-size=1280,1000")
+WAIT_S = 120  # the first parse on a cold 2-core machine takes a few seconds; leave room
+
+
+def png(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9.]+", text.lower()))
+
+
+@pytest.fixture(scope="module")
+def stack(stack_factory) -> Stack:
+    return stack_factory([{"processes": 1}])
+
+
+@pytest.fixture(scope="module")
+def page_file(render, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("upload") / "invoice.png"
+    path.write_bytes(png(render(LINES)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium with a fresh profile; quit (browser and driver) whatever the tests did."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromedriver = shutil.which("chromedriver") or shutil.which("chromedriver", path="/usr/lib/chromium")
+    if not chromium or not chromedriver:
+        pytest.skip("Chromium is missing: apt-get install chromium chromium-driver (.ci/run installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is missing: pip install -r requirements.txt")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    options = webdriver.ChromeOptions()
+    # Both paths given: selenium never runs Selenium Manager, which would try to download a driver.
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=chromedriver, log_output=str(profile.parent / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def by_css(driver, selector: str):
+    from selenium.webdriver.common.by import By
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def upload(driver, path: Path):
+    """Send `path` through the page's file input; its card once it is done or failed."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    before = len(by_css(driver, ".card"))
+    by_css(driver, "#file-input")[0].send_keys(str(path))
+
+    def settled(d):
+        cards = by_css(d, ".card")
+        return len(cards) > before and cards[-1].get_attribute("aria-busy") == "false"
+
+    WebDriverWait(driver, WAIT_S).until(settled)
+    return by_css(driver, ".card")[-1]
+
+
+def screenshot(driver, name: str) -> Path:
+    """The whole page as a PNG under run/artifacts/, its path printed."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    # A viewport as tall as the page, so the shot holds all of it; then back to the window's size.
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 1280, "height": min(height, 4000), "deviceScaleFactor": 1, "mobile": False})
+    try:
+        driver.save_screenshot(str(path))
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    print(f"screenshot: {path}")
+    return path
+
+
+def csp_violations(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+
+
+def test_page_is_served_with_its_headers(stack: Stack):
+    r = http(stack.url + "/")
+    assert r.status == 200
+    assert r.headers["Content-Type"].startswith("text/html")
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    csp = r.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "img-src 'self' blob: data:" in csp
+    # Offline: the page loads nothing from another host.
+    assert not re.search(rb"""(src|href)=["']?(https?:)?//""", r.body)
+    for asset, kind in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
+        a = http(stack.url + asset)
+        assert a.status == 200 and a.headers["Content-Type"].startswith(kind)
+        assert a.headers["X-Content-Type-Options"] == "nosniff"
+    assert http(stack.url + "/index.html").status == 404
+
+
+def test_upload_shows_text_and_one_box_per_line(stack: Stack, browser, page_file: Path):
+    from selenium.webdriver import ActionChains
+    browser.get(stack.url + "/")
+    assert "parse" in browser.title
+    card = upload(browser, page_file)
+    assert "done" in card.get_attribute("class"), card.text
+
+    text = by_css(card, ".fulltext")[0].get_attribute("value")
+    assert {"invoice", "2041", "total", "318.40", "paid", "card"} <= words(text), text
+    items = by_css(card, ".lines .line")
+    boxes = by_css(card, "svg.overlay polygon")
+    assert len(items) == len(boxes) == len(LINES)
+    assert [i.find_element("css selector", ".ltext").text for i in items] == text.split("\n")
+    assert all(re.fullmatch(r"\d+%", i.find_element("css selector", ".conf-num").text) for i in items)
+    timing = by_css(card, ".timing")[0].text
+    for stage in ("Decode", "Detect", "Recognize", "Server total", "Round trip"):
+        assert stage in timing
+
+    # The boxes lie on the text as displayed: the first one's corner, scaled to the shown size.
+    geometry = browser.execute_script("""
+        const card = arguments[0], img = card.querySelector('.photo'), box = card.querySelector('polygon');
+        const i = img.getBoundingClientRect(), b = box.getBoundingClientRect();
+        const pts = box.points, xs = [], ys = [];
+        for (let k = 0; k < pts.numberOfItems; k++) { xs.push(pts.getItem(k).x); ys.push(pts.getItem(k).y); }
+        return {scale: i.width / img.naturalWidth, left: b.left - i.left, top: b.top - i.top,
+                x: Math.min(...xs), y: Math.min(...ys), loaded: img.complete && img.naturalWidth > 0};
+    """, card)
+    assert geometry["loaded"]
+    assert abs(geometry["left"] - geometry["x"] * geometry["scale"]) < 3
+    assert abs(geometry["top"] - geometry["y"] * geometry["scale"]) < 3
+
+    # Hovering a box lights its line, and hovering a line lights its box.
+    ActionChains(browser).move_to_element(boxes[1]).perform()
+    assert "active" in items[1].get_attribute("class")
+    assert "active" not in items[0].get_attribute("class")
+    ActionChains(browser).move_to_element(items[2]).perform()
+    assert "active" in boxes[2].get_attribute("class")
+    assert "active" not in boxes[1].get_attribute("class")
+    # Keyboard: a focused line lights its box too.
+    browser.execute_script("arguments[0].focus()", items[0])
+    assert "active" in boxes[0].get_attribute("class")
+
+    copy = by_css(card, "button.copy")[0]
+    copy.click()
+    assert copy.text.startswith("Copied")
+
+    assert csp_violations(browser) == []
+    # The artifact shows the highlight a person would see with the mouse over the second line.
+    ActionChains(browser).move_to_element(items[1]).perform()
+    shot = screenshot(browser, "web-result.png")
+    with Image.open(shot) as img:
+        assert img.width == 1280
+
+
+def test_non_image_gets_a_readable_error(stack: Stack, browser, tmp_path: Path):
+    browser.get(stack.url + "/")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("meeting notes, not a picture\n")
+    card = upload(browser, notes)
+    assert "failed" in card.get_attribute("class")
+    error = by_css(card, ".error")[0]
+    assert error.is_displayed() and error.get_attribute("role") == "alert"
+    assert by_css(card, ".error-title")[0].text == "This file isn't an image the service can read"
+    # The server's own message, which names the accepted types, is shown under the title.
+    assert "image/png" in by_css(card, ".error-detail")[0].text
+    screenshot(browser, "web-error.png")
+
+
+def test_too_large_gets_a_readable_error(stack: Stack, browser, tmp_path: Path):
+    """Nginx refuses the body (client_max_body_size) before any instance sees it."""
+    browser.get(stack.url + "/")
+    big = tmp_path / "scan.png"
+    with open(big, "wb") as fh:
+        fh.truncate(stack.cfg.limits.max_body_bytes + 1)
+    card = upload(browser, big)
+    assert "failed" in card.get_attribute("class")
+    assert by_css(card, ".error-title")[0].text == "This file is too large"
+    assert str(stack.cfg.limits.max_body_bytes) in by_css(card, ".error-detail")[0].text
+
+
+def test_annotated_result_is_linked_from_the_page(stack: Stack, browser, page_file: Path):
+    browser.get(stack.url + "/")
+    by_css(browser, ".options summary")[0].click()
+    by_css(browser, "#opt-annotate")[0].click()
+    card = upload(browser, page_file)
+    link = by_css(card, "a.annotated")[0]
+    assert link.is_displayed()
+    href = link.get_attribute("href")
+    assert re.fullmatch(re.escape(stack.url) + r"/results/[A-Za-z0-9_-]{22}\.png", href), href
+    r = http(href)
+    assert r.status == 200 and r.headers["Content-Type"] == "image/png"
+
+
+def test_results_are_served_and_nothing_else(stack: Stack, page_file: Path):
+    body, content_type = multipart([("image", page_file.read_bytes())])
+    r = http(stack.url + "/v1/parse?annotate=1", body, content_type)
+    assert r.status == 200, r.body
+    image = r.json()["images"][0]
+    url = image["annotated_url"]
+    result_id = url.removeprefix("/results/").removesuffix(".png")
+    assert url.startswith("/results/") and ID_PATTERN.match(result_id)
+
+    got = http(stack.url + url)
+    assert got.status == 200
+    assert got.headers["Content-Type"] == "image/png"
+    assert got.headers["X-Content-Type-Options"] == "nosniff"
+    with Image.open(io.BytesIO(got.body)) as img:
+        assert img.size == (image["width"], image["height"])
+    # Without ?annotate=1 nothing is written.
+    plain = http(stack.url + "/v1/parse", *multipart([("image", page_file.read_bytes())]))
+    assert "annotated_url" not in plain.json()["images"][0]
+
+    # Only result names are served from the folder: no listing, no other file, no way out of it.
+    folder = stack.cfg.results.dir
+    (folder / "secret.txt").write_text("not for clients")
+    (folder / ".tmp-inflight").write_bytes(got.body)
+    (folder / "sub").mkdir(exist_ok=True)
+    (folder / "sub" / "x.png").write_bytes(got.body)
+    for path in ("/results/", "/results", "/results/secret.txt", "/results/.tmp-inflight",
+                 "/results/sub/x.png", "/results/sub", f"/results/{result_id}.PNG",
+                 f"/results/{result_id}", "/results/AAAAAAAAAAAAAAAAAAAAAA.png",
+                 "/results/..%2fsecret.txt", "/results/%2e%2e/parse.toml"):
+        miss = http(stack.url + path)
+        assert miss.status == 404, path
+        assert miss.json()["error"]["code"] == "not_found", path
