@@ -6,9 +6,10 @@ name, and Nginx serves it at /results/<id>.png (only names of that shape: no lis
 The folder looks after itself on every write: files older than `ttl_seconds` are deleted, then
 the oldest files go until the new one fits under `max_bytes`. That sweep is one directory scan
 and one stat per file. At the default cap (256 MiB of PNGs, a few thousand files at most) it
-costs about a millisecond, beside the hundreds the OCR itself takes, so no timer or extra
-process is needed. Several workers may sweep at once: a file that another one already deleted is
-simply skipped.
+costs about a millisecond, beside the hundreds the OCR itself takes. Nginx serves a file for as
+long as it exists, so expiry must not wait for the next write: each worker also sweeps from a
+daemon thread every tenth of the TTL (5 s to 60 s), and a result is gone at most that long after
+it expired. Several workers may sweep at once: a file another one already deleted is skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -139,3 +141,30 @@ def write_png(data: bytes, results: ResultsSettings) -> str | None:
 def annotate(image: np.ndarray, quads: Iterable[Quad], results: ResultsSettings) -> str | None:
     """Draw `quads` over `image`, keep it as a result file, and return its URL (/results/<id>.png)."""
     return write_png(encode_png(draw(image, quads)), results)
+
+
+def sweep_interval(ttl_seconds: float) -> float:
+    """Seconds between background sweeps: a tenth of the TTL, within 5 s and a minute."""
+    return min(60.0, max(5.0, ttl_seconds / 10))
+
+
+def start_sweeper(results: ResultsSettings, interval: float | None = None,
+                  stop: threading.Event | None = None) -> threading.Thread:
+    """Sweep the results folder every `interval` seconds from a daemon thread, until `stop` is set.
+
+    The app starts one per worker (uWSGI lazy-apps: after fork), so expiry holds even when no
+    request writes a result.
+    """
+    period = sweep_interval(results.ttl_seconds) if interval is None else interval
+    stop = stop or threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(period):
+            try:
+                sweep(Path(results.dir), results.ttl_seconds, results.max_bytes)
+            except OSError:
+                log.exception("sweeping %s failed; trying again in %.0f s", results.dir, period)
+
+    thread = threading.Thread(target=loop, name="results-sweep", daemon=True)
+    thread.start()
+    return thread

@@ -18,7 +18,7 @@ import uuid
 
 from flask import Flask, g, has_request_context, request
 
-from . import api, auth, guards, health, metrics, openapi
+from . import annotate, api, auth, guards, health, metrics, openapi
 from . import settings as settings_mod
 from .errors import ApiError, register_error_handlers
 from .ocr import OcrModel, load_model
@@ -133,10 +133,7 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
     atexit.register(metrics.mark_exit)
     if load:
         state.start()
+        # Issue 5: ?annotate=1 results expire on time even when nobody writes new ones.
+        annotate.start_sweeper(cfg.results)
     log.info("worker %d up for instance %d (%s); model loading", os.getpid(), state.instance.port, cfg.path)
     return app
-
-
-def model_state(app: Flask) -> ModelState:
-    return app.extensions["parse"]
-

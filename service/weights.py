@@ -26,6 +26,9 @@ SOURCES: dict[str, tuple[str, str]] = {
     "PP-OCRv6_det_small.onnx": ("rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx"),
     "ch_ppocr_mobile_v2.0_cls_mobile.onnx": ("rapidocr==3.10.0", "rapidocr/models/ch_ppocr_mobile_v2.0_cls_mobile.onnx"),
     "PP-OCRv6_rec_small.onnx": ("rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx"),
+    # Apache-2.0 text and the model attribution notice that travel with the PP-OCR weights.
+    "rapidocr-LICENSE.txt": ("rapidocr==3.10.0", "rapidocr-3.10.0.dist-info/licenses/LICENSE"),
+    "rapidocr-MODEL_LICENSES.md": ("rapidocr==3.10.0", "rapidocr-3.10.0.dist-info/licenses/MODEL_LICENSES.md"),
 }
 
 

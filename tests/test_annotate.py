@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -107,3 +108,26 @@ def test_many_writes_keep_the_folder_under_the_cap(tmp_path):
     names = sorted(p.name for p in results.dir.iterdir())
     # Each write makes room for itself: the two newest of three 100-byte files fit in 250.
     assert names == sorted(u.removeprefix("/results/") for u in urls[-2:])
+
+
+def test_background_sweeper_expires_files_without_writes(tmp_path):
+    results = _results(tmp_path, ttl=60)
+    old = _file(results.dir, "old.png", 10, age=61)
+    fresh = _file(results.dir, "fresh.png", 10, age=1)
+    stop = threading.Event()
+    thread = annotate.start_sweeper(results, interval=0.05, stop=stop)
+    try:
+        deadline = time.monotonic() + 5
+        while old.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not old.exists() and fresh.exists()
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_sweep_interval_follows_the_ttl():
+    assert annotate.sweep_interval(3600) == 60
+    assert annotate.sweep_interval(120) == 12
+    assert annotate.sweep_interval(10) == 5

@@ -134,6 +134,18 @@ def test_body_over_limit_refused_by_nginx_before_upload(keyed: Stack) -> None:
     assert reply.seconds < 1.0
 
 
+def test_chunked_upload(keyed: Stack) -> None:
+    """A body without Content-Length (chunked): Nginx buffers it and the app sees its real length."""
+    image = encoded("PNG", page())
+    body = f"{len(image):x}\r\n".encode() + image + b"\r\n0\r\n\r\n"
+    head = (f"POST /v1/parse HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n"
+            f"Authorization: Bearer {KEY}\r\nConnection: close\r\n\r\n").encode()
+    reply = request(*addr(keyed), "POST", "/v1/parse", raw_head=head, body=body)
+    assert reply.status == 200, reply.body[:300]
+    empty = request(*addr(keyed), "POST", "/v1/parse", raw_head=head, body=b"0\r\n\r\n")
+    assert_json_error(empty, 400, "empty_body")
+
+
 def test_header_and_url_too_large(keyed: Stack) -> None:
     assert_json_error(request(*addr(keyed), "GET", "/healthz", {"X-Junk": "a" * 40_000}), 400, "header_too_large")
     assert_json_error(request(*addr(keyed), "GET", "/healthz?" + "a" * 40_000), 414, "uri_too_long")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from service import ctc
-from service.ppocr import db, recognize
+from service.ppocr import db, geometry, recognize
 
 
 def _map_with(rect: tuple[int, int, int, int], value: float, shape=(64, 128)) -> np.ndarray:
@@ -63,3 +63,27 @@ def test_ctc_text_and_confidence():
 
 def test_confidence_of_nothing_is_zero():
     assert recognize.confidence(np.array([], np.float32)) == 0.0
+
+
+def test_big_pages_are_reduced_and_quads_mapped_back():
+    # 3000 x 1500 (h x w): ratio 2000/3000 -> h int(2000) / 32 = 62.5 -> 62 (half to even) * 32 = 1984,
+    # w int(1000) / 32 = 31.25 -> 31 * 32 = 992.
+    img, frame = geometry.within_bounds(np.zeros((3000, 1500, 3), np.uint8))
+    assert img.shape[:2] == (1984, 992)
+    quad = np.array([[0, 0], [992, 0], [992, 1984], [0, 1984]], np.float32)
+    assert geometry.to_original(quad, frame, 1500, 3000).tolist() == [[0, 0], [1500, 0], [1500, 3000], [0, 3000]]
+
+
+def test_flat_images_get_black_bands():
+    # 40 x 400: w/h = 10 > 8, so bands of int(|max(400 // 8, 30) * 2 - 40| / 2) = 30 px top and bottom.
+    img, frame = geometry.within_bounds(np.full((40, 400, 3), 255, np.uint8))
+    padded = geometry.letterbox(img, frame)
+    assert padded.shape[:2] == (100, 400) and frame.top == 30
+    assert padded[:30].max() == 0 and padded[70:].max() == 0
+    quad = np.array([[10, 35], [50, 35], [50, 45], [10, 45]], np.float32)
+    assert geometry.to_original(quad, frame, 400, 40).tolist() == [[10, 5], [50, 5], [50, 15], [10, 15]]
+
+
+def test_det_input_short_side_736_in_multiples_of_32():
+    assert geometry.det_size(1004, 439) == (1696, 736)  # sroie_001: 736/439 upscales, sides rounded to 32
+    assert geometry.det_size(1528, 1080) == (1536, 1088)  # no scaling, only rounding

@@ -42,7 +42,7 @@ def page(render) -> bytes:
 
 @pytest.fixture(scope="module")
 def word(render) -> bytes:
-    """The smallest useful image: one word (the weights test sends a hundred)."""
+    """The smallest useful image: one word."""
     return png(render(["parse"], size=20, margin=8))
 
 
@@ -111,11 +111,15 @@ def test_health_models_openapi(stack: Stack):
     assert {"/v1/parse", "/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.json"} <= set(doc["paths"])
 
 
-def test_weights_spread_requests(stack: Stack, word: bytes):
+def test_weights_spread_requests(stack: Stack):
+    """100 API requests (GET /v1/models: the same location and upstream as /v1/parse, without the
+    OCR cost) land on the instances in proportion to their weights."""
     counts = {stack.addr(i): 0 for i in stack.cfg.instances}
     for _ in range(100):
-        r = stack.parse(word)
+        r = http(stack.url + "/v1/models")
         assert r.status == 200, r.body
+        # The instance that answered says so itself, and Nginx agrees.
+        assert r.upstream == f"127.0.0.1:{r.json()['instance']['port']}"
         counts[r.upstream] += 1
     total_weight = sum(i.weight for i in stack.cfg.instances)
     for inst in stack.cfg.instances:
@@ -136,7 +140,7 @@ def test_metrics_sum_every_worker(stack: Stack, word: bytes):
     # Whichever worker answered the scrape, the sum covers the request another one served.
     route = 'parse_requests_total{route="/v1/parse",status="200"}'
     assert value(text, route) == value(before, route) + 1
-    assert value(text, "parse_images_total") >= 100
+    assert value(text, "parse_images_total") >= 2
     # Each successful parse observes every stage once.
     assert value(text, 'parse_stage_seconds_count{stage="total"}') == value(text, route)
     assert value(text, "parse_model_load_seconds_count") >= 3

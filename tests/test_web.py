@@ -11,14 +11,25 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from service import deploy
 from service.annotate import ID_PATTERN
 from service.settings import ROOT
 from tests.stack import Stack, http, multipart
+
+try:  # from requirements.txt; without it the browser tests skip (see `browser`)
+    from selenium import webdriver
+    from selenium.webdriver import ActionChains
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:
+    webdriver = None
 
 LINES = ["Invoice 2041", "Total due 318.40", "Paid by card"]
 ARTIFACTS = ROOT / "run" / "artifacts"
@@ -57,9 +68,8 @@ def browser(tmp_path_factory):
     chromedriver = shutil.which("chromedriver") or shutil.which("chromedriver", path="/usr/lib/chromium")
     if not chromium or not chromedriver:
         pytest.skip("Chromium is missing: apt-get install chromium chromium-driver (.ci/run installs them)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is missing: pip install -r requirements.txt")
-    from selenium.webdriver.chrome.service import Service
-
+    if webdriver is None:
+        pytest.skip("selenium is missing: pip install -r requirements.txt")
     profile = tmp_path_factory.mktemp("chromium-profile")
     options = webdriver.ChromeOptions()
     # Both paths given: selenium never runs Selenium Manager, which would try to download a driver.
@@ -76,13 +86,11 @@ def browser(tmp_path_factory):
 
 
 def by_css(driver, selector: str):
-    from selenium.webdriver.common.by import By
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
 def upload(driver, path: Path):
     """Send `path` through the page's file input; its card once it is done or failed."""
-    from selenium.webdriver.support.ui import WebDriverWait
     before = len(by_css(driver, ".card"))
     by_css(driver, "#file-input")[0].send_keys(str(path))
 
@@ -131,9 +139,10 @@ def test_page_is_served_with_its_headers(stack: Stack):
 
 
 def test_upload_shows_text_and_one_box_per_line(stack: Stack, browser, page_file: Path):
-    from selenium.webdriver import ActionChains
     browser.get(stack.url + "/")
     assert "parse" in browser.title
+    # The footer names the serving model, asked from v1/models when the page loads.
+    WebDriverWait(browser, 10).until(lambda d: " on cpu" in by_css(d, "#model-info")[0].text)
     card = upload(browser, page_file)
     assert "done" in card.get_attribute("class"), card.text
 
@@ -142,8 +151,8 @@ def test_upload_shows_text_and_one_box_per_line(stack: Stack, browser, page_file
     items = by_css(card, ".lines .line")
     boxes = by_css(card, "svg.overlay polygon")
     assert len(items) == len(boxes) == len(LINES)
-    assert [i.find_element("css selector", ".ltext").text for i in items] == text.split("\n")
-    assert all(re.fullmatch(r"\d+%", i.find_element("css selector", ".conf-num").text) for i in items)
+    assert [i.find_element(By.CSS_SELECTOR, ".ltext").text for i in items] == text.split("\n")
+    assert all(re.fullmatch(r"\d+%", i.find_element(By.CSS_SELECTOR, ".conf-num").text) for i in items)
     timing = by_css(card, ".timing")[0].text
     for stage in ("Decode", "Detect", "Recognize", "Server total", "Round trip"):
         assert stage in timing
@@ -196,6 +205,35 @@ def test_non_image_gets_a_readable_error(stack: Stack, browser, tmp_path: Path):
     # The server's own message, which names the accepted types, is shown under the title.
     assert "image/png" in by_css(card, ".error-detail")[0].text
     screenshot(browser, "web-error.png")
+
+
+def test_drop_several_files_at_once(stack: Stack, browser):
+    """Files dropped on the page are read one after another, each on its own card."""
+    browser.get(stack.url + "/")
+    # A real drop event carrying two files: a canvas-drawn text image and a text file.
+    browser.execute_script("""
+        const canvas = Object.assign(document.createElement('canvas'), {width: 420, height: 110});
+        const ctx = canvas.getContext('2d');
+        ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, 420, 110);
+        ctx.fillStyle = '#000'; ctx.font = '44px sans-serif'; ctx.fillText('Dropped 512', 24, 70);
+        canvas.toBlob((blob) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([blob], 'dropped.png', {type: 'image/png'}));
+            dt.items.add(new File(['plain words'], 'words.txt', {type: 'text/plain'}));
+            for (const type of ['dragenter', 'dragover', 'drop']) {
+                document.body.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));
+            }
+        }, 'image/png');
+    """)
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: len(by_css(d, ".card")) == 2 and all(c.get_attribute("aria-busy") == "false" for c in by_css(d, ".card")))
+    first, second = by_css(browser, ".card")
+    assert by_css(first, ".card-title")[0].text == "dropped.png"
+    assert "done" in first.get_attribute("class")
+    assert {"dropped", "512"} <= words(by_css(first, ".fulltext")[0].get_attribute("value"))
+    assert "failed" in second.get_attribute("class")
+    assert by_css(browser, "#summary")[0].text == "2 images · 1 read · 1 failed"
+    assert "dragging" not in by_css(browser, "body")[0].get_attribute("class")
 
 
 def test_too_large_gets_a_readable_error(stack: Stack, browser, tmp_path: Path):
@@ -255,3 +293,30 @@ def test_results_are_served_and_nothing_else(stack: Stack, page_file: Path):
         miss = http(stack.url + path)
         assert miss.status == 404, path
         assert miss.json()["error"]["code"] == "not_found", path
+    # Read-only: writing to the page or a result is refused, in JSON like every other error.
+    for path in ("/", url):
+        refused = http(stack.url + path, b"x", "text/plain")
+        assert refused.status == 405 and refused.headers["Allow"] == "GET, HEAD", path
+        assert refused.json()["error"]["code"] == "method_not_allowed", path
+
+
+def test_busy_service_says_when_to_retry(stack: Stack, browser, page_file: Path):
+    """No instance up: Nginx answers 503 with Retry-After; the page holds its retry button that
+    long, and the retry succeeds once the instance is back. Last here: it stops the instance."""
+    inst = stack.cfg.instances[0]
+    deploy.stop_pid(stack.master_pid(inst), signal.SIGTERM, 30)
+    try:
+        browser.get(stack.url + "/")
+        card = upload(browser, page_file)
+        assert "failed" in card.get_attribute("class")
+        assert by_css(card, ".error-title")[0].text == "The service is busy"
+        retry = by_css(card, ".retry")[0]
+        assert retry.is_displayed() and not retry.is_enabled()
+        assert re.fullmatch(r"Try again in \d+ s", retry.text), retry.text
+    finally:
+        stack.restart_instance(inst)
+    WebDriverWait(browser, 30).until(lambda d: retry.is_enabled())
+    retry.click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: "done" in card.get_attribute("class"))
+    assert by_css(card, ".error")[0].is_displayed() is False
+    assert len(by_css(card, "svg.overlay polygon")) == len(LINES)

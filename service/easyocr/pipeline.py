@@ -30,9 +30,11 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def auto_precision(device: torch.device) -> str:
-    """The default precision per device, chosen by measurement on ../shared/ocr-dev (see README).
+    """What "auto" means per device.
 
-    CUDA: fp16 autocast. CPU: fp32 -- see the README's benchmark notes for the bf16 measurements.
+    CPU: fp32. bf16 autocast changed the text of 1 in 5 dev line crops (the goal allows 1 in 50),
+    and without AMX (AVX2-only hosts) it runs about 10x slower than fp32. CUDA: fp16 autocast, the
+    GPUs' fast path (10-bit mantissa, against bf16's 7); "fp32" turns it off.
     """
     return "fp16" if device.type == "cuda" else "fp32"
 
@@ -72,7 +74,7 @@ class EasyOcr:
     def _recognize_probs(self, batch: torch.Tensor) -> torch.Tensor:
         with self._inference():
             logits = self.recognizer(batch.to(self.device).contiguous(memory_format=torch.channels_last))
-        return torch.softmax(logits.float(), dim=2)
+            return torch.softmax(logits.float(), dim=2)
 
     def _detect(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
         """Pages -> (int32 [N, 8] boxes per page, seconds per page).
@@ -99,13 +101,18 @@ class EasyOcr:
                 seconds[i] = (time.perf_counter() - start) / len(members)
         return boxes, seconds
 
-    def parse(self, images: Sequence[np.ndarray]) -> list[Page]:
+    def parse(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray] | None = None) -> list[Page]:
+        """`greys`, optional: the pages as grey uint8 for the recognizer, if the caller has them.
+
+        The reference read JPEG files straight to grey (their luma); grey computed from decoded RGB
+        differs by a few levels where chroma was clipped or subsampled, which changes some reads.
+        Without `greys` the RGB pages are converted here.
+        """
         boxes, detect_seconds = self._detect(images)
         start = time.perf_counter()
-        page_crops = []
-        for image, polys in zip(images, boxes):
-            grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-            page_crops.append(group.crops(grey, *group.group(polys)))
+        if greys is None:
+            greys = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images]
+        page_crops = [group.crops(grey, *group.group(polys)) for grey, polys in zip(greys, boxes)]
         # All pages' crops share the width-grouped batches.
         flat = [crop for crops in page_crops for crop in crops]
         reads = iter(recognize.read(self._recognize_probs, [c.pixels for c in flat]))

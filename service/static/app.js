@@ -80,6 +80,20 @@
 
   els.clear.addEventListener("click", clearAll);
 
+  // Say which model answers before anything is sent; a worker still loading simply leaves the
+  // footer as it is, and the first result fills it in.
+  fetch("v1/models")
+    .then((r) => (r.ok ? r.json() : null))
+    .then((info) => info?.model && showModel(info.model, info.device))
+    .catch(() => {});
+
+  let modelDevice = ""; // from v1/models; parse results name the model but not the device
+  function showModel(model, device) {
+    if (device) modelDevice = device;
+    const version = model.version ? ` ${model.version}` : "";
+    els.modelInfo.textContent = `Model: ${model.name}${version}${modelDevice ? ` on ${modelDevice}` : ""}`;
+  }
+
   function addFiles(fileList) {
     for (const file of Array.from(fileList)) {
       const job = createJob(file);
@@ -360,10 +374,7 @@
       ...timingItem("Round trip", elapsed),
     );
 
-    if (body.model) {
-      const m = body.model;
-      els.modelInfo.textContent = `Model: ${m.name}${m.version ? " " + m.version : ""}`;
-    }
+    if (body.model) showModel(body.model);
     $(".card-body", card).hidden = false;
     announce(job, `${lines.length} line${lines.length === 1 ? "" : "s"} read`);
   }
