@@ -29,6 +29,7 @@ ACCEPTED: dict[str, str] = {
 }
 ACCEPTED_LIST = ", ".join(ACCEPTED.values())
 
+
 def decode(data: bytes, limits: settings.Limits | None = None) -> np.ndarray:
     """Bytes of an image file -> RGB uint8 array of shape (H, W, 3), as a viewer shows it.
 
@@ -69,7 +70,7 @@ def check_size(size: tuple[int, int], limits: settings.Limits) -> None:
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
-    """First frame (TIFF page, GIF frame), upright, in 8-bit sRGB; transparency shows as white paper."""
+    """First frame (TIFF page, GIF frame), upright, in 8-bit RGB; transparency shows as white paper."""
     img.seek(0)
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from service import settings as settings_mod
 from service.ocr import OcrModel, load_model
+from service.settings import ROOT
 from tests.devset import DEV
 from tests.stack import Stack, write_config
 
@@ -75,3 +77,7 @@ def stack_factory(tmp_path_factory):
     yield make
     for stack in started:
         stack.stop()
+        # pytest prunes old temporary folders (also other sessions'); the logs stay in run/test-logs/.
+        if stack.layout.logs.is_dir():
+            name = f"{stack.run.parent.parent.name}-{stack.run.parent.name}"  # e.g. pytest-7-stack0
+            shutil.copytree(stack.layout.logs, ROOT / "run" / "test-logs" / name, dirs_exist_ok=True)

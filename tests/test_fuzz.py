@@ -109,7 +109,7 @@ def test_schemathesis(stack: Stack, tmp_path: Path) -> None:
                        "response_headers_conformance,response_schema_conformance",
            "--max-examples", "25", "--workers", "1", "--request-timeout", "60",
            "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all",
-           "--max-time", "150", "--report", "junit", "--report-dir", str(report)]
+           "--max-time", "60", "--report", "junit", "--report-dir", str(report)]
     started = time.monotonic()
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=ROOT,
                          env={**os.environ, "NO_COLOR": "1"})

@@ -274,3 +274,21 @@ def test_deadline_504_and_the_worker_lives(limited: Stack) -> None:
     after = workers(stats_ports(limited))
     assert {k: (v["pid"], v["respawn_count"]) for k, v in after.items()} == \
         {k: (v["pid"], v["respawn_count"]) for k, v in before.items()}
+
+
+# --- the rendered Nginx pieces (no stack needed) ------------------------------------------------
+
+def test_rendered_rate_limits_and_max_conns(tmp_path: Path) -> None:
+    """Per-client rate always; per-key rate only with keys on; max_conns = workers + listen queue."""
+    for name in ("off", "on"):
+        (tmp_path / name).mkdir()
+    off = stack_config(tmp_path / "off")
+    assert "parse_per_key" not in deploy.nginx_http(off) + deploy.nginx_limit_req(off)
+    on = stack_config(tmp_path / "on", keys=True, rate=(7, 9))
+    http_conf, limit_conf = deploy.nginx_http(on), deploy.nginx_limit_req(on)
+    assert "limit_req_zone $http_authorization zone=parse_per_key:10m rate=7r/s;" in http_conf
+    assert "limit_req zone=parse_per_key burst=9 nodelay;" in limit_conf
+    assert "limit_req zone=parse_per_client burst=9 nodelay;" in limit_conf
+    inst = on.instances[0]
+    assert f"max_conns={inst.processes + deploy.listen_queue(inst)};" in http_conf
+    assert "zone parse_instances" in http_conf

@@ -318,5 +318,5 @@ def test_busy_service_says_when_to_retry(stack: Stack, browser, page_file: Path)
     WebDriverWait(browser, 30).until(lambda d: retry.is_enabled())
     retry.click()
     WebDriverWait(browser, WAIT_S).until(lambda d: "done" in card.get_attribute("class"))
-    assert by_css(card, ".error")[0].is_displayed() is False
+    assert not by_css(card, ".error")[0].is_displayed()
     assert len(by_css(card, "svg.overlay polygon")) == len(LINES)

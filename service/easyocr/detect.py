@@ -28,7 +28,7 @@ def canvas(image: np.ndarray) -> tuple[np.ndarray, float]:
     """
     height, width = image.shape[:2]
     ratio = min(float(max(height, width)), CANVAS_SIZE) / max(height, width)
-    th, tw = int(height * ratio), int(width * ratio)
+    th, tw = max(1, int(height * ratio)), max(1, int(width * ratio))  # a 1-px-thin strip stays 1 px
     resized = image if (th, tw) == (height, width) else cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
     out = np.zeros((-(-th // 32) * 32, -(-tw // 32) * 32, 3), dtype=np.uint8)
     out[:th, :tw] = resized
