@@ -53,15 +53,17 @@ def check_request() -> None:
     limits = current_app.config["PARSE_SETTINGS"].limits
     g.deadline = Deadline(limits.deadline_seconds)
     length = request.content_length
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    if not length and not chunked:
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        # Nginx de-chunks bodies and passes their length; uWSGI alone cannot read a chunked body.
+        raise ApiError(411, "length_required", "send the body with a Content-Length header, not chunked")
+    if not length:
         raise ApiError(
             400,
             "empty_body",
             "the request body is empty: send the image as a multipart/form-data field 'image' "
             "(curl -F image=@page.jpg), or as the raw body with Content-Type image/*",
         )
-    if length and length > limits.max_body_bytes:
+    if length > limits.max_body_bytes:
         raise ApiError(
             413,
             "body_too_large",

@@ -145,6 +145,8 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
                     "200": _json("#/components/schemas/ParseResult", "The text of every image"),
                     "400": _error("No image in the request, an empty file, or bytes that are not a readable image"),
                     "401": _error("API keys are on and the Authorization header is missing or wrong"),
+                    # Issue 4: Nginx de-chunks bodies; a client talking to uWSGI directly must send a length.
+                    "411": _error("A chunked body sent to an instance directly, without Nginx"),
                     "413": _error("Body, pixel count, side or number of images over the limit"),
                     "415": _error("Not multipart/form-data or image/*, or an image format that is not accepted"),
                     "429": _error("Over the rate limit", retry_after=True),

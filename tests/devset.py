@@ -47,7 +47,9 @@ def compare(ours: list[dict], ref: list[dict]) -> tuple[int, float, float]:
         for k in range(block.size):
             r, o = ref[block.a + k], ours[block.b + k]
             same += 1
-            quad_diff = max(quad_diff, max(abs(a - b) for pr, po in zip(r["quad"], o["quad"]) for a, b in zip(pr, po)))
+            if "quad" in r:  # recognition references have none
+                quad_diff = max(quad_diff, max(abs(a - b) for pr, po in zip(r["quad"], o["quad"])
+                                               for a, b in zip(pr, po)))
             conf_diff = max(conf_diff, abs(r["confidence"] - o["confidence"]))
     return same, quad_diff, conf_diff
 

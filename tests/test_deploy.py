@@ -81,12 +81,16 @@ def test_declaration_errors(cfg, tmp_path):
         deploy.check(dataclasses.replace(clash, instances=()))
 
 
-def installed_units(tmp_path: Path) -> Path:
-    """The units as `sudo make install PREFIX=<this checkout>` writes them (sed /opt/parse)."""
+def installed_units(tmp_path: Path, cfg=None) -> Path:
+    """The units as `sudo make install PREFIX=<this checkout>` writes them (sed /opt/parse), with
+    the rendered drop-in beside them when `cfg` is given (SYSTEMD_UNIT_PATH makes systemd read it)."""
     out = tmp_path / "units"
     out.mkdir()
     for unit in ("parse@.service", "parse.target"):
         (out / unit).write_text((UNITS / unit).read_text().replace("/opt/parse", str(ROOT)))
+    if cfg is not None:
+        (out / "parse@.service.d").mkdir()
+        (out / "parse@.service.d" / "parse-toml.conf").write_text(deploy.systemd_dropin(cfg))
     return out
 
 
@@ -98,18 +102,20 @@ needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reas
 
 
 @needs_analyze
-def test_units_verify_clean(tmp_path):
-    units = installed_units(tmp_path)
+def test_units_verify_clean(cfg, tmp_path):
+    units = installed_units(tmp_path, cfg)
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"}  # the trailing ":" keeps the default path
     r = subprocess.run(["systemd-analyze", "verify", "parse@6001.service", "parse.target"],
-                       cwd=units, capture_output=True, text=True)
+                       cwd=units, env=env, capture_output=True, text=True)
     assert (r.returncode, r.stdout + r.stderr) == (0, "")
 
 
 @needs_analyze
-def test_unit_exposure_is_low(tmp_path):
-    units = installed_units(tmp_path)
+def test_unit_exposure_is_low(cfg, tmp_path):
+    units = installed_units(tmp_path, cfg)
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"}
     r = subprocess.run(["systemd-analyze", "security", "--offline=true", "parse@6001.service"],
-                       cwd=units, capture_output=True, text=True)
+                       cwd=units, env=env, capture_output=True, text=True)
     score = float(re.search(r"Overall exposure level for parse@6001\.service: ([\d.]+)", r.stdout).group(1))
     assert score <= 2.0, r.stdout
 

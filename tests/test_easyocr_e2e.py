@@ -55,6 +55,20 @@ def test_batch_equals_single_calls(easyocr, page, render):
     assert [l.text for l in batch[1].lines] == ["Hello World"]
 
 
+def test_detector_batch_of_same_size_pages_equals_single_pages(easyocr, page):
+    """The GPU path (pages of one canvas size through CRAFT together), checked on the CPU."""
+    other = np.ascontiguousarray(page[::-1, ::-1])  # same size, text upside down
+    singles = [easyocr.parse([page])[0], easyocr.parse([other])[0]]
+    easyocr.batch_detector = True
+    try:
+        batch = easyocr.parse([page, other])
+    finally:
+        easyocr.batch_detector = False
+    for got, want in zip(batch, singles):
+        assert [(l.text, l.quad) for l in got.lines] == [(l.text, l.quad) for l in want.lines]
+        np.testing.assert_allclose([l.confidence for l in got.lines], [l.confidence for l in want.lines], atol=1e-5)
+
+
 def test_blank_page_has_no_lines(easyocr):
     [result] = easyocr.parse([np.full((200, 300, 3), 255, np.uint8)])
     assert result.lines == []

@@ -14,7 +14,7 @@ from service.ocr import load_model
 @pytest.fixture(scope="module")
 def ppocr():
     cfg = settings_mod.load()
-    return load_model(dataclasses.replace(cfg.model, family="ppocr", precision="fp32"), "cpu", threads=2)
+    return load_model(dataclasses.replace(cfg.model, family="ppocr", precision="fp32"), "cpu", threads=1)
 
 
 def test_reads_a_rendered_page_in_order(ppocr, render):

@@ -19,7 +19,7 @@ CROPS = ["sroieline_098_0", "sroieline_102_1", "recword_1058892"]
 @pytest.fixture(scope="module")
 def ppocr():
     cfg = settings_mod.load()
-    return load_model(dataclasses.replace(cfg.model, family="ppocr", precision="fp32"), "cpu", threads=2)
+    return load_model(dataclasses.replace(cfg.model, family="ppocr", precision="fp32"), "cpu", threads=1)
 
 
 def _ref(stem: str) -> list[dict]:

@@ -48,6 +48,9 @@ class EasyOcr:
         self.recognizer = recognizer
         self.device = device
         self.precision = precision
+        # Pages whose canvases have the same size go through CRAFT together on a GPU; on the CPU a
+        # batch gains nothing and holds more memory, so each page goes alone.
+        self.batch_detector = device.type == "cuda"
         self.info = ModelInfo(name="easyocr-craft-english_g2", version="easyocr-1.7.2-defaults", weights_sha256=sums)
 
     @classmethod
@@ -78,15 +81,11 @@ class EasyOcr:
             return torch.softmax(logits.float(), dim=2)
 
     def _detect(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
-        """Pages -> (int32 [N, 8] boxes per page, seconds per page).
-
-        On CUDA pages whose canvases have the same size go through CRAFT together; on the CPU a
-        batch gains nothing, so each page goes alone and holds less memory.
-        """
+        """Pages -> (int32 [N, 8] boxes per page, seconds per page); a batch's time is shared by its pages."""
         prepared = [detect.canvas(image) for image in images]
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, (canvas, _) in enumerate(prepared):
-            groups[canvas.shape if self.device.type == "cuda" else (i,)].append(i)
+            groups[canvas.shape if self.batch_detector else (i,)].append(i)
         boxes: list[np.ndarray] = [np.zeros((0, 8), np.int32)] * len(images)
         seconds = [0.0] * len(images)
         for members in groups.values():
@@ -126,9 +125,11 @@ class EasyOcr:
                               {"detect": det_s, "recognize": recognize_seconds * share}))
         return pages
 
-    def recognize(self, images: Sequence[np.ndarray]) -> list[Page]:
+    def recognize(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray] | None = None) -> list[Page]:
+        """`greys`, optional: as for `parse`, the images as grey uint8 if the caller decoded them so."""
         start = time.perf_counter()
-        greys = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images]
+        if greys is None:
+            greys = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images]
         reads = recognize.read(self._recognize_probs, greys)
         seconds = (time.perf_counter() - start) / max(1, len(images))
         pages = []

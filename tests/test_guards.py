@@ -1,0 +1,51 @@
+"""The request guards (service/guards.py) through the Flask app in-process: body checks and the deadline.
+
+The model is not loaded: a request the guards let through gets the route's 503 model_loading.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from service.errors import ApiError
+from service.guards import Deadline
+from service.settings import Limits
+from tests.test_auth import PASSED, make_client, parse
+
+def test_empty_body(tmp_path: Path) -> None:
+    response = parse(make_client(tmp_path, keys=False), data=b"", content_type="image/png")
+    assert response.status_code == 400 and response.json["error"]["code"] == "empty_body"
+    assert "image" in response.json["error"]["message"]
+
+
+def test_body_over_limit(tmp_path: Path) -> None:
+    client = make_client(tmp_path, keys=False, limits=Limits(max_body_bytes=1000))
+    response = parse(client, data=b"x" * 1001)
+    assert response.status_code == 413 and response.json["error"]["code"] == "body_too_large"
+    assert "1,000" in response.json["error"]["message"]
+    assert parse(client, data=b"x" * 1000).status_code == PASSED
+
+
+def test_chunked_body_reaching_the_app_directly(tmp_path: Path) -> None:
+    """Only a client talking to uWSGI directly gets here (Nginx de-chunks): 411, not an empty read."""
+    response = parse(make_client(tmp_path, keys=False), headers={"Transfer-Encoding": "chunked"})
+    assert response.status_code == 411 and response.json["error"]["code"] == "length_required"
+
+
+def test_multipart_without_boundary(tmp_path: Path) -> None:
+    response = parse(make_client(tmp_path, keys=False), data=b"--x\r\n\r\n", content_type="multipart/form-data")
+    assert response.status_code == 400 and response.json["error"]["code"] == "missing_boundary"
+
+
+def test_deadline() -> None:
+    """Checks between stages: nothing happens before the deadline, a 504 JSON error after it."""
+    assert Deadline(10.0).check("decoding image 1") is None
+    late = Deadline(0.001)
+    time.sleep(0.002)
+    with pytest.raises(ApiError) as info:
+        late.check("the model call")
+    assert info.value.status == 504 and info.value.code == "deadline_exceeded"
+    assert "the model call" in info.value.message
