@@ -20,7 +20,6 @@ import dataclasses
 import http.client
 import io
 import json
-import statistics
 import tempfile
 import threading
 import time

@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -121,7 +122,8 @@ def test_unit_exposure_is_low(cfg, tmp_path):
 
 
 def test_unit_commands_run_as_written(cfg, tmp_path):
-    """ExecStart, then /readyz 503 while loading, ExecStartPost returns once ready, KillSignal stops it."""
+    """ExecStart (READY=1 over sd_notify before any model), /readyz 503 while loading, ExecStartPost
+    returns once every worker is ready, KillSignal to the main PID stops it gracefully."""
     unit = (installed_units(tmp_path) / "parse@.service").read_text()
     inst = cfg.instances[1]
     deploy.render_dev(cfg, tmp_path / "run")
@@ -134,11 +136,22 @@ def test_unit_commands_run_as_written(cfg, tmp_path):
 
     workdir = unit_values(unit, "WorkingDirectory")[0]
     assert unit_values(unit, "KillSignal") == ["SIGTERM"] and unit_values(unit, "KillMode") == ["mixed"]
+    assert unit_values(unit, "Type") == ["notify"]
+    # Type=notify: systemd's notification socket, played by this test.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(120)
+    env["NOTIFY_SOCKET"] = str(tmp_path / "notify")
     log = tmp_path / "uwsgi.log"
     with open(log, "wb") as out:
         main = subprocess.Popen(command("ExecStart"), env=env, cwd=workdir, start_new_session=True,
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
+        messages = b""
+        while b"READY=1" not in messages:
+            messages += notify.recv(4096)
+        # uWSGI says READY before its lazy workers have a model: why ExecStartPost waits on the probe.
+        assert not probe.state(inst.port)[0]
         # Before the model is ready the worker answers /readyz with 503 JSON.
         statuses = []
         deadline = time.monotonic() + 120
@@ -162,3 +175,4 @@ def test_unit_commands_run_as_written(cfg, tmp_path):
         except ProcessLookupError:
             pass
         main.wait()
+        notify.close()

@@ -157,6 +157,9 @@ def test_security_headers(keyed: Stack) -> None:
     assert reply.headers["x-content-type-options"] == "nosniff"
     csp = reply.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    home = request(*addr(keyed), "GET", "/")  # the page (issue 5) carries the same policy
+    assert home.status == 200 and home.headers["content-security-policy"] == csp
+    assert home.headers["x-content-type-options"] == "nosniff"
     missing = request(*addr(keyed), "GET", "/nope")
     assert_json_error(missing, 404)
     assert b"nginx/" not in missing.body
