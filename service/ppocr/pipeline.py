@@ -10,7 +10,6 @@ input is flipped once per page.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections import defaultdict
 from typing import Iterator, Sequence
@@ -25,8 +24,6 @@ from ..weights import load_state_dict, verify
 from . import db, geometry, recognize
 from .convert import DICT_FILE, TARGETS
 from .nets import ClsNet, DetNet, RecNet
-
-log = logging.getLogger(__name__)
 
 TEXT_SCORE = 0.5  # lines below this confidence are dropped (pages only, as RapidOCR does)
 DET_FILE, CLS_FILE, REC_FILE = TARGETS
@@ -44,13 +41,15 @@ PRECISIONS: dict[str, tuple[torch.dtype | None, ...]] = {
 
 
 def auto_precision(device: torch.device) -> str:
-    """The default per device: fp16 on CUDA; bf16 recognition where the CPU has native bf16, else fp32.
+    """The default per device: fp16 on CUDA; bf16 recognition where the CPU multiplies bf16 natively
+    (AMX or AVX512-BF16), else fp32.
 
-    Without native bf16 (AVX2-only hosts like the build machine) bf16 is emulated and slower than fp32.
+    Elsewhere (AVX2-only hosts like the build machine, plain AVX-512) bf16 is emulated: slower than fp32.
     """
     if device.type == "cuda":
         return "fp16"
-    return "bf16-rec" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    native_bf16 = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return "bf16-rec" if native_bf16 else "fp32"
 
 
 class PpOcr:
