@@ -39,10 +39,11 @@ from .settings import ROOT, Instance, Settings
 # tries it again: a crashed or restarting instance costs at most two retried requests per 5 s.
 MAX_FAILS = 2
 FAIL_TIMEOUT_S = 5
-# Connections that may wait in an instance's listen queue per worker. One page takes ~0.2-1 s on
-# a CPU worker, so 16 waiting requests are served within the deadline; past that the kernel turns
-# connections away and Nginx tries another instance, or answers 503 at once.
-QUEUE_PER_WORKER = 16
+# Connections that may wait in an instance's listen queue per worker. A receipt takes 1-3 s on a
+# CPU worker, so 4 waiting requests start within ~12 s, well inside the deadline and Nginx's read
+# timeout (which also runs while a request waits here). Past workers + queue, Nginx's max_conns
+# answers a fast 503 with Retry-After rather than letting clients queue into timeouts.
+QUEUE_PER_WORKER = 4
 # The stats server of the instance on port P listens on 127.0.0.1:P+STATS_OFFSET.
 STATS_OFFSET = 1000
 # Seconds given to a starting instance to load and warm its models.
