@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from . import annotate, guards, metrics
 from .errors import ApiError
-from .images import decode
+from .images import decode, decode_grey
 from .ocr import OcrModel, Page
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -51,17 +51,19 @@ def uploads() -> list[bytes]:
     return blobs
 
 
-def decode_all(blobs: list[bytes]) -> list[np.ndarray]:
+def decode_all(blobs: list[bytes], with_grey: bool) -> tuple[list[np.ndarray], list[np.ndarray | None] | None]:
+    """RGB pages, plus the file-decoded grey pages when the model reads grey (model.reads_grey)."""
     limits = current_app.config["PARSE_SETTINGS"].limits
     images = []
     for number, blob in enumerate(blobs, 1):
         guards.deadline().check(f"decoding image {number}")  # issue 4: cooperative deadline
         images.append(decode(blob, limits))
-    return images
+    greys = [decode_grey(blob, rgb) for blob, rgb in zip(blobs, images)] if with_grey else None
+    return images, greys
 
 
-def predict(model: OcrModel, images: list[np.ndarray]) -> list[Page]:
-    return model.parse(images)
+def predict(model: OcrModel, images: list[np.ndarray], greys: list[np.ndarray | None] | None) -> list[Page]:
+    return model.parse(images, greys)
 
 
 def model_json(model: OcrModel) -> dict[str, Any]:
@@ -83,10 +85,10 @@ def encode(model: OcrModel, pages: list[Page], timing: dict[str, float]) -> dict
 def parse():
     start = time.perf_counter()
     model = _state().require()  # 503 before anything is read while the model loads
-    images = decode_all(uploads())
+    images, greys = decode_all(uploads(), model.reads_grey)
     decoded = time.perf_counter()
     guards.deadline().check("the model call")
-    pages = predict(model, images)
+    pages = predict(model, images, greys)
     guards.deadline().check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
     timing = {
         "decode": decoded - start,

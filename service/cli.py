@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from . import settings as settings_mod
-from .images import decode
+from .images import decode, decode_grey
 from .ocr import load_model
 
 
@@ -40,9 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     for path in args.images:
-        image = decode(path.read_bytes())
+        data = path.read_bytes()
+        image = decode(data)
+        grey = decode_grey(data, image) if model.reads_grey else None
         start = time.perf_counter()
-        page = run([image])[0]
+        page = run([image], [grey])[0]
         seconds = time.perf_counter() - start
         if args.out:
             record = {"lines": [line.to_json() for line in page.lines], "seconds": round(seconds, 4)}

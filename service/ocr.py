@@ -65,11 +65,14 @@ class OcrModel(Protocol):
     info: ModelInfo
     device: torch.device
     precision: str
+    # True when the family reads grey pages and wants them decoded straight from the file
+    # (images.decode_grey), as its reference did; callers then pass `greys`.
+    reads_grey: bool
 
-    def parse(self, images: Sequence[np.ndarray]) -> list[Page]:
+    def parse(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None = None) -> list[Page]:
         """Detect and read every text line of each RGB uint8 HxWx3 image."""
 
-    def recognize(self, images: Sequence[np.ndarray]) -> list[Page]:
+    def recognize(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None = None) -> list[Page]:
         """Read each RGB image as one text line, without detection; the quad is the whole image."""
 
     def warmup(self) -> None:

@@ -87,3 +87,4 @@ def test_flat_images_get_black_bands():
 def test_det_input_short_side_736_in_multiples_of_32():
     assert geometry.det_size(1004, 439) == (1696, 736)  # sroie_001: 736/439 upscales, sides rounded to 32
     assert geometry.det_size(1528, 1080) == (1536, 1088)  # no scaling, only rounding
+    assert geometry.det_size(2000, 30) == (4000, 64)  # a thin strip: enlargement stops at DET_MAX_SIDE

@@ -39,8 +39,17 @@ def auto_precision(device: torch.device) -> str:
     return "fp16" if device.type == "cuda" else "fp32"
 
 
+def grey_pages(images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None) -> list[np.ndarray]:
+    """The caller's file-decoded grey page where it has one, else the RGB page converted."""
+    greys = greys or [None] * len(images)
+    return [g if g is not None else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) for rgb, g in zip(images, greys)]
+
+
 class EasyOcr:
     """One loaded detector and recognizer, resident on one device for the life of the process."""
+
+    # The recognizer was measured on pages decoded straight to grey: callers pass them (images.decode_grey).
+    reads_grey = True
 
     def __init__(self, craft: Craft, recognizer: Recognizer, device: torch.device, precision: str,
                  sums: dict[str, str]) -> None:
@@ -101,17 +110,16 @@ class EasyOcr:
                 seconds[i] = (time.perf_counter() - start) / len(members)
         return boxes, seconds
 
-    def parse(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray] | None = None) -> list[Page]:
+    def parse(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None = None) -> list[Page]:
         """`greys`, optional: the pages as grey uint8 for the recognizer, if the caller has them.
 
         The reference read JPEG files straight to grey (their luma). Grey computed from decoded RGB
         differs from it by up to ~10 levels on some pixels (RGB rounding and clipping), which
-        changes a few reads. Without `greys` the RGB pages are converted here.
+        changes a few reads. Pages without a grey (None) are converted from RGB here.
         """
         boxes, detect_seconds = self._detect(images)
         start = time.perf_counter()
-        if greys is None:
-            greys = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images]
+        greys = grey_pages(images, greys)
         page_crops = [group.crops(grey, *group.group(polys)) for grey, polys in zip(greys, boxes)]
         # All pages' crops share the width-grouped batches.
         flat = [crop for crops in page_crops for crop in crops]
@@ -125,11 +133,10 @@ class EasyOcr:
                               {"detect": det_s, "recognize": recognize_seconds * share}))
         return pages
 
-    def recognize(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray] | None = None) -> list[Page]:
+    def recognize(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None = None) -> list[Page]:
         """`greys`, optional: as for `parse`, the images as grey uint8 if the caller decoded them so."""
         start = time.perf_counter()
-        if greys is None:
-            greys = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images]
+        greys = grey_pages(images, greys)
         reads = recognize.read(self._recognize_probs, greys)
         seconds = (time.perf_counter() - start) / max(1, len(images))
         pages = []

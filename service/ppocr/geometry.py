@@ -16,6 +16,10 @@ MIN_SIDE = 30
 FLAT_RATIO = 8  # w/h above this gets black bands top and bottom
 MIN_HEIGHT = 30
 DET_MIN_SIDE = 736  # detection input: short side brought up to this (never down)
+# ...but the enlargement stops where the long side reaches this. RapidOCR has no such cap, so a
+# 30x2000 strip of a few hundred bytes would become a 736x49056 (36 MP) detector input. Pages up
+# to 1:5.4 (every receipt of the dev set, and RapidOCR's output on them) are unaffected.
+DET_MAX_SIDE = 4000
 
 
 def _round32(side: int, ratio: float) -> int:
@@ -55,8 +59,9 @@ def letterbox(img: np.ndarray, frame: Frame) -> np.ndarray:
 
 
 def det_size(h: int, w: int) -> tuple[int, int]:
-    """Detection input (h, w): short side up to DET_MIN_SIDE, both sides rounded to multiples of 32."""
-    ratio = DET_MIN_SIDE / min(h, w) if min(h, w) < DET_MIN_SIDE else 1.0
+    """Detection input (h, w): short side up to DET_MIN_SIDE (long side at most DET_MAX_SIDE),
+    both sides rounded to multiples of 32."""
+    ratio = max(1.0, min(DET_MIN_SIDE / min(h, w), DET_MAX_SIDE / max(h, w))) if min(h, w) < DET_MIN_SIDE else 1.0
     return max(_round32(h, ratio), 32), max(_round32(w, ratio), 32)
 
 
