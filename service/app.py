@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 
-import torch
 from flask import Flask, g, has_request_context, request
 
 from . import annotate, api, auth, guards, health, metrics, openapi
@@ -59,9 +58,6 @@ class ModelState:
         log.info("ready: %s %s on %s in %.2fs", model.info.name, model.info.version, model.device, seconds)
 
     def start(self) -> threading.Thread:
-        # torch.set_num_threads is per OS thread under OpenMP: set it here too, on the thread that
-        # will serve requests, not only in the loader thread (load_model sets it there).
-        torch.set_num_threads(self.instance.threads)
         thread = threading.Thread(target=self.load, name="model-load", daemon=True)
         thread.start()
         return thread
