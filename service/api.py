@@ -46,8 +46,6 @@ def uploads() -> list[bytes]:
     max_images = current_app.config["PARSE_SETTINGS"].limits.max_images
     if len(blobs) > max_images:
         raise ApiError(413, "too_many_images", f"{len(blobs)} images sent; at most {max_images} per request")
-    if any(not blob for blob in blobs):
-        raise ApiError(400, "empty_image", f"an uploaded file is empty: {HOW_TO_SEND}")
     return blobs
 
 
