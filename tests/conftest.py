@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -53,11 +55,28 @@ def render():
     return render_lines
 
 
+# PARSE_TEST_DEVICE=cuda:0 runs the model tests on that GPU, at the precision production uses there.
+TEST_DEVICE = os.environ.get("PARSE_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def load_family() -> Callable[[str, int], OcrModel]:
+    """load(family, threads): fp32 on the CPU; on a GPU its "auto" precision, refusing a CPU fallback."""
+
+    def load(family: str, threads: int) -> OcrModel:
+        cfg = settings_mod.load()
+        precision = "fp32" if TEST_DEVICE == "cpu" else "auto"
+        model = load_model(dataclasses.replace(cfg.model, family=family, precision=precision), TEST_DEVICE, threads)
+        assert model.device.type == TEST_DEVICE.split(":")[0], f"{TEST_DEVICE} was asked for, {model.device} loaded"
+        return model
+
+    return load
+
+
 @pytest.fixture(scope="session", params=["easyocr", "ppocr"])
-def model(request) -> OcrModel:
-    """Each model family, loaded once per test session at full precision on the CPU."""
-    cfg = settings_mod.load()
-    return load_model(dataclasses.replace(cfg.model, family=request.param, precision="fp32"), "cpu", threads=2)
+def model(request, load_family) -> OcrModel:
+    """Each model family, loaded once per test session on the test device."""
+    return load_family(request.param, 2)
 
 
 @pytest.fixture(scope="module")

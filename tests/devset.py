@@ -1,6 +1,7 @@
 """Run a model family over ../shared/ocr-dev and compare it with the reference outputs.
 
     .venv/bin/python -m tests.devset --family easyocr [--subset sroie] [--threads 2] [--out DIR]
+        [--device cuda:0] [--precision fp32] [--batch 8]
 
 Prints, per subset: parity with the family's reference (share of reference lines whose text we
 reproduce exactly, aligned in order), the largest quad and confidence differences on those lines,
@@ -59,39 +60,59 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run(family: str, subsets: set[str] | None, threads: int, out: Path, precision: str) -> dict:
+def batches(items: list[tuple[Path, dict]], size: int) -> list[list[tuple[Path, dict]]]:
+    """Consecutive runs of at most `size` items of one task (pages and crops take different calls)."""
+    out: list[list[tuple[Path, dict]]] = []
+    for item in items:
+        if out and len(out[-1]) < size and out[-1][0][1]["task"] == item[1]["task"]:
+            out[-1].append(item)
+        else:
+            out.append([item])
+    return out
+
+
+def run(family: str, subsets: set[str] | None, threads: int, out: Path, precision: str, device: str,
+        batch: int) -> dict:
     from service import settings as settings_mod
     from service.images import decode, decode_grey
     from service.ocr import load_model
 
     cfg = settings_mod.load()
-    model = load_model(dataclasses.replace(cfg.model, family=family, precision=precision), "cpu", threads)
+    model = load_model(dataclasses.replace(cfg.model, family=family, precision=precision), device, threads)
     model.warmup()
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, dict] = {}
-    for image_path, gt in dev_items(subsets):
-        data = image_path.read_bytes()
-        fn = model.recognize if gt["task"] == "recognition" else model.parse
-        # Timed from the file's bytes, as the references were (EasyOCR's includes its decoding).
+    for chunk in batches(dev_items(subsets), batch):
+        datas = [image_path.read_bytes() for image_path, _ in chunk]
+        fn = model.recognize if chunk[0][1]["task"] == "recognition" else model.parse
+        # Timed from the file's bytes, as the references were (EasyOCR's includes its decoding);
+        # a batch's time is shared equally by its images.
         start = time.perf_counter()
-        image = decode(data)
-        page = fn([image], [decode_grey(data, image) if model.reads_grey else None])[0]
-        seconds = time.perf_counter() - start
-        lines = [line.to_json() for line in page.lines]
-        (out / f"{image_path.stem}.json").write_text(json.dumps({"lines": lines, "seconds": seconds}))
-        ref = json.loads((REFERENCE[family] / f"{image_path.stem}.json").read_text())
-        same, qd, cd = compare(lines, ref["lines"])
-        s = report.setdefault(gt["subset"], {"ref_lines": 0, "same": 0, "quad": 0.0, "conf": 0.0,
-                                             "seconds": [], "ref_seconds": []})
-        s["ref_lines"] += len(ref["lines"])
-        s["same"] += same
-        s["quad"] = max(s["quad"], qd)
-        s["conf"] = max(s["conf"], cd)
-        s["seconds"].append(seconds)
-        s["ref_seconds"].append(ref["seconds"])
-        print(f"{image_path.name}: {len(lines)} lines, {same}/{len(ref['lines'])} as reference, {seconds:.2f}s",
-              flush=True)
+        images = [decode(data) for data in datas]
+        greys = [decode_grey(data, image) if model.reads_grey else None for data, image in zip(datas, images)]
+        pages = fn(images, greys)
+        seconds = (time.perf_counter() - start) / len(chunk)
+        for (image_path, gt), page in zip(chunk, pages):
+            record(report, out, family, image_path, gt, page, seconds)
     return report
+
+
+def record(report: dict, out: Path, family: str, image_path: Path, gt: dict, page, seconds: float) -> None:
+    """Write one prediction file and add it to its subset's tally against the reference."""
+    lines = [line.to_json() for line in page.lines]
+    (out / f"{image_path.stem}.json").write_text(json.dumps({"lines": lines, "seconds": seconds}))
+    ref = json.loads((REFERENCE[family] / f"{image_path.stem}.json").read_text())
+    same, qd, cd = compare(lines, ref["lines"])
+    s = report.setdefault(gt["subset"], {"ref_lines": 0, "same": 0, "quad": 0.0, "conf": 0.0,
+                                         "seconds": [], "ref_seconds": []})
+    s["ref_lines"] += len(ref["lines"])
+    s["same"] += same
+    s["quad"] = max(s["quad"], qd)
+    s["conf"] = max(s["conf"], cd)
+    s["seconds"].append(seconds)
+    s["ref_seconds"].append(ref["seconds"])
+    print(f"{image_path.name}: {len(lines)} lines, {same}/{len(ref['lines'])} as reference, {seconds:.2f}s",
+          flush=True)
 
 
 def cer(pred_dir: Path, subsets: set[str] | None) -> dict[str, float]:
@@ -103,7 +124,7 @@ def cer(pred_dir: Path, subsets: set[str] | None) -> dict[str, float]:
         subprocess.run([sys.executable, str(SCORE), gt_dir, str(pred_dir), "--json-out", str(scores_path)],
                        check=True, stdout=subprocess.DEVNULL)
         scores = json.loads(scores_path.read_text())
-    return {name: s["cer_ci_micro"] for name, s in scores["summary"].items()}
+    return {name: s["cer_ci_micro"] for name, s in scores["summary"].items() if "cer_ci_micro" in s}
 
 
 def main() -> None:
@@ -112,16 +133,19 @@ def main() -> None:
     parser.add_argument("--subset", action="append", help="limit to these subsets (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    parser.add_argument("--batch", type=int, default=1, help="images per call (pages of one canvas share a GPU pass)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not DEV.is_dir():
         sys.exit(f"skipped: the dev set {DEV} is absent")
     subsets = set(args.subset) if args.subset else None
     out = args.out or Path(tempfile.mkdtemp(prefix=f"dev-{args.family}-"))
-    report = run(args.family, subsets, args.threads, out, args.precision)
+    report = run(args.family, subsets, args.threads, out, args.precision, args.device, args.batch)
     cers = cer(out, subsets)
     ref_cers = json.loads((REFERENCE[args.family] / "scores.json").read_text())["summary"]
-    print(f"\n{args.family} ({args.precision}, {args.threads} threads), predictions in {out}")
+    print(f"\n{args.family} ({args.precision}, {args.device}, {args.threads} threads, batch {args.batch}),"
+          f" predictions in {out}")
     print(f"{'subset':<12} {'parity':>14} {'max quad':>9} {'max conf':>9} {'CER-ci':>7} {'ref':>7} "
           f"{'median s':>9} {'p90 s':>7} {'ref med':>8}")
     for name, s in sorted(report.items()):

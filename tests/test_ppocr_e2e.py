@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
-from service import settings as settings_mod
-from service.ocr import load_model
-
 
 @pytest.fixture(scope="module")
-def ppocr():
-    cfg = settings_mod.load()
-    return load_model(dataclasses.replace(cfg.model, family="ppocr", precision="fp32"), "cpu", threads=1)
+def ppocr(load_family):
+    return load_family("ppocr", 1)
 
 
 def test_reads_a_rendered_page_in_order(ppocr, render):

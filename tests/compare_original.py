@@ -1,0 +1,124 @@
+"""Time our rebuild against the original package on the same SROIE dev pages, threads and machine.
+
+    python -m tests.compare_original --family ppocr [--pages 10] [--threads 2] [--precision fp32]
+
+The original is RapidOCR 3.10.0 (ppocr) or EasyOCR 1.7.2 (easyocr), run as its reference outputs
+were made (../shared/ocr-dev-reference*/README.md), but timed as ours is: one call per page, from
+the file to the result, after a warm-up. Each engine runs in its own process, one after the other,
+so neither's thread pool competes with the other's. The original must be importable (it is not a
+dependency of parse: EasyOCR needs torchvision, RapidOCR onnxruntime); the weights come from
+weights/. Prints per engine the median and p90 seconds per page and its parity with the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.devset import DEV, REFERENCE, compare, dev_items, percentile
+
+
+def pages(count: int) -> list[Path]:
+    return [path for path, _ in dev_items({"sroie"})][:count]
+
+
+def ours(family: str, precision: str, threads: int):
+    from service import settings as settings_mod
+    from service.images import decode, decode_grey
+    from service.ocr import load_model
+
+    cfg = settings_mod.load()
+    model = load_model(dataclasses.replace(cfg.model, family=family, precision=precision), "cpu", threads)
+    model.warmup()
+
+    def run(path: Path) -> list[dict]:
+        data = path.read_bytes()
+        image = decode(data)
+        page = model.parse([image], [decode_grey(data, image) if model.reads_grey else None])[0]
+        return [line.to_json() for line in page.lines]
+
+    return run
+
+
+def original(family: str, threads: int):
+    from service import settings as settings_mod
+
+    weights_dir = settings_mod.load().model.weights_dir
+    if family == "easyocr":
+        import easyocr
+        import torch
+
+        torch.set_num_threads(threads)
+        reader = easyocr.Reader(["en"], gpu=False, quantize=False, download_enabled=False,
+                                model_storage_directory=str(weights_dir), verbose=False)
+
+        def run(path: Path) -> list[dict]:
+            return [{"text": text, "confidence": float(conf), "quad": [[float(v) for v in p] for p in box]}
+                    for box, text, conf in reader.readtext(str(path))]
+        return run
+
+    from rapidocr import RapidOCR
+
+    engine = RapidOCR(params={"EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                              "EngineConfig.onnxruntime.inter_op_num_threads": 1})
+
+    def run(path: Path) -> list[dict]:
+        out = engine(str(path))
+        if out.txts is None:
+            return []
+        return [{"text": t, "confidence": float(s), "quad": b.tolist()} for b, t, s in zip(out.boxes, out.txts, out.scores)]
+    return run
+
+
+def measure(args: argparse.Namespace) -> None:
+    """One engine in this process: prints a JSON summary line."""
+    run = ours(args.family, args.precision, args.threads) if args.engine == "ours" else original(args.family, args.threads)
+    chosen = pages(args.pages)
+    run(chosen[0])  # warm-up, as the references had
+    seconds, same, total = [], 0, 0
+    for path in chosen:
+        start = time.perf_counter()
+        lines = run(path)
+        seconds.append(time.perf_counter() - start)
+        ref = json.loads((REFERENCE[args.family] / f"{path.stem}.json").read_text())["lines"]
+        same += compare(lines, ref)[0]
+        total += len(ref)
+    print(json.dumps({"engine": args.engine, "seconds": seconds, "same": same, "ref_lines": total}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", required=True, choices=sorted(REFERENCE))
+    parser.add_argument("--pages", type=int, default=10, help="the first N SROIE dev pages")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", help="ours only")
+    parser.add_argument("--engine", choices=("ours", "original"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not DEV.is_dir():
+        sys.exit(f"skipped: the dev set {DEV} is absent")
+    if args.engine:
+        return measure(args)
+    results = {}
+    for engine in ("ours", "original"):
+        cmd = [sys.executable, "-m", "tests.compare_original", "--family", args.family, "--pages", str(args.pages),
+               "--threads", str(args.threads), "--precision", args.precision, "--engine", engine]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        results[engine] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{args.family}, {args.pages} SROIE pages, {args.threads} threads, ours at precision {args.precision}")
+    for engine, r in results.items():
+        s = r["seconds"]
+        print(f"  {engine:<9} median {statistics.median(s):6.3f} s  p90 {percentile(s, 0.9):6.3f} s"
+              f"  parity {r['same']}/{r['ref_lines']}")
+    ratio = statistics.median(results["original"]["seconds"]) / statistics.median(results["ours"]["seconds"])
+    per_page = [o / u for o, u in zip(results["original"]["seconds"], results["ours"]["seconds"])]
+    print(f"  original/ours: {ratio:.2f}x on medians, {statistics.median(per_page):.2f}x median per page")
+
+
+if __name__ == "__main__":
+    main()
