@@ -105,6 +105,9 @@ def load_model(settings: ModelSettings, device: str = "cpu", threads: int = 1) -
     cls = getattr(importlib.import_module(module_name), cls_name)
     start = time.perf_counter()
     model = cls.load(settings, dev)
+    if dev.type == "cuda":
+        # PyTorch lets cuDNN round fp32 convolutions to TF32 by default: "fp32" means fp32 here.
+        torch.backends.cudnn.allow_tf32 = model.precision != "fp32"
     log.info("model %s %s loaded on %s (%s, %d threads) in %.2fs", model.info.name, model.info.version, dev,
              model.precision, threads, time.perf_counter() - start)
     return model

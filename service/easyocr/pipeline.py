@@ -26,7 +26,13 @@ log = logging.getLogger(__name__)
 
 DETECTOR_FILE = "craft_mlt_25k.pth"
 RECOGNIZER_FILE = "english_g2.pth"
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# precision -> autocast dtype for (detector, recognizer); None runs that network in fp32.
+PRECISIONS: dict[str, tuple[torch.dtype | None, torch.dtype | None]] = {
+    "fp32": (None, None),
+    "bf16-det": (torch.bfloat16, None),
+    "bf16": (torch.bfloat16, torch.bfloat16),
+    "fp16": (torch.float16, torch.float16),
+}
 
 
 def auto_precision(device: torch.device) -> str:
@@ -79,13 +85,14 @@ class EasyOcr:
         return cls(craft, recognizer, device, precision, sums)
 
     @contextlib.contextmanager
-    def _inference(self) -> Iterator[None]:
-        dtype = PRECISIONS[self.precision]
+    def _inference(self, net: int) -> Iterator[None]:
+        """Inference mode, with autocast where the precision asks for it on network `net` (0 det, 1 rec)."""
+        dtype = PRECISIONS[self.precision][net]
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             yield
 
     def _recognize_probs(self, batch: torch.Tensor) -> torch.Tensor:
-        with self._inference():
+        with self._inference(1):
             logits = self.recognizer(batch.to(self.device).contiguous(memory_format=torch.channels_last))
             return torch.softmax(logits.float(), dim=2)
 
@@ -100,7 +107,7 @@ class EasyOcr:
         for members in groups.values():
             start = time.perf_counter()
             batch = torch.from_numpy(np.stack([prepared[i][0] for i in members])).to(self.device)
-            with self._inference():
+            with self._inference(0):
                 maps = self.craft(detect.normalize(batch))
             maps = maps.float().cpu().numpy()
             for row, i in enumerate(members):
