@@ -2,6 +2,7 @@
 #   make setup        .venv from requirements.txt, plus the verified weights (idempotent)
 #   make test         setup, then the whole test suite (what .ci/run calls)
 #   make bench-model  both model families on the SROIE dev pages, 2 threads
+#   make bench-rapidocr  PP-OCR against RapidOCR 3.10.0 itself, same pages, threads and machine
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
 #   make stop         stops what `make run` started, by PID, gracefully
 #   make status       each instance's readiness
@@ -20,7 +21,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test bench-model nginx run stop status bench install
+.PHONY: setup system-deps weights test bench-model bench-rapidocr nginx run stop status bench install
 
 setup: $(VENV)/.installed weights
 
@@ -54,6 +55,14 @@ test: setup nginx
 bench-model: setup
 	$(PY) -m tests.devset --family easyocr --subset sroie --threads 2
 	$(PY) -m tests.devset --family ppocr --subset sroie --threads 2
+
+# RapidOCR and ONNX Runtime go in a venv of their own (serving needs neither), then both engines
+# read the same 10 SROIE pages at 2 threads, one process after the other.
+BENCH_VENV := build/bench-venv
+bench-rapidocr: setup
+	[ -x $(BENCH_VENV)/bin/python ] || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q rapidocr==3.10.0 onnxruntime
+	$(PY) -m tests.compare_original --family ppocr --pages 10 --threads 2 --original-python $(BENCH_VENV)/bin/python
 
 # Nginx from apt for the dev stack and the tests (they start their own, on loopback, from run/).
 nginx:

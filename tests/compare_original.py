@@ -1,13 +1,14 @@
 """Time our rebuild against the original package on the same SROIE dev pages, threads and machine.
 
     python -m tests.compare_original --family ppocr [--pages 10] [--threads 2] [--precision fp32]
+        [--original-python build/bench-venv/bin/python]
 
 The original is RapidOCR 3.10.0 (ppocr) or EasyOCR 1.7.2 (easyocr), run as its reference outputs
 were made (../shared/ocr-dev-reference*/README.md), but timed as ours is: one call per page, from
 the file to the result, after a warm-up. Each engine runs in its own process, one after the other,
-so neither's thread pool competes with the other's. The original must be importable (it is not a
-dependency of parse: EasyOCR needs torchvision, RapidOCR onnxruntime); the weights come from
-weights/. Prints per engine the median and p90 seconds per page and its parity with the reference.
+so neither's thread pool competes with the other's. The original is not a dependency of parse
+(EasyOCR needs torchvision, RapidOCR onnxruntime): it runs under --original-python, a venv of its
+own (`make bench-rapidocr` makes one), and reads its weights from weights/. Prints per engine the median and p90 seconds per page and its parity with the reference.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from pathlib import Path
 
 from tests.devset import DEV, REFERENCE, compare, dev_items, percentile
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pages(count: int) -> list[Path]:
@@ -98,6 +101,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10, help="the first N SROIE dev pages")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto", help="ours only")
+    parser.add_argument("--original-python", default=sys.executable, help="interpreter that has the original package")
     parser.add_argument("--engine", choices=("ours", "original"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not DEV.is_dir():
@@ -106,9 +110,10 @@ def main() -> None:
         return measure(args)
     results = {}
     for engine in ("ours", "original"):
-        cmd = [sys.executable, "-m", "tests.compare_original", "--family", args.family, "--pages", str(args.pages),
+        python = sys.executable if engine == "ours" else args.original_python
+        cmd = [python, "-m", "tests.compare_original", "--family", args.family, "--pages", str(args.pages),
                "--threads", str(args.threads), "--precision", args.precision, "--engine", engine]
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
         results[engine] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"{args.family}, {args.pages} SROIE pages, {args.threads} threads, ours at precision {args.precision}")
     for engine, r in results.items():

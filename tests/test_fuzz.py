@@ -1,7 +1,7 @@
 """Generated bad input through Nginx: 1,000+ fuzzed bodies, then schemathesis from /openapi.json.
 
 One instance with one worker, keys off, the rate limit out of the way. What must hold:
-no 5xx, no worker respawned (uWSGI stats), each worker's RSS within 5% of where it started,
+no 5xx, no worker respawned (uWSGI stats), no worker's RSS more than 5% above where it started,
 and every schemathesis response matching the OpenAPI document.
 """
 
@@ -67,9 +67,11 @@ def test_fuzzed_bodies(stack: Stack) -> None:
     ports = stats_ports(stack)
     start_workers = workers(ports)
     cases = bad_bodies(BODIES, seed=SEED)
-    # Warm-up: torch keeps its high-water memory per input shape (measured: a plateau, not a leak),
-    # so every shape the fuzz will reach the model with is seen once before the RSS baseline.
-    send_all(stack, decodable(cases) + bad_bodies(70, seed=SEED + 1))
+    # Warm-up: torch and oneDNN keep memory per input shape (measured: a plateau, not a leak), so
+    # every shape the fuzz will reach the model with is seen before the RSS baseline. Twice: with
+    # PP-OCR's many shapes, RSS settles only on the second pass (in-process at 1 thread, MiB after
+    # each pass over these images: 637, 577, 578, 578, 578, 578).
+    send_all(stack, decodable(cases) * 2 + bad_bodies(70, seed=SEED + 1))
     baseline = workers(ports)
 
     started = time.monotonic()
@@ -96,7 +98,8 @@ def test_fuzzed_bodies(stack: Stack) -> None:
     assert respawns == 0
     assert {k: w["pid"] for k, w in end.items()} == {k: w["pid"] for k, w in start_workers.items()}
     for key, (before, after) in rss.items():
-        assert abs(after - before) <= 0.05 * before, (key, before, after)
+        # One-sided: a leak grows; the allocator giving memory back makes RSS wander down by ~6%.
+        assert after - before <= 0.05 * before, (key, before, after)
 
 
 def test_schemathesis(stack: Stack, tmp_path: Path) -> None:
