@@ -49,6 +49,19 @@ def uploads() -> list[bytes]:
     return blobs
 
 
+# ?mode=: "page" finds every line; "line" reads each image as one text line (no detection), which
+# is what a crop wants, and far cheaper with ppocr, whose detector first upscales to 736 px.
+MODES = ("page", "line")
+
+
+def read_mode() -> str:
+    mode = request.args.get("mode", "page")
+    if mode not in MODES:
+        raise ApiError(400, "invalid_mode", f"mode={mode!r} is not accepted: use mode=page (find every text line, "
+                                            "the default) or mode=line (each image is one text line)")
+    return mode
+
+
 def decode_all(blobs: list[bytes], with_grey: bool) -> tuple[list[np.ndarray], list[np.ndarray | None] | None]:
     """RGB pages, plus the file-decoded grey pages when the model reads grey (model.reads_grey)."""
     limits = current_app.config["PARSE_SETTINGS"].limits
@@ -60,8 +73,9 @@ def decode_all(blobs: list[bytes], with_grey: bool) -> tuple[list[np.ndarray], l
     return images, greys
 
 
-def predict(model: OcrModel, images: list[np.ndarray], greys: list[np.ndarray | None] | None) -> list[Page]:
-    return model.parse(images, greys)
+def predict(model: OcrModel, images: list[np.ndarray], greys: list[np.ndarray | None] | None,
+            mode: str) -> list[Page]:
+    return (model.recognize if mode == "line" else model.parse)(images, greys)
 
 
 def model_json(model: OcrModel) -> dict[str, Any]:
@@ -83,10 +97,11 @@ def encode(model: OcrModel, pages: list[Page], timing: dict[str, float]) -> dict
 def parse():
     start = time.perf_counter()
     model = _state().require()  # 503 before anything is read while the model loads
+    mode = read_mode()
     images, greys = decode_all(uploads(), model.reads_grey)
     decoded = time.perf_counter()
     guards.deadline().check("the model call")
-    pages = predict(model, images, greys)
+    pages = predict(model, images, greys, mode)
     guards.deadline().check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
     timing = {
         "decode": decoded - start,

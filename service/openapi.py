@@ -136,14 +136,19 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
                 "parameters": [{"name": "annotate", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": ["0", "1"]},
                                 "description": "1: also keep each image with its boxes drawn as a PNG; "
-                                               "its path is the image's annotated_url"}],
+                                               "its path is the image's annotated_url"},
+                               {"name": "mode", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["page", "line"], "default": "page"},
+                                "description": "page: find every text line; line: each image is one text "
+                                               "line (a crop), read without detection"}],
                 "requestBody": {"required": True, "content": {
                     "multipart/form-data": {"schema": {"type": "object", "properties": {"image": images, "file": images}}},
                     "image/*": {"schema": {"type": "string", "format": "binary"}},
                 }},
                 "responses": {
                     "200": _json("#/components/schemas/ParseResult", "The text of every image"),
-                    "400": _error("No image in the request, an empty file, or bytes that are not a readable image"),
+                    "400": _error("No image in the request, an empty file, bytes that are not a readable image, "
+                                  "or an unknown mode"),
                     "401": _error("API keys are on and the Authorization header is missing or wrong"),
                     # Issue 4: Nginx de-chunks bodies; a client talking to uWSGI directly must send a length.
                     "411": _error("A chunked body sent to an instance directly, without Nginx"),

@@ -85,6 +85,17 @@ def test_several_images_keep_their_order(client, page, render):
     assert len(images) == 2 and "hello" in images[0]["text"].lower() and "second" in images[1]["text"].lower()
 
 
+def test_line_mode_reads_each_image_whole(client, render):
+    buf = io.BytesIO()
+    Image.fromarray(render(["Total 42.50"], margin=6)).save(buf, format="PNG")
+    r = client.post("/v1/parse?mode=line", data=buf.getvalue(), content_type="image/png")
+    assert r.status_code == 200, r.get_json()
+    [image] = r.get_json()["images"]
+    w, h = image["width"], image["height"]
+    assert [(line["text"], line["quad"]) for line in image["lines"]] == [("Total 42.50", [[0, 0], [w, 0], [w, h], [0, h]])]
+    assert r.get_json()["timing_ms"]["detect"] == 0
+
+
 def test_request_id_from_nginx_is_used(client, page):
     r = client.post("/v1/parse", data=page, content_type="image/png", headers={"X-Request-ID": "abc123"})
     assert r.get_json()["request_id"] == "abc123" and r.headers["X-Request-ID"] == "abc123"
@@ -99,6 +110,7 @@ def test_client_errors(client, page, cfg):
         (client.post("/v1/parse", data={"image": (io.BytesIO(b""), "a.png")}, content_type="multipart/form-data"),
          400, "empty_image"),
         (client.post("/v1/parse", data=too_many[0], content_type=too_many[1]), 413, "too_many_images"),
+        (client.post("/v1/parse?mode=lines", data=page, content_type="image/png"), 400, "invalid_mode"),
         (client.get("/v1/parse"), 405, "method_not_allowed"),
         (client.get("/nowhere"), 404, "not_found"),
     ]
