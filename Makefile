@@ -56,13 +56,17 @@ bench-model: setup
 	$(PY) -m tests.devset --family easyocr --subset sroie --threads 2
 	$(PY) -m tests.devset --family ppocr --subset sroie --threads 2
 
-# RapidOCR and ONNX Runtime go in a venv of their own (serving needs neither), then both engines
-# read the same 10 SROIE pages at 2 threads, one process after the other.
+# RapidOCR and ONNX Runtime, the versions its reference outputs were made with, go in a venv of
+# their own (serving needs neither); then both engines read the same 10 SROIE pages at 2 threads,
+# one process after the other.
 BENCH_VENV := build/bench-venv
-bench-rapidocr: setup
-	[ -x $(BENCH_VENV)/bin/python ] || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install -q rapidocr==3.10.0 onnxruntime
+bench-rapidocr: setup $(BENCH_VENV)/.installed
 	$(PY) -m tests.compare_original --family ppocr --pages 10 --threads 2 --original-python $(BENCH_VENV)/bin/python
+
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q rapidocr==3.10.0 onnxruntime==1.31.1
+	touch $@
 
 # Nginx from apt for the dev stack and the tests (they start their own, on loopback, from run/).
 nginx:

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--recognize-only", action="store_true", help="treat each image as one text line")
     parser.add_argument("--model", default=cfg.model.family, help=f"model family (default {cfg.model.family})")
-    parser.add_argument("--precision", default=cfg.model.precision, help="auto or fp32 (default from config)")
+    parser.add_argument("--precision", default=cfg.model.precision, help="auto, fp32 or a family's opt-in (README; default from config)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

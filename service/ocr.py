@@ -106,8 +106,9 @@ def load_model(settings: ModelSettings, device: str = "cpu", threads: int = 1) -
     start = time.perf_counter()
     model = cls.load(settings, dev)
     if dev.type == "cuda":
-        # PyTorch lets cuDNN round fp32 convolutions to TF32 by default: "fp32" means fp32 here.
-        torch.backends.cudnn.allow_tf32 = model.precision != "fp32"
+        # PyTorch lets cuDNN round fp32 convolutions to TF32 by default. Whatever runs in fp32 here
+        # is meant to be fp32 (autocast's fp16/bf16 convolutions don't use TF32 anyway).
+        torch.backends.cudnn.allow_tf32 = False
     log.info("model %s %s loaded on %s (%s, %d threads) in %.2fs", model.info.name, model.info.version, dev,
              model.precision, threads, time.perf_counter() - start)
     return model

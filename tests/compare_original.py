@@ -8,7 +8,9 @@ were made (../shared/ocr-dev-reference*/README.md), but timed as ours is: one ca
 the file to the result, after a warm-up. Each engine runs in its own process, one after the other,
 so neither's thread pool competes with the other's. The original is not a dependency of parse
 (EasyOCR needs torchvision, RapidOCR onnxruntime): it runs under --original-python, a venv of its
-own (`make bench-rapidocr` makes one), and reads its weights from weights/. Prints per engine the median and p90 seconds per page and its parity with the reference.
+own (`make bench-rapidocr` makes build/bench-venv, the default). EasyOCR reads its weights from
+weights/, RapidOCR from its wheel. Prints per engine the median and p90 seconds per page and its
+parity with the reference.
 """
 
 from __future__ import annotations
@@ -21,17 +23,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from tests.devset import DEV, REFERENCE, compare, dev_items, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_PYTHON = ROOT / "build" / "bench-venv" / "bin" / "python"
 
 
 def pages(count: int) -> list[Path]:
     return [path for path, _ in dev_items({"sroie"})][:count]
 
 
-def ours(family: str, precision: str, threads: int):
+Engine = Callable[[Path], list[dict]]  # image file -> its lines as {text, confidence, quad}
+
+
+def ours(family: str, precision: str, threads: int) -> Engine:
     from service import settings as settings_mod
     from service.images import decode, decode_grey
     from service.ocr import load_model
@@ -49,7 +56,7 @@ def ours(family: str, precision: str, threads: int):
     return run
 
 
-def original(family: str, threads: int):
+def original(family: str, threads: int) -> Engine:
     from service import settings as settings_mod
 
     weights_dir = settings_mod.load().model.weights_dir
@@ -101,19 +108,25 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10, help="the first N SROIE dev pages")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto", help="ours only")
-    parser.add_argument("--original-python", default=sys.executable, help="interpreter that has the original package")
+    parser.add_argument("--original-python", type=Path, default=BENCH_PYTHON,
+                        help="interpreter that has the original package (default: make bench-rapidocr's venv)")
     parser.add_argument("--engine", choices=("ours", "original"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not DEV.is_dir():
         sys.exit(f"skipped: the dev set {DEV} is absent")
+    if args.pages < 1:
+        parser.error("--pages must be at least 1")
     if args.engine:
         return measure(args)
+    if not args.original_python.exists():
+        sys.exit(f"{args.original_python} is missing: `make bench-rapidocr` makes it, or pass --original-python")
     results = {}
     for engine in ("ours", "original"):
-        python = sys.executable if engine == "ours" else args.original_python
+        python = sys.executable if engine == "ours" else str(args.original_python)
         cmd = [python, "-m", "tests.compare_original", "--family", args.family, "--pages", str(args.pages),
                "--threads", str(args.threads), "--precision", args.precision, "--engine", engine]
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+        # stdout carries the summary line; stderr (logs, a traceback) goes straight to the terminal.
+        done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         results[engine] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"{args.family}, {args.pages} SROIE pages, {args.threads} threads, ours at precision {args.precision}")
     for engine, r in results.items():

@@ -61,22 +61,15 @@ TEST_DEVICE = os.environ.get("PARSE_TEST_DEVICE", "cpu")
 
 @pytest.fixture(scope="session")
 def load_family() -> Callable[[str, int], OcrModel]:
-    """load(family, threads): fp32 on the CPU; on a GPU its "auto" precision, refusing a CPU fallback."""
+    """load(family, threads) at the "auto" precision production uses, refusing a silent CPU fallback."""
 
     def load(family: str, threads: int) -> OcrModel:
         cfg = settings_mod.load()
-        precision = "fp32" if TEST_DEVICE == "cpu" else "auto"
-        model = load_model(dataclasses.replace(cfg.model, family=family, precision=precision), TEST_DEVICE, threads)
+        model = load_model(dataclasses.replace(cfg.model, family=family, precision="auto"), TEST_DEVICE, threads)
         assert model.device.type == TEST_DEVICE.split(":")[0], f"{TEST_DEVICE} was asked for, {model.device} loaded"
         return model
 
     return load
-
-
-@pytest.fixture(scope="session", params=["easyocr", "ppocr"])
-def model(request, load_family) -> OcrModel:
-    """Each model family, loaded once per test session on the test device."""
-    return load_family(request.param, 2)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@
 
 Prints, per subset: parity with the family's reference (share of reference lines whose text we
 reproduce exactly, aligned in order), the largest quad and confidence differences on those lines,
-score.py's case-insensitive CER, and seconds per image (median, p90) beside the reference's.
+score.py's case-insensitive CER, and seconds per image (median, p90) beside the reference's. With
+--batch N each image is charged an equal share of its batch's time, so p90 says little there.
 The dev set has no redistribution licence: it is read in place and never copied into the project.
 """
 
@@ -21,6 +22,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # compare_original imports this module where torch is not installed
+    from service.ocr import Page
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 DEV = SHARED / "ocr-dev"
@@ -97,7 +102,7 @@ def run(family: str, subsets: set[str] | None, threads: int, out: Path, precisio
     return report
 
 
-def record(report: dict, out: Path, family: str, image_path: Path, gt: dict, page, seconds: float) -> None:
+def record(report: dict, out: Path, family: str, image_path: Path, gt: dict, page: Page, seconds: float) -> None:
     """Write one prediction file and add it to its subset's tally against the reference."""
     lines = [line.to_json() for line in page.lines]
     (out / f"{image_path.stem}.json").write_text(json.dumps({"lines": lines, "seconds": seconds}))

@@ -43,15 +43,35 @@ def auto_precision(device: torch.device) -> str:
     """What "auto" means: fp32 on every device, the only precision measured to keep the goals.
 
     Measured on the dev set (README, "Benchmarks"): bf16-rec on an AMX Xeon is 1.26x faster than
-    RapidOCR against fp32's 1.09x, but keeps 98.4% of SROIE lines and CER 0.0472 against 0.0471;
+    RapidOCR against fp32's 1.09x, but keeps 98.4% of the dev set's lines and a SROIE CER of
+    0.0472 against 0.0471;
     on an H100, fp16 raises the SROIE CER to 0.0475 and is no faster than fp32 (0.27 s a page).
     """
     return "fp32"
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on CPUs: oneDNN runs these convolutions ~1.3x faster so. NCHW on GPUs (below)."""
+    """channels_last on CPUs, where oneDNN runs these convolutions ~1.3x faster so; NCHW on GPUs,
+    where PyTorch's own kernels (see without_cudnn) were fastest in it (0.25-0.38 s against
+    0.30-0.47 s per SROIE page on an H100)."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+@contextlib.contextmanager
+def without_cudnn() -> Iterator[None]:
+    """PyTorch's own CUDA kernels instead of cuDNN, for one inference.
+
+    Every page and every rec batch has a new input shape, and cuDNN plans each new shape of these
+    depthwise networks from scratch: 3.4 ms of CPU per convolution, about 3.6 s per SROIE page on
+    an H100, against 0.25 s without it. The flag is process-global: safe because a worker runs one
+    inference at a time (the uWSGI ini starts no request threads).
+    """
+    previous = torch.backends.cudnn.enabled
+    torch.backends.cudnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.enabled = previous
 
 
 class PpOcr:
@@ -89,15 +109,10 @@ class PpOcr:
 
     @contextlib.contextmanager
     def _mode(self, net: int) -> Iterator[None]:
-        """Inference mode, with autocast where the precision asks for it on network `net` (0 det, 1 cls, 2 rec).
-
-        On CUDA without cuDNN: every page and every rec batch has a new input shape, and cuDNN plans
-        each new shape of these depthwise networks anew, 3.4 ms per convolution (4-5 s per SROIE page
-        on an H100, against 0.3 s with PyTorch's own kernels).
-        """
+        """Inference mode, with autocast where the precision asks for it on network `net` (0 det, 1 cls, 2 rec)."""
         dtype = PRECISIONS[self.precision][net]
         with (torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None),
-              torch.backends.cudnn.flags(enabled=self.device.type != "cuda")):
+              without_cudnn() if self.device.type == "cuda" else contextlib.nullcontext()):
             yield
 
     def _runner(self, net: torch.nn.Module, which: int) -> recognize.Runner:
