@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from . import annotate, guards, metrics
 from .errors import ApiError
-from .images import decode, decode_grey
+from .images import decode_page
 from .ocr import OcrModel, Page
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -66,12 +66,13 @@ def read_mode() -> str:
 def decode_all(blobs: list[bytes], with_grey: bool) -> tuple[list[np.ndarray], list[np.ndarray | None] | None]:
     """RGB pages, plus the file-decoded grey pages when the model reads grey (model.reads_grey)."""
     limits = current_app.config["PARSE_SETTINGS"].limits
-    images = []
+    images, greys = [], []
     for number, blob in enumerate(blobs, 1):
         guards.deadline().check(f"decoding image {number}")  # issue 4: cooperative deadline
-        images.append(decode(blob, limits))
-    greys = [decode_grey(blob, rgb) for blob, rgb in zip(blobs, images)] if with_grey else None
-    return images, greys
+        rgb, grey = decode_page(blob, limits, with_grey)
+        images.append(rgb)
+        greys.append(grey)
+    return images, greys if with_grey else None
 
 
 def predict(model: OcrModel, images: list[np.ndarray], greys: list[np.ndarray | None] | None,

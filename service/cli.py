@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from . import settings as settings_mod
-from .images import decode, decode_grey
+from .images import decode_page
 from .ocr import load_model
 
 
@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     for path in args.images:
-        data = path.read_bytes()
-        image = decode(data)
-        grey = decode_grey(data, image) if model.reads_grey else None
+        image, grey = decode_page(path.read_bytes(), grey=model.reads_grey)
         start = time.perf_counter()
         page = run([image], [grey])[0]
         seconds = time.perf_counter() - start

@@ -118,6 +118,14 @@ def _corrupt(kind: str, err: Exception) -> ApiError:
     )
 
 
+def decode_page(data: bytes, limits: settings.Limits | None = None,
+                grey: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every caller's decode step: the RGB page, plus its file-decoded grey when the model reads
+    grey (OcrModel.reads_grey), else None."""
+    rgb = decode(data, limits)
+    return rgb, decode_grey(data, rgb) if grey else None
+
+
 def decode_grey(data: bytes, rgb: np.ndarray) -> np.ndarray | None:
     """The file decoded straight to grey by OpenCV, for recognizers measured on that (EasyOCR's).
 

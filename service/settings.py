@@ -17,7 +17,7 @@ DEFAULT_CONFIG = ROOT / "conf" / "parse.toml"
 
 @dataclass(frozen=True)
 class ModelSettings:
-    family: str = "easyocr"
+    family: str = "ppocr"
     weights_dir: Path = ROOT / "weights"
     precision: str = "auto"
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from PIL import Image
 
 from service import settings as settings_mod
-from service.images import decode, decode_grey
+from service.images import decode_page
 from service.ocr import load_model
 from tests.conftest import render_lines
 from tests.stack import Stack, default_family, write_config
@@ -60,8 +60,8 @@ def in_process(family: str, image: bytes, n: int) -> dict[str, float]:
     latencies = []
     for _ in range(n):
         start = time.perf_counter()
-        rgb = decode(image)  # the route's decode step, grey included where the model reads it
-        model.parse([rgb], [decode_grey(image, rgb) if model.reads_grey else None])
+        rgb, grey = decode_page(image, grey=model.reads_grey)  # the route's decode step
+        model.parse([rgb], [grey])
         latencies.append(time.perf_counter() - start)
     return summary(latencies)
 

@@ -40,7 +40,7 @@ Engine = Callable[[Path], list[dict]]  # image file -> its lines as {text, confi
 
 def ours(family: str, precision: str, threads: int) -> Engine:
     from service import settings as settings_mod
-    from service.images import decode, decode_grey
+    from service.images import decode_page
     from service.ocr import load_model
 
     cfg = settings_mod.load()
@@ -48,25 +48,23 @@ def ours(family: str, precision: str, threads: int) -> Engine:
     model.warmup()
 
     def run(path: Path) -> list[dict]:
-        data = path.read_bytes()
-        image = decode(data)
-        page = model.parse([image], [decode_grey(data, image) if model.reads_grey else None])[0]
+        image, grey = decode_page(path.read_bytes(), grey=model.reads_grey)
+        page = model.parse([image], [grey])[0]
         return [line.to_json() for line in page.lines]
 
     return run
 
 
 def original(family: str, threads: int) -> Engine:
-    from service import settings as settings_mod
-
-    weights_dir = settings_mod.load().model.weights_dir
     if family == "easyocr":
         import easyocr
         import torch
 
+        from service import settings as settings_mod
+
         torch.set_num_threads(threads)
         reader = easyocr.Reader(["en"], gpu=False, quantize=False, download_enabled=False,
-                                model_storage_directory=str(weights_dir), verbose=False)
+                                model_storage_directory=str(settings_mod.load().model.weights_dir), verbose=False)
 
         def run(path: Path) -> list[dict]:
             return [{"text": text, "confidence": float(conf), "quad": [[float(v) for v in p] for p in box]}

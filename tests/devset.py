@@ -79,7 +79,7 @@ def batches(items: list[tuple[Path, dict]], size: int) -> list[list[tuple[Path, 
 def run(family: str, subsets: set[str] | None, threads: int, out: Path, precision: str, device: str,
         batch: int) -> dict:
     from service import settings as settings_mod
-    from service.images import decode, decode_grey
+    from service.images import decode_page
     from service.ocr import load_model
 
     cfg = settings_mod.load()
@@ -93,8 +93,7 @@ def run(family: str, subsets: set[str] | None, threads: int, out: Path, precisio
         # Timed from the file's bytes, as the references were (EasyOCR's includes its decoding);
         # a batch's time is shared equally by its images.
         start = time.perf_counter()
-        images = [decode(data) for data in datas]
-        greys = [decode_grey(data, image) if model.reads_grey else None for data, image in zip(datas, images)]
+        images, greys = zip(*(decode_page(data, grey=model.reads_grey) for data in datas))
         pages = fn(images, greys)
         seconds = (time.perf_counter() - start) / len(chunk)
         for (image_path, gt), page in zip(chunk, pages):

@@ -44,8 +44,8 @@ def auto_precision(device: torch.device) -> str:
 
     Measured on the dev set (README, "Benchmarks"): bf16-rec on an AMX Xeon is 1.26x faster than
     RapidOCR against fp32's 1.09x, but keeps 98.4% of the dev set's lines and a SROIE CER of
-    0.0472 against 0.0471;
-    on an H100, fp16 raises the SROIE CER to 0.0475 and is no faster than fp32 (0.27 s a page).
+    0.0472 against 0.0471. On an H100, fp16 raises the SROIE CER to 0.0475 and is no faster than
+    fp32 (0.27 s a page).
     """
     return "fp32"
 
