@@ -3,6 +3,7 @@
 #   make test         setup, then the whole test suite (what .ci/run calls)
 #   make bench-model  both model families on the SROIE dev pages, 2 threads
 #   make bench-rapidocr  PP-OCR against RapidOCR 3.10.0 itself, same pages, threads and machine
+#   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
 #   make stop         stops what `make run` started, by PID, gracefully
 #   make status       each instance's readiness
@@ -21,7 +22,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test bench-model bench-rapidocr nginx run stop status bench install
+.PHONY: setup system-deps weights test bench-model bench-rapidocr bench-easyocr nginx run stop status bench install
 
 setup: $(VENV)/.installed weights
 
@@ -66,6 +67,17 @@ bench-rapidocr: setup $(BENCH_VENV)/.installed
 $(BENCH_VENV)/.installed:
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q rapidocr==3.10.0 onnxruntime==1.31.1
+	touch $@
+
+# EasyOCR 1.7.2 needs torchvision, which PyPI builds only beside its own torch (a CUDA build of
+# several GB; it runs on the CPU too): a venv of its own again, never the service's.
+EASYOCR_VENV := build/easyocr-venv
+bench-easyocr: setup $(EASYOCR_VENV)/.installed
+	$(PY) -m tests.compare_original --family easyocr --pages 40 --threads 2 --original-python $(EASYOCR_VENV)/bin/python
+
+$(EASYOCR_VENV)/.installed:
+	$(PYTHON) -m venv $(EASYOCR_VENV)
+	$(EASYOCR_VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 easyocr==1.7.2
 	touch $@
 
 # Nginx from apt for the dev stack and the tests (they start their own, on loopback, from run/).

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
-from . import annotate, guards, metrics
+from . import allocator, annotate, guards, metrics
 from .errors import ApiError
 from .images import decode_page
 from .ocr import OcrModel, Page
@@ -105,6 +105,8 @@ def parse():
     decoded = time.perf_counter()
     guards.deadline().check("the model call")
     pages = predict(model, images, greys, mode)
+    # The page's tensors are freed by now: memory past the worker's allowance goes back to the kernel.
+    allocator.release_above(current_app.config["PARSE_SETTINGS"].limits.worker_memory_mib << 20)
     guards.deadline().check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
     timing = {
         "decode": decoded - start,

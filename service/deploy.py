@@ -101,6 +101,7 @@ def instance_env(cfg: Settings, inst: Instance, metrics_dir: Path) -> str:
         "PARSE_THREADS": inst.threads,
         "UWSGI_LISTEN": listen_queue(inst),  # conf/uwsgi/parse.ini says why not $(VAR)
         "PARSE_HARAKIRI": harakiri_s(cfg),
+        "PARSE_WORKER_MEMORY_MIB": cfg.limits.worker_memory_mib,
         "PARSE_STATS": stats_address(inst),
         "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
     }

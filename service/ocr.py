@@ -16,6 +16,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from . import allocator
 from .settings import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ def load_model(settings: ModelSettings, device: str = "cpu", threads: int = 1) -
     """Build the configured family on the configured device; the one entry point for every caller."""
     if settings.family not in FAMILIES:
         raise ValueError(f"unknown model family {settings.family!r}: choose one of {sorted(FAMILIES)}")
+    allocator.keep_freed_memory()
     torch.set_num_threads(threads)
     dev = select_device(device)
     module_name, _, cls_name = FAMILIES[settings.family].partition(":")

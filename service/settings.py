@@ -29,6 +29,7 @@ class Limits:
     max_side: int = 16384
     max_images: int = 8
     deadline_seconds: float = 60.0
+    worker_memory_mib: int = 3072
 
 
 @dataclass(frozen=True)

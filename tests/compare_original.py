@@ -5,10 +5,11 @@
 
 The original is RapidOCR 3.10.0 (ppocr) or EasyOCR 1.7.2 (easyocr), run as its reference outputs
 were made (../shared/ocr-dev-reference*/README.md), but timed as ours is: one call per page, from
-the file to the result, after a warm-up. Each engine runs in its own process, one after the other,
-so neither's thread pool competes with the other's. The original is not a dependency of parse
+the file to the result, after a warm-up. Each engine runs in its own process; they take turns on
+each page (see `interleaved`). The original is not a dependency of parse
 (EasyOCR needs torchvision, RapidOCR onnxruntime): it runs under --original-python, a venv of its
-own (`make bench-rapidocr` makes build/bench-venv, the default). EasyOCR reads its weights from
+own (`make bench-rapidocr` makes build/bench-venv, `make bench-easyocr` build/easyocr-venv; each is
+its family's default). EasyOCR reads its weights from
 weights/, RapidOCR from its wheel. Prints per engine the median and p90 seconds per page and its
 parity with the reference.
 """
@@ -28,7 +29,8 @@ from typing import Callable
 from tests.devset import DEV, REFERENCE, compare, dev_items, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_PYTHON = ROOT / "build" / "bench-venv" / "bin" / "python"
+ORIGINAL_PYTHON = {"ppocr": ROOT / "build" / "bench-venv" / "bin" / "python",
+                   "easyocr": ROOT / "build" / "easyocr-venv" / "bin" / "python"}
 
 
 def pages(count: int) -> list[Path]:
@@ -39,6 +41,7 @@ Engine = Callable[[Path], list[dict]]  # image file -> its lines as {text, confi
 
 
 def ours(family: str, precision: str, threads: int) -> Engine:
+    from service import allocator
     from service import settings as settings_mod
     from service.images import decode_page
     from service.ocr import load_model
@@ -50,6 +53,7 @@ def ours(family: str, precision: str, threads: int) -> Engine:
     def run(path: Path) -> list[dict]:
         image, grey = decode_page(path.read_bytes(), grey=model.reads_grey)
         page = model.parse([image], [grey])[0]
+        allocator.release_above(cfg.limits.worker_memory_mib << 20)  # as a worker does after each request
         return [line.to_json() for line in page.lines]
 
     return run
@@ -84,20 +88,57 @@ def original(family: str, threads: int) -> Engine:
     return run
 
 
-def measure(args: argparse.Namespace) -> None:
-    """One engine in this process: prints a JSON summary line."""
+def serve(args: argparse.Namespace) -> None:
+    """One engine in this process: reads page paths from stdin, answers a JSON line per page."""
     run = ours(args.family, args.precision, args.threads) if args.engine == "ours" else original(args.family, args.threads)
-    chosen = pages(args.pages)
-    run(chosen[0])  # warm-up, as the references had
-    seconds, same, total = [], 0, 0
-    for path in chosen:
+    run(pages(1)[0])  # warm-up, as the references had
+    print("ready", flush=True)
+    for line in sys.stdin:
+        path = Path(line.strip())
         start = time.perf_counter()
         lines = run(path)
-        seconds.append(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
         ref = json.loads((REFERENCE[args.family] / f"{path.stem}.json").read_text())["lines"]
-        same += compare(lines, ref)[0]
-        total += len(ref)
-    print(json.dumps({"engine": args.engine, "seconds": seconds, "same": same, "ref_lines": total}))
+        print(json.dumps({"seconds": seconds, "same": compare(lines, ref)[0], "ref_lines": len(ref)}), flush=True)
+
+
+def interleaved(args: argparse.Namespace) -> dict[str, dict]:
+    """Both engines loaded side by side, each page timed by one then the other, the order alternating.
+
+    Only one engine computes at a time (the other waits on its stdin), so neither's threads compete
+    with the other's; and a shared machine's speed drifting over the run (it does, by 15% here)
+    slows both alike instead of whichever engine happened to run second.
+    """
+    children = {}
+    for engine in ("ours", "original"):
+        python = sys.executable if engine == "ours" else str(args.original_python)
+        cmd = [python, "-m", "tests.compare_original", "--family", args.family, "--threads", str(args.threads),
+               "--precision", args.precision, "--engine", engine]
+        # stdout carries the answers; stderr (logs, a traceback) goes straight to the terminal.
+        children[engine] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    results = {engine: {"seconds": [], "same": 0, "ref_lines": 0} for engine in children}
+    try:
+        for engine, child in children.items():
+            if child.stdout.readline().strip() != "ready":
+                sys.exit(f"{engine} failed to start (its error is above)")
+        for i, path in enumerate(pages(args.pages)):
+            for engine in (("ours", "original") if i % 2 == 0 else ("original", "ours")):
+                child = children[engine]
+                child.stdin.write(f"{path}\n")
+                child.stdin.flush()
+                answer = child.stdout.readline()
+                if not answer:
+                    sys.exit(f"{engine} died on {path.name} (its error is above)")
+                reply = json.loads(answer)
+                r = results[engine]
+                r["seconds"].append(reply["seconds"])
+                r["same"] += reply["same"]
+                r["ref_lines"] += reply["ref_lines"]
+    finally:
+        for child in children.values():
+            child.stdin.close()
+            child.wait(timeout=60)
+    return results
 
 
 def main() -> None:
@@ -106,8 +147,8 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10, help="the first N SROIE dev pages")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto", help="ours only")
-    parser.add_argument("--original-python", type=Path, default=BENCH_PYTHON,
-                        help="interpreter that has the original package (default: make bench-rapidocr's venv)")
+    parser.add_argument("--original-python", type=Path,
+                        help="interpreter that has the original package (default: the family's bench venv)")
     parser.add_argument("--engine", choices=("ours", "original"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not DEV.is_dir():
@@ -115,17 +156,12 @@ def main() -> None:
     if args.pages < 1:
         parser.error("--pages must be at least 1")
     if args.engine:
-        return measure(args)
+        return serve(args)
+    args.original_python = args.original_python or ORIGINAL_PYTHON[args.family]
     if not args.original_python.exists():
-        sys.exit(f"{args.original_python} is missing: `make bench-rapidocr` makes it, or pass --original-python")
-    results = {}
-    for engine in ("ours", "original"):
-        python = sys.executable if engine == "ours" else str(args.original_python)
-        cmd = [python, "-m", "tests.compare_original", "--family", args.family, "--pages", str(args.pages),
-               "--threads", str(args.threads), "--precision", args.precision, "--engine", engine]
-        # stdout carries the summary line; stderr (logs, a traceback) goes straight to the terminal.
-        done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        results[engine] = json.loads(done.stdout.strip().splitlines()[-1])
+        target = "bench-rapidocr" if args.family == "ppocr" else "bench-easyocr"
+        sys.exit(f"{args.original_python} is missing: `make {target}` makes it, or pass --original-python")
+    results = interleaved(args)
     print(f"{args.family}, {args.pages} SROIE pages, {args.threads} threads, ours at precision {args.precision}")
     for engine, r in results.items():
         s = r["seconds"]

@@ -78,6 +78,7 @@ def batches(items: list[tuple[Path, dict]], size: int) -> list[list[tuple[Path, 
 
 def run(family: str, subsets: set[str] | None, threads: int, out: Path, precision: str, device: str,
         batch: int) -> dict:
+    from service import allocator
     from service import settings as settings_mod
     from service.images import decode_page
     from service.ocr import load_model
@@ -95,6 +96,8 @@ def run(family: str, subsets: set[str] | None, threads: int, out: Path, precisio
         start = time.perf_counter()
         images, greys = zip(*(decode_page(data, grey=model.reads_grey) for data in datas))
         pages = fn(images, greys)
+        # As a worker does in each request (service/api.py), and timed with it.
+        allocator.release_above(cfg.limits.worker_memory_mib << 20)
         seconds = (time.perf_counter() - start) / len(chunk)
         for (image_path, gt), page in zip(chunk, pages):
             record(report, out, family, image_path, gt, page, seconds)

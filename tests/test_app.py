@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 
 import pytest
 from PIL import Image
@@ -38,6 +39,18 @@ def page(render) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(render(["Hello world", "Paid 12.00"])).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_parse_gives_memory_back_past_the_allowance(ready_app, client, page, caplog, monkeypatch):
+    """After the model call the route hands freed memory back once the worker holds more than
+    [limits] worker_memory_mib (here 0), so uWSGI's reload-on-rss sees only live memory."""
+    cfg = ready_app.config["PARSE_SETTINGS"]
+    monkeypatch.setitem(ready_app.config, "PARSE_SETTINGS",
+                        dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, worker_memory_mib=0)))
+    with caplog.at_level(logging.INFO, logger="service.allocator"):
+        r = client.post("/v1/parse", data=page, content_type="image/png")
+    assert r.status_code == 200, r.get_json()
+    assert any("given back" in m for m in caplog.messages), caplog.messages
 
 
 def test_not_ready_answers_503_json(cfg):

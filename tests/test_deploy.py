@@ -46,6 +46,9 @@ def test_dev_render_follows_the_declaration(cfg, tmp_path):
     server = (layout.nginx_dir / "parse" / "server.conf").read_text()
     read_timeout = int(re.search(r"uwsgi_read_timeout (\d+)s;", server).group(1))
     assert cfg.limits.deadline_seconds < harakiri < read_timeout
+    # One memory allowance: the app gives back what it keeps past it, uWSGI recycles a worker past it.
+    assert env["PARSE_WORKER_MEMORY_MIB"] == str(cfg.limits.worker_memory_mib)
+    assert "\nreload-on-rss = $(PARSE_WORKER_MEMORY_MIB)\n" in (deploy.ROOT / "conf" / "uwsgi" / "parse.ini").read_text()
     assert f"client_max_body_size {cfg.limits.max_body_bytes};" in server
     assert f"listen {cfg.nginx.listen};" in server
     http = (layout.nginx_dir / "parse" / "http.conf").read_text()

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 
+from .. import allocator
 from ..ocr import Line, ModelInfo, Page
 from ..settings import ModelSettings
 from ..weights import load_state_dict
@@ -74,6 +75,8 @@ class EasyOcr:
         precision = auto_precision(device) if settings.precision == "auto" else settings.precision
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {settings.precision!r}: use auto, {', '.join(PRECISIONS)}")
+        # Pages and crops of new sizes: cached kernels would only hold memory (allocator.py).
+        allocator.limit_kernel_caches()
         sums = {}
         nets = []
         for net, name in ((Craft(), DETECTOR_FILE), (Recognizer(), RECOGNIZER_FILE)):
