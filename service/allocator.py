@@ -5,10 +5,9 @@ activations are hundreds of MiB each (CRAFT's first layers on a receipt: 64 chan
 every layer of every page faulted in and zeroed new memory from the kernel: on the 2-core dev
 machine, keeping it took 24% off an EasyOCR receipt and 9% off a PP-OCR one (39% off a 2560 px
 page), nearly all of it system time. Kept in the heap instead, freed blocks serve the next layer
-and the next page. The cost is that a worker's
-resident memory stays near its largest page, so `release_above` hands the surplus back after a
-request past `[limits] worker_memory_mib`, the same number at which uWSGI recycles a worker that
-stays above it (a leak). Elsewhere than glibc (musl, macOS) this module does nothing.
+and the next page. The cost is that a worker's resident memory stays near its largest page, so
+`release_above` hands the surplus back after a request past `[limits] worker_memory_mib`, the
+same number at which uWSGI recycles a worker that stays above it (a leak). Elsewhere than glibc (musl, macOS) this module does nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +33,10 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 def _glibc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(name) if name else None
-    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    if libc is None or not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):
+        return None
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return libc
 
 
 _LIBC = _glibc()
@@ -50,7 +52,6 @@ def keep_freed_memory() -> bool:
     if _LIBC is None:
         log.info("allocator: not glibc, left as it is")
         return False
-    _LIBC.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     done = all(_LIBC.mallopt(param, value) == 1 for param, value in (
         (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, 1)))
     log.info("allocator: glibc keeps freed memory for the next page%s", "" if done else " (a setting was refused)")

@@ -106,7 +106,7 @@ def parse():
     guards.deadline().check("the model call")
     pages = predict(model, images, greys, mode)
     # The page's tensors are freed by now: memory past the worker's allowance goes back to the kernel.
-    allocator.release_above(current_app.config["PARSE_SETTINGS"].limits.worker_memory_mib << 20)
+    allocator.release_above(current_app.config["PARSE_SETTINGS"].limits.worker_memory_bytes)
     guards.deadline().check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
     timing = {
         "decode": decoded - start,

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         page = run([image], [grey])[0]
         seconds = time.perf_counter() - start
-        allocator.release_above(cfg.limits.worker_memory_mib << 20)  # a worker's allowance (service/api.py)
+        allocator.release_above(cfg.limits.worker_memory_bytes)  # a worker's allowance (service/api.py)
         if args.out:
             record = {"lines": [line.to_json() for line in page.lines], "seconds": round(seconds, 4)}
             (args.out / f"{path.stem}.json").write_text(json.dumps(record, ensure_ascii=False))

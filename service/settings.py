@@ -31,6 +31,10 @@ class Limits:
     deadline_seconds: float = 60.0
     worker_memory_mib: int = 3072
 
+    @property
+    def worker_memory_bytes(self) -> int:
+        return self.worker_memory_mib << 20
+
 
 @dataclass(frozen=True)
 class NginxSettings:

@@ -53,7 +53,7 @@ def ours(family: str, precision: str, threads: int) -> Engine:
     def run(path: Path) -> list[dict]:
         image, grey = decode_page(path.read_bytes(), grey=model.reads_grey)
         page = model.parse([image], [grey])[0]
-        allocator.release_above(cfg.limits.worker_memory_mib << 20)  # as a worker does after each request
+        allocator.release_above(cfg.limits.worker_memory_bytes)  # as a worker does after each request
         return [line.to_json() for line in page.lines]
 
     return run

@@ -97,7 +97,7 @@ def run(family: str, subsets: set[str] | None, threads: int, out: Path, precisio
         images, greys = zip(*(decode_page(data, grey=model.reads_grey) for data in datas))
         pages = fn(images, greys)
         # As a worker does in each request (service/api.py), and timed with it.
-        allocator.release_above(cfg.limits.worker_memory_mib << 20)
+        allocator.release_above(cfg.limits.worker_memory_bytes)
         seconds = (time.perf_counter() - start) / len(chunk)
         for (image_path, gt), page in zip(chunk, pages):
             record(report, out, family, image_path, gt, page, seconds)
