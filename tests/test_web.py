@@ -183,7 +183,8 @@ def test_upload_shows_text_and_one_box_per_line(stack: Stack, browser, page_file
 
     copy = by_css(card, "button.copy")[0]
     copy.click()
-    assert copy.text.startswith("Copied")
+    # The label changes once the clipboard's promise settles, and stays for 1.6 s (app.js).
+    WebDriverWait(browser, 1.5).until(lambda _: copy.text.startswith("Copied"))
 
     assert csp_violations(browser) == []
     # The artifact shows the highlight a person would see with the mouse over the second line.
