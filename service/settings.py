@@ -20,6 +20,7 @@ class ModelSettings:
     family: str = "ppocr"
     weights_dir: Path = ROOT / "weights"
     precision: str = "auto"
+    winograd: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Run a model family over ../shared/ocr-dev and compare it with the reference outputs.
 
     .venv/bin/python -m tests.devset --family easyocr [--subset sroie] [--threads 2] [--out DIR]
-        [--device cuda:0] [--precision fp32] [--batch 8]
+        [--device cuda:0] [--precision fp32] [--batch 8] [--direct]
 
 Prints, per subset: parity with the family's reference (share of reference lines whose text we
 reproduce exactly, aligned in order), the largest quad and confidence differences on those lines,
@@ -77,14 +77,15 @@ def batches(items: list[tuple[Path, dict]], size: int) -> list[list[tuple[Path, 
 
 
 def run(family: str, subsets: set[str] | None, threads: int, out: Path, precision: str, device: str,
-        batch: int) -> dict:
+        batch: int, winograd: bool) -> dict:
     from service import allocator
     from service import settings as settings_mod
     from service.images import decode_page
     from service.ocr import load_model
 
     cfg = settings_mod.load()
-    model = load_model(dataclasses.replace(cfg.model, family=family, precision=precision), device, threads)
+    model = load_model(dataclasses.replace(cfg.model, family=family, precision=precision, winograd=winograd),
+                       device, threads)
     model.warmup()
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, dict] = {}
@@ -142,16 +143,18 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N")
     parser.add_argument("--batch", type=int, default=1, help="images per call (pages of one canvas share a GPU pass)")
+    parser.add_argument("--direct", action="store_true", help="easyocr: direct convolutions (winograd = false)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not DEV.is_dir():
         sys.exit(f"skipped: the dev set {DEV} is absent")
     subsets = set(args.subset) if args.subset else None
     out = args.out or Path(tempfile.mkdtemp(prefix=f"dev-{args.family}-"))
-    report = run(args.family, subsets, args.threads, out, args.precision, args.device, args.batch)
+    report = run(args.family, subsets, args.threads, out, args.precision, args.device, args.batch, not args.direct)
     cers = cer(out, subsets)
     ref_cers = json.loads((REFERENCE[args.family] / "scores.json").read_text())["summary"]
-    print(f"\n{args.family} ({args.precision}, {args.device}, {args.threads} threads, batch {args.batch}),"
+    print(f"\n{args.family} ({args.precision}{', direct' if args.direct else ''}, {args.device}, {args.threads} threads,"
+          f" batch {args.batch}),"
           f" predictions in {out}")
     print(f"{'subset':<12} {'parity':>14} {'max quad':>9} {'max conf':>9} {'CER-ci':>7} {'ref':>7} "
           f"{'median s':>9} {'p90 s':>7} {'ref med':>8}")

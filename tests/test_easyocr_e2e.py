@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from service.ocr import OcrModel
+from service import settings as settings_mod
+from service.easyocr import winograd
+from service.ocr import OcrModel, load_model
 
 LINES = ["Invoice 2024", "Total 42.50"]
 
@@ -29,6 +33,7 @@ def test_info_and_precision(easyocr):
     assert easyocr.info.name == "easyocr-craft-english_g2"
     assert set(easyocr.info.weights_sha256) == {"craft_mlt_25k.pth", "english_g2.pth"}
     assert easyocr.precision == "fp32"  # "auto", as measured on CPUs and GPUs
+    assert easyocr.winograd == (easyocr.device.type == "cpu" and winograd.available())
 
 
 def test_reads_rendered_lines_in_order_with_pixel_quads(easyocr, page):
@@ -86,3 +91,15 @@ def test_recognize_reads_whole_image_as_one_line(easyocr, render):
     assert len(result.lines) == 1
     assert result.lines[0].text == "Receipt 0815"
     assert result.lines[0].quad == [[0, 0], [w, 0], [w, h], [0, h]]
+
+
+def test_direct_convolutions_read_what_winograd_reads(easyocr, page):
+    """winograd = false, oneDNN's direct convolutions throughout, against the default."""
+    if not easyocr.winograd:
+        pytest.skip("the default already runs direct convolutions on this device")
+    cfg = settings_mod.load().model
+    direct = load_model(dataclasses.replace(cfg, family="easyocr", winograd=False), str(easyocr.device), 2)
+    assert not direct.winograd
+    got, want = easyocr.parse([page])[0], direct.parse([page])[0]
+    assert [(l.text, l.quad) for l in got.lines] == [(l.text, l.quad) for l in want.lines]
+    np.testing.assert_allclose([l.confidence for l in got.lines], [l.confidence for l in want.lines], atol=1e-5)

@@ -62,6 +62,9 @@ class _VggBase(nn.Module):
         s2 = self.slice2(s1)
         s3 = self.slice3(s2)
         s4 = self.slice4(s3)
+        # winograd.py runs slices 2-4 in NCHW; what reads their outputs wants channels_last (a no-op
+        # for tensors already in it).
+        s4, s3, s2 = (s.contiguous(memory_format=torch.channels_last) for s in (s4, s3, s2))
         return self.slice5(s4), s4, s3, s2, s1
 
 

@@ -20,7 +20,7 @@ from .. import allocator
 from ..ocr import Line, ModelInfo, Page
 from ..settings import ModelSettings
 from ..weights import load_state_dict
-from . import detect, group, recognize
+from . import detect, group, recognize, winograd
 from .nets import Craft, Recognizer, fold_batchnorm
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,12 @@ class EasyOcr:
     reads_grey = True
 
     def __init__(self, craft: Craft, recognizer: Recognizer, device: torch.device, precision: str,
-                 sums: dict[str, str]) -> None:
+                 sums: dict[str, str], winograd: bool) -> None:
         self.craft = craft
         self.recognizer = recognizer
         self.device = device
         self.precision = precision
+        self.winograd = winograd
         # Pages whose canvases have the same size go through CRAFT together on a GPU; on the CPU a
         # batch gains nothing and holds more memory, so each page goes alone.
         self.batch_detector = device.type == "cuda"
@@ -85,8 +86,18 @@ class EasyOcr:
             # Folded BN and channels_last: about 10 % and 15 % less CPU time, outputs equal up to rounding.
             nets.append(fold_batchnorm(net.eval().requires_grad_(False)).to(device, memory_format=torch.channels_last))
         craft, recognizer = nets
-        log.info("easyocr precision %s (setting %r)", precision, settings.precision)
-        return cls(craft, recognizer, device, precision, sums)
+        use_winograd = settings.winograd and device.type == "cpu"
+        if use_winograd and PRECISIONS[precision][0] is not None:
+            log.info("winograd is set, but it takes fp32 and the detector runs in %s: direct convolutions", precision)
+            use_winograd = False
+        elif use_winograd and not winograd.available():
+            log.warning("winograd is set, but NNPACK does not run on this CPU: direct convolutions")
+            use_winograd = False
+        if use_winograd:
+            winograd.use_winograd(craft)
+        log.info("easyocr precision %s (setting %r); CRAFT's convolutions %s", precision, settings.precision,
+                 "Winograd in slices 2-4 (NNPACK)" if use_winograd else "direct")
+        return cls(craft, recognizer, device, precision, sums, use_winograd)
 
     @contextlib.contextmanager
     def _inference(self, net: int) -> Iterator[None]:

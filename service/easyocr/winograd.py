@@ -1,0 +1,79 @@
+"""CRAFT's VGG middle (slices 2-4) as Winograd convolutions on the CPU, through NNPACK.
+
+oneDNN's direct fp32 convolutions already run at the cores' peak, so fewer multiplications are the
+only way to a faster exact-precision detector: NNPACK's Winograd F(6x6, 3x3) takes a 3x3 layer of
+256-512 channels in 1.5x less time. NNPACK reads NCHW only, and a layout change of a large
+activation costs as much as a layer, so slices 2-4 run in NCHW end to end: the tensor changes layout
+once, after slice 2's first max-pool (a quarter of the size before it), and the decoder takes the
+slice outputs back to channels_last where it reads them (nets.py). The middle's max-pools become
+two elementwise maxima, since max_pool2d on NCHW also computes indices and is 10x slower.
+
+Results move by float rounding only: CRAFT's score maps by up to 7e-6 on the SROIE receipts, and
+every read, quad and confidence on the dev set is the same as with direct convolutions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .nets import Craft
+
+SLICES = ("slice2", "slice3", "slice4")
+
+
+def available() -> bool:
+    """Whether NNPACK runs on this CPU (it needs AVX2); the call also initialises it."""
+    return torch._nnpack_available()
+
+
+class WinogradConv2d(nn.Module):
+    """A stride-1, undilated Conv2d through NNPACK: NCHW in, NCHW out.
+
+    NNPACK sizes its thread pool once, from torch's thread count at its first convolution:
+    load_model sets that count before any model is built.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 or conv.bias is None:
+            raise ValueError(f"NNPACK takes stride 1, dilation 1, one group and a bias; got {conv}")
+        self.weight = nn.Parameter(conv.weight.detach().contiguous(), requires_grad=False)
+        self.bias = nn.Parameter(conv.bias.detach(), requires_grad=False)
+        self.padding = list(conv.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._nnpack_spatial_convolution(x, self.weight, self.bias, self.padding)
+
+
+class PairMaxPool(nn.Module):
+    """MaxPool2d(2, 2) of an NCHW tensor with even sides, as a maximum of rows, then of columns."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        rows = x.view(n, c, h // 2, 2, w)
+        rows = torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1]).view(n, c, h // 2, w // 2, 2)
+        return torch.maximum(rows[..., 0], rows[..., 1])
+
+
+class ToNchw(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous()
+
+
+def use_winograd(craft: Craft) -> Craft:
+    """Rewrite a loaded, BN-folded, fp32 CPU `craft` in place so slices 2-4 run through NNPACK.
+
+    Canvases are multiples of 32 (detect.canvas), so every map the middle pools has even sides.
+    """
+    base = craft.basenet
+    for name in SLICES:
+        seq: nn.Sequential = getattr(base, name)
+        for key, layer in list(seq.named_children()):
+            if isinstance(layer, nn.Conv2d):
+                seq._modules[key] = WinogradConv2d(layer)
+            elif isinstance(layer, nn.MaxPool2d):
+                # Slice 2 opens by pooling slice 1's channels_last output: pool it so, then change layout.
+                opens = name == SLICES[0] and key == next(iter(seq._modules))
+                seq._modules[key] = nn.Sequential(layer, ToNchw()) if opens else PairMaxPool()
+    return craft
