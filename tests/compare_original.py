@@ -169,7 +169,9 @@ def main() -> None:
               f"  parity {r['same']}/{r['ref_lines']}")
     ratio = statistics.median(results["original"]["seconds"]) / statistics.median(results["ours"]["seconds"])
     per_page = [o / u for o, u in zip(results["original"]["seconds"], results["ours"]["seconds"])]
-    print(f"  original/ours: {ratio:.2f}x on medians, {statistics.median(per_page):.2f}x median per page")
+    total = sum(results["original"]["seconds"]) / sum(results["ours"]["seconds"])
+    print(f"  original/ours: {ratio:.2f}x on medians, {statistics.median(per_page):.2f}x median per page,"
+          f" {total:.2f}x on total time")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,11 @@
 
 oneDNN's direct fp32 convolutions already run at the cores' peak, so fewer multiplications are the
 only way to a faster exact-precision detector: NNPACK's Winograd F(6x6, 3x3) takes a 3x3 layer of
-256-512 channels in 1.5x less time. NNPACK reads NCHW only, and a layout change of a large
-activation costs as much as a layer, so slices 2-4 run in NCHW end to end: the tensor changes layout
-once, after slice 2's first max-pool (a quarter of the size before it), and the decoder takes the
-slice outputs back to channels_last where it reads them (nets.py). The middle's max-pools become
-two elementwise maxima, since max_pool2d on NCHW also computes indices and is 10x slower.
+256-512 channels in 1.5x less time. NNPACK reads NCHW only, and changing the layout of a large
+activation takes up to half a layer's time, so slices 2-4 run in NCHW end to end: the tensor
+changes layout once on the way in, after slice 2's first max-pool (a quarter of the size before
+it), and once per slice output on the way out (nets.py). The middle's max-pools become two
+elementwise maxima, since max_pool2d on NCHW also computes indices and is 10x slower.
 
 Results move by float rounding only: CRAFT's score maps by up to 7e-6 on the SROIE receipts, and
 every read, quad and confidence on the dev set is the same as with direct convolutions.
