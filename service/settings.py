@@ -107,6 +107,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     model = dict(raw.get("model", {}))
     if "weights_dir" in model:
         model["weights_dir"] = _path(model["weights_dir"], base)
+    if not isinstance(model.get("winograd", True), bool):  # a quoted "false" would read as true
+        raise ValueError(f"[model] winograd in {cfg_path} must be true or false, not {model['winograd']!r}")
     auth = dict(raw.get("auth", {}))
     auth["keys_file"] = _path(auth["keys_file"], base) if auth.get("keys_file") else None
     auth["metrics_allow"] = tuple(auth.get("metrics_allow", ()))

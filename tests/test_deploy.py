@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from service import deploy, probe
+from service import settings as settings_mod
 from service.settings import ROOT
 from tests.stack import write_config
 
@@ -179,3 +180,12 @@ def test_unit_commands_run_as_written(cfg, tmp_path):
             pass
         main.wait()
         notify.close()
+
+
+def test_winograd_must_be_a_boolean(tmp_path):
+    path = tmp_path / "parse.toml"
+    path.write_text('[model]\nwinograd = false\n')
+    assert settings_mod.load(path).model.winograd is False
+    path.write_text('[model]\nwinograd = "false"\n')
+    with pytest.raises(ValueError, match="winograd .* must be true or false"):
+        settings_mod.load(path)

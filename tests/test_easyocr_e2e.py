@@ -33,7 +33,8 @@ def test_info_and_precision(easyocr):
     assert easyocr.info.name == "easyocr-craft-english_g2"
     assert set(easyocr.info.weights_sha256) == {"craft_mlt_25k.pth", "english_g2.pth"}
     assert easyocr.precision == "fp32"  # "auto", as measured on CPUs and GPUs
-    assert easyocr.winograd == (easyocr.device.type == "cpu" and winograd.available())
+    configured = settings_mod.load().model.winograd
+    assert easyocr.uses_winograd == (configured and easyocr.device.type == "cpu" and winograd.available())
 
 
 def test_reads_rendered_lines_in_order_with_pixel_quads(easyocr, page):
@@ -95,11 +96,13 @@ def test_recognize_reads_whole_image_as_one_line(easyocr, render):
 
 def test_direct_convolutions_read_what_winograd_reads(easyocr, page):
     """winograd = false, oneDNN's direct convolutions throughout, against the default."""
-    if not easyocr.winograd:
+    if not easyocr.uses_winograd:
         pytest.skip("the default already runs direct convolutions on this device")
     cfg = settings_mod.load().model
     direct = load_model(dataclasses.replace(cfg, family="easyocr", winograd=False), str(easyocr.device), 2)
-    assert not direct.winograd
+    assert not direct.uses_winograd
     got, want = easyocr.parse([page])[0], direct.parse([page])[0]
-    assert [(l.text, l.quad) for l in got.lines] == [(l.text, l.quad) for l in want.lines]
+    assert [l.text for l in got.lines] == [l.text for l in want.lines]
+    # The score maps differ by rounding (~1e-5), which may move a box edge across a threshold.
+    np.testing.assert_allclose([l.quad for l in got.lines], [l.quad for l in want.lines], atol=1)
     np.testing.assert_allclose([l.confidence for l in got.lines], [l.confidence for l in want.lines], atol=1e-5)

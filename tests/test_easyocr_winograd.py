@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from service.easyocr import winograd
 from service.easyocr.nets import Craft, fold_batchnorm
+from service.easyocr.pipeline import winograd_applies
+from service.settings import ModelSettings
 
 pytestmark = pytest.mark.skipif(not winograd.available(), reason="NNPACK does not run on this CPU (it needs AVX2)")
 
@@ -40,6 +42,18 @@ def test_winograd_conv_matches_direct_conv_to_rounding():
 def test_winograd_conv_refuses_what_nnpack_cannot_run():
     with pytest.raises(ValueError, match="stride 1"):
         winograd.WinogradConv2d(torch.nn.Conv2d(8, 8, 3, padding=6, dilation=6))
+
+
+@pytest.mark.parametrize("winograd_on, device, precision, expected", [
+    (True, "cpu", "fp32", True),
+    (False, "cpu", "fp32", False),
+    (True, "cuda:0", "fp32", False),
+    (True, "cpu", "bf16-det", False),  # NNPACK takes fp32 only
+    (True, "cpu", "fp16", False),
+])
+def test_winograd_applies_to_fp32_detectors_on_cpus_only(winograd_on, device, precision, expected):
+    uses, why = winograd_applies(ModelSettings(winograd=winograd_on), torch.device(device), precision)
+    assert uses is expected and why
 
 
 def test_rewritten_craft_keeps_its_keys_and_its_maps():

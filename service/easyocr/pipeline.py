@@ -47,6 +47,19 @@ def auto_precision(device: torch.device) -> str:
     return "fp32"
 
 
+def winograd_applies(settings: ModelSettings, device: torch.device, precision: str) -> tuple[bool, str]:
+    """Whether CRAFT's middle runs as Winograd convolutions (winograd.py), and why, for the log."""
+    if not settings.winograd:
+        return False, "winograd = false"
+    if device.type != "cpu":
+        return False, f"Winograd is for CPUs, this is {device}"
+    if PRECISIONS[precision][0] is not None:
+        return False, f"Winograd takes fp32, the detector runs in {precision}"
+    if not winograd.available():
+        return False, "NNPACK does not run on this CPU"
+    return True, "winograd = true"
+
+
 def grey_pages(images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None) -> list[np.ndarray]:
     """The caller's file-decoded grey page where it has one, else the RGB page converted."""
     greys = greys or [None] * len(images)
@@ -60,12 +73,12 @@ class EasyOcr:
     reads_grey = True
 
     def __init__(self, craft: Craft, recognizer: Recognizer, device: torch.device, precision: str,
-                 sums: dict[str, str], winograd: bool) -> None:
+                 sums: dict[str, str], uses_winograd: bool) -> None:
         self.craft = craft
         self.recognizer = recognizer
         self.device = device
         self.precision = precision
-        self.winograd = winograd
+        self.uses_winograd = uses_winograd
         # Pages whose canvases have the same size go through CRAFT together on a GPU; on the CPU a
         # batch gains nothing and holds more memory, so each page goes alone.
         self.batch_detector = device.type == "cuda"
@@ -86,18 +99,12 @@ class EasyOcr:
             # Folded BN and channels_last: about 10 % and 15 % less CPU time, outputs equal up to rounding.
             nets.append(fold_batchnorm(net.eval().requires_grad_(False)).to(device, memory_format=torch.channels_last))
         craft, recognizer = nets
-        use_winograd = settings.winograd and device.type == "cpu"
-        if use_winograd and PRECISIONS[precision][0] is not None:
-            log.info("winograd is set, but it takes fp32 and the detector runs in %s: direct convolutions", precision)
-            use_winograd = False
-        elif use_winograd and not winograd.available():
-            log.warning("winograd is set, but NNPACK does not run on this CPU: direct convolutions")
-            use_winograd = False
-        if use_winograd:
+        uses_winograd, why = winograd_applies(settings, device, precision)
+        if uses_winograd:
             winograd.use_winograd(craft)
-        log.info("easyocr precision %s (setting %r); CRAFT's convolutions %s", precision, settings.precision,
-                 "Winograd in slices 2-4 (NNPACK)" if use_winograd else "direct")
-        return cls(craft, recognizer, device, precision, sums, use_winograd)
+        log.info("easyocr precision %s (setting %r); CRAFT's convolutions %s (%s)", precision, settings.precision,
+                 "Winograd in slices 2-4, through NNPACK" if uses_winograd else "direct", why)
+        return cls(craft, recognizer, device, precision, sums, uses_winograd)
 
     @contextlib.contextmanager
     def _inference(self, net: int) -> Iterator[None]:
