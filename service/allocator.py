@@ -7,7 +7,8 @@ machine, keeping it took 24% off an EasyOCR receipt and 9% off a PP-OCR one (39%
 page), nearly all of it system time. Kept in the heap instead, freed blocks serve the next layer
 and the next page. The cost is that a worker's resident memory stays near its largest page, so
 `release_above` hands the surplus back after a request past `[limits] worker_memory_mib`, the
-same number at which uWSGI recycles a worker that stays above it (a leak). Elsewhere than glibc (musl, macOS) this module does nothing.
+same number at which uWSGI recycles a worker that stays above it (a leak). Elsewhere than glibc
+(musl, macOS) this module does nothing.
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ from typing import Callable
 from tests.devset import DEV, REFERENCE, compare, dev_items, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
-ORIGINAL_PYTHON = {"ppocr": ROOT / "build" / "bench-venv" / "bin" / "python",
-                   "easyocr": ROOT / "build" / "easyocr-venv" / "bin" / "python"}
+# family -> (the original's interpreter, the make target that installs it)
+ORIGINAL_PYTHON = {"ppocr": (ROOT / "build" / "bench-venv" / "bin" / "python", "bench-rapidocr"),
+                   "easyocr": (ROOT / "build" / "easyocr-venv" / "bin" / "python", "bench-easyocr")}
 
 
 def pages(count: int) -> list[Path]:
@@ -157,9 +158,9 @@ def main() -> None:
         parser.error("--pages must be at least 1")
     if args.engine:
         return serve(args)
-    args.original_python = args.original_python or ORIGINAL_PYTHON[args.family]
+    default_python, target = ORIGINAL_PYTHON[args.family]
+    args.original_python = args.original_python or default_python
     if not args.original_python.exists():
-        target = "bench-rapidocr" if args.family == "ppocr" else "bench-easyocr"
         sys.exit(f"{args.original_python} is missing: `make {target}` makes it, or pass --original-python")
     results = interleaved(args)
     print(f"{args.family}, {args.pages} SROIE pages, {args.threads} threads, ours at precision {args.precision}")
