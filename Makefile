@@ -44,11 +44,11 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 weights: $(VENV)/.installed
-	$(PY) -m service.weights fetch weights
+	$(PY) -m service.ocr.weights fetch weights
 	@# PP-OCR: ONNX initializers -> torch state_dicts (onnx is installed only when a conversion is due).
-	$(PY) -m service.ppocr.convert --check weights || { \
+	$(PY) -m service.ocr.ppocr.convert --check weights || { \
 		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
-		$(PY) -m service.ppocr.convert weights; }
+		$(PY) -m service.ocr.ppocr.convert weights; }
 
 test: setup nginx
 	$(PY) -m pytest -q tests
@@ -108,7 +108,7 @@ install: nginx
 	cp -a weights/. $(PREFIX)/weights/
 	$(MAKE) -C $(PREFIX) --no-print-directory setup
 	cd $(PREFIX) && $(PY) -m service.deploy render --host
-	@# Issue 5: ?annotate=1 writes result PNGs here (writable through the drop-in's ReadWritePaths);
+	@# ?annotate=1 writes result PNGs here (writable through the drop-in's ReadWritePaths);
 	@# Nginx's user reads them as a member of group parse (the unit's UMask=0027 keeps them 0640).
 	install -d -o parse -g parse -m 0750 "$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().results.dir)')"
 	id -u www-data >/dev/null 2>&1 && usermod -aG parse www-data || true

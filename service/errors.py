@@ -1,17 +1,15 @@
-"""JSON errors: every failure a client can see is {"error": {"code", "message"}} with a fitting status."""
+"""The one error type for a request the service refuses: every layer raises it, the web layer answers it.
+
+It carries the HTTP status a server should answer with, a stable code and a message that says
+what to fix. It lives outside the web layer so that the decoders, the documents code and the
+model layer can refuse bad input without importing Flask; the CLI prints the same message.
+"""
 
 from __future__ import annotations
 
-import logging
 
-from flask import Flask, g, jsonify
-from werkzeug.exceptions import HTTPException
-
-log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """An error the client can fix or should know about; raised anywhere below a route."""
+class ClientError(Exception):
+    """A refusal the client can act on: `status` (4xx, or 503/504 for capacity), `code`, `message`."""
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -19,28 +17,3 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
-    response = jsonify({"error": {"code": code, "message": message}})
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
-
-
-def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(err: ApiError):
-        return error_response(err.status, err.code, err.message, err.headers)
-
-    @app.errorhandler(HTTPException)
-    def _http_error(err: HTTPException):
-        code = (err.name or "error").lower().replace(" ", "_")
-        return error_response(err.code or 500, code, err.description or err.name)
-
-    @app.errorhandler(Exception)
-    def _unexpected(err: Exception):
-        # The trace goes to the log with the request id; the client gets the id, never the trace.
-        request_id = g.get("request_id", "-")
-        log.exception("request %s failed", request_id)
-        return error_response(500, "internal_error", f"internal error; quote request id {request_id} to the operator")

@@ -28,8 +28,9 @@ from pathlib import Path
 from PIL import Image
 
 from service import settings as settings_mod
-from service.images import decode_page
-from service.ocr import load_model
+from service.documents.images import decode_page
+from service.settings import Limits
+from service.ocr.model import load_model
 from tests.conftest import render_lines
 from tests.stack import Stack, default_family, write_config
 
@@ -60,7 +61,7 @@ def in_process(family: str, image: bytes, n: int) -> dict[str, float]:
     latencies = []
     for _ in range(n):
         start = time.perf_counter()
-        rgb, grey = decode_page(image, grey=model.reads_grey)  # the route's decode step
+        rgb, grey = decode_page(image, Limits(), grey=model.reads_grey)  # the route's decode step
         model.parse([rgb], [grey])
         latencies.append(time.perf_counter() - start)
     return summary(latencies)

@@ -42,17 +42,18 @@ Engine = Callable[[Path], list[dict]]  # image file -> its lines as {text, confi
 
 
 def ours(family: str, precision: str, threads: int) -> Engine:
-    from service import allocator
+    from service.ocr import allocator
     from service import settings as settings_mod
-    from service.images import decode_page
-    from service.ocr import load_model
+    from service.documents.images import decode_page
+    from service.settings import Limits
+    from service.ocr.model import load_model
 
     cfg = settings_mod.load()
     model = load_model(dataclasses.replace(cfg.model, family=family, precision=precision), "cpu", threads)
     model.warmup()
 
     def run(path: Path) -> list[dict]:
-        image, grey = decode_page(path.read_bytes(), grey=model.reads_grey)
+        image, grey = decode_page(path.read_bytes(), Limits(), grey=model.reads_grey)
         page = model.parse([image], [grey])[0]
         allocator.release_above(cfg.limits.worker_memory_bytes)  # as a worker does after each request
         return [line.to_json() for line in page.lines]

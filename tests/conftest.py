@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from service import settings as settings_mod
-from service.ocr import OcrModel, load_model
+from service.ocr.model import OcrModel, load_model
 from service.settings import ROOT
 from tests.devset import DEV
 from tests.stack import Stack, write_config

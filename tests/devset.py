@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # compare_original imports this module where torch is not installed
-    from service.ocr import Page
+    from service.ocr.types import Page
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 DEV = SHARED / "ocr-dev"
@@ -78,10 +78,11 @@ def batches(items: list[tuple[Path, dict]], size: int) -> list[list[tuple[Path, 
 
 def run(family: str, subsets: set[str] | None, threads: int, out: Path, precision: str, device: str,
         batch: int, winograd: bool) -> dict:
-    from service import allocator
+    from service.ocr import allocator
     from service import settings as settings_mod
-    from service.images import decode_page
-    from service.ocr import load_model
+    from service.documents.images import decode_page
+    from service.settings import Limits
+    from service.ocr.model import load_model
 
     cfg = settings_mod.load()
     model = load_model(dataclasses.replace(cfg.model, family=family, precision=precision, winograd=winograd),
@@ -95,9 +96,9 @@ def run(family: str, subsets: set[str] | None, threads: int, out: Path, precisio
         # Timed from the file's bytes, as the references were (EasyOCR's includes its decoding);
         # a batch's time is shared equally by its images.
         start = time.perf_counter()
-        images, greys = zip(*(decode_page(data, grey=model.reads_grey) for data in datas))
+        images, greys = zip(*(decode_page(data, Limits(), grey=model.reads_grey) for data in datas))
         pages = fn(images, greys)
-        # As a worker does in each request (service/api.py), and timed with it.
+        # As a worker does in each request (service/web/api.py), and timed with it.
         allocator.release_above(cfg.limits.worker_memory_bytes)
         seconds = (time.perf_counter() - start) / len(chunk)
         for (image_path, gt), page in zip(chunk, pages):

@@ -1,6 +1,6 @@
 """A real serving stack for tests and benchmarks: uWSGI instances + Nginx on free loopback ports.
 
-It is started the way `make run` starts one (service/deploy.py) from a settings file written into
+It is started the way `make run` starts one (service/ops/deploy.py) from a settings file written into
 a temporary folder, and torn down by PID, process group by process group, whatever happened.
 """
 
@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service import deploy, probe
+from service.ops import deploy, probe
 from service import settings as settings_mod
 from service.settings import ROOT, Instance, Settings
 

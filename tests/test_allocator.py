@@ -1,4 +1,4 @@
-"""service/allocator.py on this machine's glibc: freed large blocks stay resident, and go back on demand.
+"""service/ocr/allocator.py on this machine's glibc: freed large blocks stay resident, and go back on demand.
 
 Each case runs in a fresh interpreter, so its resident-memory readings are its own and the
 settings start from glibc's defaults.
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from service import allocator
+from service.ocr import allocator
 from service.settings import ROOT
 
 BLOCK_MIB = 256
@@ -21,7 +21,7 @@ BLOCK_MIB = 256
 PROBE = f"""
 import json, sys
 import numpy as np
-from service import allocator
+from service.ocr import allocator
 kept = allocator.keep_freed_memory() if sys.argv[1] == "keep" else None
 rss = lambda: allocator.resident_bytes() >> 20
 before = rss()
@@ -37,7 +37,7 @@ print(json.dumps(dict(kept=kept, before=before, during=during, after_free=after_
                       released_zero=released_zero, after_zero=rss())))
 """
 
-pytestmark = pytest.mark.skipif(allocator._LIBC is None, reason="not glibc: service/allocator.py does nothing here")
+pytestmark = pytest.mark.skipif(allocator._LIBC is None, reason="not glibc: service/ocr/allocator.py does nothing here")
 
 
 def probe(mode: str) -> dict:

@@ -1,4 +1,4 @@
-"""Results as files (service/annotate.py): ids, the PNG with its boxes, expiry and the size cap."""
+"""Results as files (service/web/annotate.py): ids, the PNG with its boxes, expiry and the size cap."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service import annotate
+from service.web import annotate
 from service.settings import ResultsSettings
 
 QUAD = [[10.0, 10.0], [90.0, 10.0], [90.0, 40.0], [10.0, 40.0]]

@@ -9,9 +9,10 @@ import logging
 import pytest
 from PIL import Image
 
-from service import metrics
+from service.web import metrics
 from service import settings as settings_mod
-from service.app import create_app
+from service.web.app import create_app
+from service.web.state import WorkerState
 from tests.stack import default_family, multipart
 
 
@@ -24,8 +25,8 @@ def cfg():
 @pytest.fixture(scope="module")
 def ready_app(cfg):
     app = create_app(cfg, load=False)
-    app.extensions["parse"].load()  # the real model, loaded synchronously
-    assert app.extensions["parse"].ready.is_set(), app.extensions["parse"].error
+    app.extensions[WorkerState.KEY].load()  # the real model, loaded synchronously
+    assert app.extensions[WorkerState.KEY].ready.is_set(), app.extensions[WorkerState.KEY].error
     return app
 
 
@@ -44,10 +45,9 @@ def page(render) -> bytes:
 def test_parse_gives_memory_back_past_the_allowance(ready_app, client, page, caplog, monkeypatch):
     """After the model call the route hands freed memory back once the worker holds more than
     [limits] worker_memory_mib (here 0), so uWSGI's reload-on-rss sees only live memory."""
-    cfg = ready_app.config["PARSE_SETTINGS"]
-    monkeypatch.setitem(ready_app.config, "PARSE_SETTINGS",
-                        dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, worker_memory_mib=0)))
-    with caplog.at_level(logging.INFO, logger="service.allocator"):
+    worker = ready_app.extensions[WorkerState.KEY]
+    monkeypatch.setattr(worker, "cfg", dataclasses.replace(worker.cfg, limits=dataclasses.replace(worker.cfg.limits, worker_memory_mib=0)))
+    with caplog.at_level(logging.INFO, logger="service.ocr.allocator"):
         r = client.post("/v1/parse", data=page, content_type="image/png")
     assert r.status_code == 200, r.get_json()
     assert any("given back" in m for m in caplog.messages), caplog.messages
@@ -65,7 +65,7 @@ def test_not_ready_answers_503_json(cfg):
 
 def test_failed_load_says_why(cfg):
     app = create_app(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, family="nosuch")), load=False)
-    app.extensions["parse"].load()
+    app.extensions[WorkerState.KEY].load()
     r = app.test_client().get("/readyz")
     assert r.status_code == 503
     assert r.get_json()["error"]["code"] == "model_load_failed" and "nosuch" in r.get_json()["error"]["message"]

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from service import settings as settings_mod
-from service.app import create_app
-from service.auth import KeyFile, digest, read_keys
-from service.keys import add, main, revoke
+from service.web.app import create_app
+from service.apikeys import digest, read_keys
+from service.web.auth import KeyFile
+from service.ops.keys import add, main, revoke
 from service.settings import AuthSettings, Limits
 
 PASSED = 503  # the route's answer while the model is unloaded: every check before it let the request in

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from service import deploy, probe
+from service.ops import deploy, probe
 from service import settings as settings_mod
 from service.settings import ROOT
 from tests.stack import write_config

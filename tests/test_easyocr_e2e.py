@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from service import settings as settings_mod
-from service.easyocr import winograd
-from service.ocr import OcrModel, load_model
+from service.ocr.easyocr import winograd
+from service.ocr.model import OcrModel, load_model
 
 LINES = ["Invoice 2024", "Total 42.50"]
 

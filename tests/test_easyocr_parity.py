@@ -15,8 +15,9 @@ import cv2
 import pytest
 
 from service import settings as settings_mod
-from service.images import decode
-from service.ocr import OcrModel, load_model
+from service.documents.images import decode
+from service.settings import Limits
+from service.ocr.model import OcrModel, load_model
 from tests.devset import REFERENCE, compare
 
 PAGES = ["tess_phototest.png", "sroie_001.jpg"]
@@ -49,18 +50,18 @@ def _check(lines: list, ref_path: Path) -> None:
 def test_page_matches_reference(easyocr, dev_dir, reference, name):
     path = dev_dir / name
     grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    [page] = easyocr.parse([decode(path.read_bytes())], greys=[grey])
+    [page] = easyocr.parse([decode(path.read_bytes(), Limits())], greys=[grey])
     _check(page.lines, reference / f"{path.stem}.json")
 
 
 def test_crops_match_reference(easyocr, dev_dir, reference):
-    pages = easyocr.recognize([decode((dev_dir / name).read_bytes()) for name in CROPS])
+    pages = easyocr.recognize([decode((dev_dir / name).read_bytes(), Limits()) for name in CROPS])
     for name, page in zip(CROPS, pages):
         _check(page.lines, reference / f"{Path(name).stem}.json")
 
 
 def test_rgb_path_finds_the_same_boxes(easyocr, dev_dir, reference):
     """Without the luma, texts may differ on a few lines, but the detector sees the same RGB."""
-    [page] = easyocr.parse([decode((dev_dir / "sroie_001.jpg").read_bytes())])
+    [page] = easyocr.parse([decode((dev_dir / "sroie_001.jpg").read_bytes(), Limits())])
     ref = json.loads((reference / "sroie_001.json").read_text())["lines"]
     assert [line.quad for line in page.lines] == [line["quad"] for line in ref]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.easyocr import detect, group, recognize
+from service.ocr.easyocr import detect, group, recognize
 
 
 def _maps(shape=(40, 60)) -> tuple[np.ndarray, np.ndarray]:

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from service.easyocr import winograd
-from service.easyocr.nets import Craft, fold_batchnorm
-from service.easyocr.pipeline import winograd_applies
+from service.ocr.easyocr import winograd
+from service.ocr.easyocr.nets import Craft, fold_batchnorm
+from service.ocr.easyocr.pipeline import winograd_applies
 from service.settings import ModelSettings
 
 pytestmark = pytest.mark.skipif(not winograd.available(), reason="NNPACK does not run on this CPU (it needs AVX2)")

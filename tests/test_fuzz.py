@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from service import deploy
-from service.errors import ApiError
-from service.images import decode
+from service.ops import deploy
+from service.errors import ClientError
+from service.documents.images import decode
 from service.settings import ROOT, Limits
 from tests.hostile import Reply, bad_bodies, request, workers
 from tests.stack import Stack, write_config
@@ -57,7 +57,7 @@ def decodable(cases: list[tuple[str, dict[str, str], bytes]]) -> list[tuple[str,
         for case in cases:
             try:
                 decode(case[2], Limits())
-            except ApiError:
+            except ClientError:
                 continue
             out.append(case)
     return out

@@ -1,4 +1,4 @@
-"""The request guards (service/guards.py) through the Flask app in-process: body checks and the deadline.
+"""The request guards (service/web/guards.py) through the Flask app in-process: body checks and the deadline.
 
 The model is not loaded: a request the guards let through gets the route's 503 model_loading.
 """
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import ApiError
-from service.guards import Deadline
+from service.errors import ClientError
+from service.web.guards import Deadline
 from service.settings import Limits
 from tests.test_auth import PASSED, make_client, parse
 
@@ -45,7 +45,7 @@ def test_deadline() -> None:
     assert Deadline(10.0).check("decoding image 1") is None
     late = Deadline(0.001)
     time.sleep(0.002)
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ClientError) as info:
         late.check("the model call")
     assert info.value.status == 504 and info.value.code == "deadline_exceeded"
     assert "the model call" in info.value.message

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from service import deploy
+from service.ops import deploy
 from service import settings as settings_mod
-from service.auth import digest
+from service.apikeys import digest
 from service.settings import ROOT, Settings
 from tests.hostile import Reply, encoded, multipart, page, request, workers
 from tests.stack import Stack, write_config
@@ -157,7 +157,7 @@ def test_security_headers(keyed: Stack) -> None:
     assert reply.headers["x-content-type-options"] == "nosniff"
     csp = reply.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
-    home = request(*addr(keyed), "GET", "/")  # the page (issue 5) carries the same policy
+    home = request(*addr(keyed), "GET", "/")  # the page carries the same policy
     assert home.status == 200 and home.headers["content-security-policy"] == csp
     assert home.headers["x-content-type-options"] == "nosniff"
     missing = request(*addr(keyed), "GET", "/nope")

@@ -1,4 +1,4 @@
-"""service.images: every accepted format decodes to the pixels a viewer shows; every broken one gets a 4xx.
+"""service.documents.images: every accepted format decodes to the pixels a viewer shows; every broken one gets a 4xx.
 
 Fixtures are made here with Pillow, so each case states exactly what it feeds the decoder.
 """
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import ApiError
-from service.images import decode
+from service.errors import ClientError
+from service.documents.images import decode
 from service.settings import Limits
 
 LIMITS = Limits(max_pixels=40_000_000, max_side=16384)
@@ -50,8 +50,8 @@ def png_header(width: int, height: int, depth: int = 8, colour: int = 0) -> byte
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
 
 
-def refused(data: bytes, limits: Limits = LIMITS) -> ApiError:
-    with pytest.raises(ApiError) as info:
+def refused(data: bytes, limits: Limits = LIMITS) -> ClientError:
+    with pytest.raises(ClientError) as info:
         decode(data, limits)
     return info.value
 

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from service import settings as settings_mod
-from service.images import decode
-from service.ocr import load_model
+from service.documents.images import decode
+from service.settings import Limits
+from service.ocr.model import load_model
 from tests.devset import REFERENCE
 
 PAGES = ["sroie_001"]  # a small receipt: det input 736x1696, 48 lines
@@ -28,7 +29,7 @@ def _ref(stem: str) -> list[dict]:
 
 def _image(dev_dir, stem: str):
     path = next(p for p in (dev_dir / f"{stem}.jpg", dev_dir / f"{stem}.png") if p.exists())
-    return decode(path.read_bytes())
+    return decode(path.read_bytes(), Limits())
 
 
 @pytest.mark.parametrize("stem", PAGES)

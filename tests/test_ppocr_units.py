@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service import ctc
-from service.ppocr import db, geometry, recognize
+from service.ocr import ctc
+from service.ocr.ppocr import db, geometry, recognize
 
 
 def _map_with(rect: tuple[int, int, int, int], value: float, shape=(64, 128)) -> np.ndarray:

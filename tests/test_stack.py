@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-from service import deploy
+from service.ops import deploy
 from tests.stack import Response, Stack, http, multipart
 
 LINES = ["Invoice 2024", "Total 42.50"]

@@ -1,4 +1,4 @@
-"""The try-it page and the result files, through the real stack (issue 5).
+"""The try-it page and the result files, through the real stack.
 
 Nginx serves the page and /results/; uWSGI runs the app. Headless Chromium from Debian
 (chromium, chromium-driver; .ci/run installs them) is driven by selenium; without them the
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service import deploy
-from service.annotate import ID_PATTERN
+from service.ops import deploy
+from service.web.annotate import ID_PATTERN
 from service.settings import ROOT
 from tests.stack import Stack, http, multipart
 

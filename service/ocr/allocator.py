@@ -48,7 +48,7 @@ def keep_freed_memory() -> bool:
 
     One arena for every thread: a thread's own arena cannot grow past 64 MiB and would fall back to
     mmap for exactly the blocks this is about. Threads that already allocated keep their arena,
-    so the process calls this before it starts serving (service/ocr.py:load_model).
+    so the process calls this before it starts serving (service/ocr/model.py:load_model).
     """
     if _LIBC is None:
         log.info("allocator: not glibc, left as it is")

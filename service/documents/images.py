@@ -3,7 +3,7 @@
 Every image enters the service here, from HTTP and from the CLI alike, so that both see the same
 pixels (EXIF orientation applied, any mode converted to 8-bit RGB over white) and the same limits.
 The size is read from the header by `Image.open`, which decodes no pixel: a decompression bomb is
-refused before its pixels are allocated. Failures are `ApiError`s whose message says what to fix.
+refused before its pixels are allocated. Failures are `ClientError`s whose message says what to fix.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import settings
-from .errors import ApiError
+from ..errors import ClientError
+from ..settings import Limits
 
 # Pillow format name -> media type. Image.open tries only these decoders, so every other format
 # (and every non-image) is refused by the same path, without any other plugin parsing it.
@@ -32,15 +32,14 @@ ACCEPTED_LIST = ", ".join(ACCEPTED.values())
 EXIF_ORIENTATION = 0x0112
 
 
-def decode(data: bytes, limits: settings.Limits | None = None) -> np.ndarray:
+def decode(data: bytes, limits: Limits) -> np.ndarray:
     """Bytes of an image file -> RGB uint8 array of shape (H, W, 3), as a viewer shows it.
 
-    Raises ApiError: 400 for empty, truncated or corrupt files and zero-sized images, 413 for images
+    Raises ClientError: 400 for empty, truncated or corrupt files and zero-sized images, 413 for images
     past the pixel or side limit, 415 for anything that is not one of the accepted formats.
     """
-    limits = limits or settings.load().limits
     if not data:
-        raise ApiError(400, "empty_image", "the image file is empty (0 bytes); attach the file's contents")
+        raise ClientError(400, "empty_image", "the image file is empty (0 bytes); attach the file's contents")
     try:
         with warnings.catch_warnings():
             # Pillow warns about large images at open; check_size below refuses them with our limit.
@@ -62,11 +61,11 @@ def decode(data: bytes, limits: settings.Limits | None = None) -> np.ndarray:
             raise _corrupt(img.format or "image", err) from None
 
 
-def check_size(size: tuple[int, int], limits: settings.Limits) -> None:
+def check_size(size: tuple[int, int], limits: Limits) -> None:
     """Refuse a zero-sized image, or one past the pixel or side limit, from its header size alone."""
     width, height = size
     if width <= 0 or height <= 0:
-        raise ApiError(400, "empty_image", f"the image is {width}x{height} pixels; send an image with content")
+        raise ClientError(400, "empty_image", f"the image is {width}x{height} pixels; send an image with content")
     if width * height > limits.max_pixels or max(width, height) > limits.max_side:
         raise _too_large(f"the image is {width}x{height} pixels", limits)
 
@@ -86,22 +85,22 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def _unidentified(data: bytes) -> ApiError:
+def _unidentified(data: bytes) -> ClientError:
     """Pillow opened nothing: a file that starts like an accepted format is broken (400), else 415."""
     Image.init()
     for fmt in ACCEPTED:
         if Image.OPEN[fmt][1](data[:16]):
-            return ApiError(
+            return ClientError(
                 400,
                 "corrupt_image",
                 f"the file starts like a {fmt} image but its header is invalid: it is zero-sized, truncated "
                 "or corrupt; re-export it and upload the whole file",
             )
-    return ApiError(415, "unsupported_media_type", f"not a supported image; send one of: {ACCEPTED_LIST}")
+    return ClientError(415, "unsupported_media_type", f"not a supported image; send one of: {ACCEPTED_LIST}")
 
 
-def _too_large(detail: str, limits: settings.Limits) -> ApiError:
-    return ApiError(
+def _too_large(detail: str, limits: Limits) -> ClientError:
+    return ClientError(
         413,
         "image_too_large",
         f"{detail}; the limit is {limits.max_pixels:,} pixels and {limits.max_side} pixels per side: "
@@ -109,8 +108,8 @@ def _too_large(detail: str, limits: settings.Limits) -> ApiError:
     )
 
 
-def _corrupt(kind: str, err: Exception) -> ApiError:
-    return ApiError(
+def _corrupt(kind: str, err: Exception) -> ClientError:
+    return ClientError(
         400,
         "corrupt_image",
         f"the {kind} file could not be decoded ({type(err).__name__}: {err}); it is truncated or corrupt, "
@@ -118,7 +117,7 @@ def _corrupt(kind: str, err: Exception) -> ApiError:
     )
 
 
-def decode_page(data: bytes, limits: settings.Limits | None = None,
+def decode_page(data: bytes, limits: Limits,
                 grey: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Every caller's decode step: the RGB page, plus its file-decoded grey when the model reads
     grey (OcrModel.reads_grey), else None."""

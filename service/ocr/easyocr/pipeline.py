@@ -1,4 +1,4 @@
-"""EasyOcr: CRAFT + english_g2 behind the service's OcrModel interface (service/ocr.py).
+"""EasyOcr: CRAFT + english_g2 behind the service's OcrModel interface (service/ocr/model.py).
 
 Reproduces `easyocr.Reader(['en']).readtext(path)` with every default (fp32, no quantisation):
 detect -> group into lines -> crop from the grey page -> recognise -> greedy CTC.
@@ -10,15 +10,15 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from typing import Iterator, Sequence
+from typing import Iterator, Literal, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 import torch
 
+from ...settings import ModelSettings
 from .. import allocator
-from ..ocr import Line, ModelInfo, Page
-from ..settings import ModelSettings
+from ..types import Line, ModelInfo, Page, as_quad
 from ..weights import load_state_dict
 from . import detect, group, recognize, winograd
 from .nets import Craft, Recognizer, fold_batchnorm
@@ -27,24 +27,26 @@ log = logging.getLogger(__name__)
 
 DETECTOR_FILE = "craft_mlt_25k.pth"
 RECOGNIZER_FILE = "english_g2.pth"
-# precision -> autocast dtype for (detector, recognizer); None runs that network in fp32.
-PRECISIONS: dict[str, tuple[torch.dtype | None, torch.dtype | None]] = {
-    "fp32": (None, None),
-    "bf16-det": (torch.bfloat16, None),
-    "bf16": (torch.bfloat16, torch.bfloat16),
-    "fp16": (torch.float16, torch.float16),
+Net = Literal["detector", "recognizer"]
+
+
+class NetDtypes(NamedTuple):
+    """The autocast dtype of each network; None runs that network in fp32."""
+
+    detector: torch.dtype | None
+    recognizer: torch.dtype | None
+
+
+PRECISIONS: dict[str, NetDtypes] = {
+    "fp32": NetDtypes(None, None),
+    "bf16-det": NetDtypes(torch.bfloat16, None),
+    "bf16": NetDtypes(torch.bfloat16, torch.bfloat16),
+    "fp16": NetDtypes(torch.float16, torch.float16),
 }
 
-
-def auto_precision(device: torch.device) -> str:
-    """What "auto" means: fp32 on every device, the only precision measured to keep the parity goal.
-
-    Measured on the dev set (README, "Benchmarks"): on an AMX Xeon, bf16-det is 2.6x faster than
-    the original at 2 threads but keeps 97.96% of SROIE lines (the goal is 98%), bf16 keeps 96%;
-    on AVX2-only CPUs bf16 is emulated and ~10x slower. On an H100, fp16 keeps 99.2% yet is no
-    faster than fp32 (0.28-0.35 s against 0.30-0.34 s a page). Each stays selectable by name.
-    """
-    return "fp32"
+# What "auto" means on every device: fp32 is the only precision that kept the parity goal on the
+# dev set; each faster opt-in stays selectable by name, with its cost in docs/benchmarks.md.
+AUTO_PRECISION = "fp32"
 
 
 def winograd_applies(settings: ModelSettings, device: torch.device, precision: str) -> tuple[bool, str]:
@@ -53,7 +55,7 @@ def winograd_applies(settings: ModelSettings, device: torch.device, precision: s
         return False, "winograd = false"
     if device.type != "cpu":
         return False, f"Winograd is for CPUs, this is {device}"
-    if PRECISIONS[precision][0] is not None:
+    if PRECISIONS[precision].detector is not None:
         return False, f"Winograd takes fp32, the detector runs in {precision}"
     if not winograd.available():
         return False, "NNPACK does not run on this CPU"
@@ -86,7 +88,7 @@ class EasyOcr:
 
     @classmethod
     def load(cls, settings: ModelSettings, device: torch.device) -> EasyOcr:
-        precision = auto_precision(device) if settings.precision == "auto" else settings.precision
+        precision = AUTO_PRECISION if settings.precision == "auto" else settings.precision
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {settings.precision!r}: use auto, {', '.join(PRECISIONS)}")
         # Pages and crops of new sizes: cached kernels would only hold memory (allocator.py).
@@ -107,14 +109,14 @@ class EasyOcr:
         return cls(craft, recognizer, device, precision, sums, uses_winograd)
 
     @contextlib.contextmanager
-    def _inference(self, net: int) -> Iterator[None]:
-        """Inference mode, with autocast where the precision asks for it on network `net` (0 det, 1 rec)."""
-        dtype = PRECISIONS[self.precision][net]
+    def _inference(self, net: Net) -> Iterator[None]:
+        """Inference mode, with autocast where the precision asks for it on that network."""
+        dtype = getattr(PRECISIONS[self.precision], net)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             yield
 
     def _recognize_probs(self, batch: torch.Tensor) -> torch.Tensor:
-        with self._inference(1):
+        with self._inference("recognizer"):
             logits = self.recognizer(batch.to(self.device).contiguous(memory_format=torch.channels_last))
             return torch.softmax(logits.float(), dim=2)
 
@@ -129,7 +131,7 @@ class EasyOcr:
         for members in groups.values():
             start = time.perf_counter()
             batch = torch.from_numpy(np.stack([prepared[i][0] for i in members])).to(self.device)
-            with self._inference(0):
+            with self._inference("detector"):
                 maps = self.craft(detect.normalize(batch))
             maps = maps.float().cpu().numpy()
             for row, i in enumerate(members):
@@ -156,7 +158,7 @@ class EasyOcr:
         recognize_seconds = time.perf_counter() - start
         pages = []
         for image, crops, det_s in zip(images, page_crops, detect_seconds):
-            lines = [Line(text, conf, crop.quad) for crop, (text, conf) in zip(crops, reads)]
+            lines = [Line(text, conf, as_quad(crop.quad)) for crop, (text, conf) in zip(crops, reads)]
             share = len(crops) / len(flat) if flat else 1 / len(images)
             pages.append(Page(image.shape[1], image.shape[0], lines,
                               {"detect": det_s, "recognize": recognize_seconds * share}))
@@ -171,7 +173,7 @@ class EasyOcr:
         pages = []
         for grey, (text, conf) in zip(greys, reads):
             h, w = grey.shape
-            quad = [[0, 0], [w, 0], [w, h], [0, h]]
+            quad = as_quad([[0, 0], [w, 0], [w, h], [0, h]])
             pages.append(Page(w, h, [Line(text, conf, quad)], {"detect": 0.0, "recognize": seconds}))
         return pages
 

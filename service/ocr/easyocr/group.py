@@ -11,15 +11,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..types import Quad
+
 SLOPE_THS = 0.1  # |dy/dx| of both long edges below this: the box is horizontal
 YCENTER_THS = 0.5  # same row if the centre is within this share of the row's mean height
 HEIGHT_THS = 0.5  # merge neighbours whose heights differ by less than this share
 WIDTH_THS = 0.5  # ... and whose gap is less than this share of the box height
 ADD_MARGIN = 0.1  # margin added around each line, as a share of its smaller side
 MIN_SIZE = 20  # lines whose longer side is not above this (pixels) are dropped
-
-Quad = list[list[float]]
-
 
 @dataclass
 class Crop:

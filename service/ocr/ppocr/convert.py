@@ -1,6 +1,6 @@
 """Convert the pinned PP-OCR ONNX files into state_dicts for nets.py, plus the rec dictionary.
 
-    python -m service.ppocr.convert weights
+    python -m service.ocr.ppocr.convert weights
 
 The graphs carry paddle2onnx's generated tensor names, so nothing can be matched by name. Instead
 the weights are read in graph order (conv/deconv + bias, batch norm, matmul + bias, layer norm
@@ -22,15 +22,15 @@ import torch
 from torch import nn
 
 from .. import weights as weights_mod
+from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
 from .nets import ClsNet, DetNet, RecNet
 
 # converted file -> (ONNX source, network, dummy input shape for the call-order trace)
 TARGETS: dict[str, tuple[str, type[nn.Module], tuple[int, ...]]] = {
-    "ppocrv6_det_small.pt": ("PP-OCRv6_det_small.onnx", DetNet, (1, 3, 64, 64)),
-    "ppocr_mobile_v2.0_cls.pt": ("ch_ppocr_mobile_v2.0_cls_mobile.onnx", ClsNet, (1, 3, 48, 192)),
-    "ppocrv6_rec_small.pt": ("PP-OCRv6_rec_small.onnx", RecNet, (1, 3, 48, 64)),
+    DET_FILE: ("PP-OCRv6_det_small.onnx", DetNet, (1, 3, 64, 64)),
+    CLS_FILE: ("ch_ppocr_mobile_v2.0_cls_mobile.onnx", ClsNet, (1, 3, 48, 192)),
+    REC_FILE: ("PP-OCRv6_rec_small.onnx", RecNet, (1, 3, 48, 64)),
 }
-DICT_FILE = "ppocrv6_dict.txt"
 DICT_SOURCE = "PP-OCRv6_rec_small.onnx"
 
 

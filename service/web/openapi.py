@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
+from . import state
 
 bp = Blueprint("openapi", __name__)
 
@@ -68,7 +69,7 @@ SCHEMAS: dict[str, Any] = {
             "height": {"type": "integer", "minimum": 1},
             "text": {"type": "string", "description": "The lines in reading order, joined by newlines"},
             "lines": {"type": "array", "items": {"$ref": "#/components/schemas/Line"}},
-            # Issue 5: only with ?annotate=1; null when the PNG alone is over [results] max_bytes.
+            # Only with ?annotate=1; null when the PNG alone is over [results] max_bytes.
             "annotated_url": {"type": "string", "nullable": True, "pattern": "^/results/[A-Za-z0-9_-]{22}\\.png$",
                               "description": ("With ?annotate=1: the image with its quads drawn, a PNG served at "
                                               "this path until it expires ([results] ttl_seconds)")},
@@ -132,7 +133,7 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
                 "summary": "Read the text lines of one or more images",
                 "description": (f"Multipart field `image` (or `file`), one or more files, at most {max_images}; "
                                 f"or the raw body with Content-Type image/*. Bodies up to {max_body_bytes} bytes."),
-                # Issue 5: results as files.
+                # Results as files.
                 "parameters": [{"name": "annotate", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": ["0", "1"]},
                                 "description": "1: also keep each image with its boxes drawn as a PNG; "
@@ -150,7 +151,7 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
                     "400": _error("No image in the request, an empty file, bytes that are not a readable image, "
                                   "or an unknown mode"),
                     "401": _error("API keys are on and the Authorization header is missing or wrong"),
-                    # Issue 4: Nginx de-chunks bodies; a client talking to uWSGI directly must send a length.
+                    # Nginx de-chunks bodies; a client talking to uWSGI directly must send a length.
                     "411": _error("A chunked body sent to an instance directly, without Nginx"),
                     "413": _error("Body, pixel count, side or number of images over the limit"),
                     "415": _error("Not multipart/form-data or image/*, or an image format that is not accepted"),
@@ -163,7 +164,7 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
             "/v1/models": {"get": {
                 "summary": "The model, its weights' sums, the device, the threads and the instance",
                 "responses": {"200": _json("#/components/schemas/Models", "The model this worker serves"),
-                              # Issue 4: every /v1/ route needs the key when keys are on, and is rate-limited.
+                              # Every /v1/ route needs the key when keys are on, and is rate-limited.
                               "401": _error("API keys are on and the Authorization header is missing or wrong"),
                               "429": _error("Over the rate limit", retry_after=True),
                               "500": INTERNAL, "503": UNAVAILABLE},
@@ -193,5 +194,5 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi_json():
-    limits = current_app.config["PARSE_SETTINGS"].limits
+    limits = state.current().cfg.limits
     return jsonify(document(limits.max_body_bytes, limits.max_images))

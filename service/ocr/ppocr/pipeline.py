@@ -12,42 +12,44 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
-from typing import Iterator, Sequence
+from typing import Iterator, Literal, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from ..ocr import Line, ModelInfo, Page
-from ..settings import ModelSettings
+from ...settings import ModelSettings
+from ..types import Line, ModelInfo, Page, as_quad
 from ..weights import load_state_dict, verify
 from . import db, geometry, recognize
-from .convert import DICT_FILE, TARGETS
+from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
 from .nets import ClsNet, DetNet, RecNet
 
 TEXT_SCORE = 0.5  # lines below this confidence are dropped (pages only, as RapidOCR does)
-DET_FILE, CLS_FILE, REC_FILE = TARGETS
 DET_BATCH_CUDA = 4  # same-size pages detected together on a GPU
 
 
-# precision -> autocast dtype for (det, cls, rec); None runs that network in fp32.
-PRECISIONS: dict[str, tuple[torch.dtype | None, ...]] = {
-    "fp32": (None, None, None),
-    # bf16 detection moves boxes (the study: 1914/1968 lines kept): on CPUs only rec may be bf16.
-    "bf16-rec": (None, None, torch.bfloat16),
-    "fp16": (torch.float16, torch.float16, torch.float16),
+Net = Literal["det", "cls", "rec"]
+
+
+class NetDtypes(NamedTuple):
+    """The autocast dtype of each network; None runs that network in fp32."""
+
+    det: torch.dtype | None
+    cls: torch.dtype | None
+    rec: torch.dtype | None
+
+
+PRECISIONS: dict[str, NetDtypes] = {
+    "fp32": NetDtypes(None, None, None),
+    # bf16 detection moves boxes enough to lose lines, so on CPUs only rec may be bf16.
+    "bf16-rec": NetDtypes(None, None, torch.bfloat16),
+    "fp16": NetDtypes(torch.float16, torch.float16, torch.float16),
 }
 
-
-def auto_precision(device: torch.device) -> str:
-    """What "auto" means: fp32 on every device, the only precision measured to keep the goals.
-
-    Measured on the dev set (README, "Benchmarks"): bf16-rec on an AMX Xeon is 1.26x faster than
-    RapidOCR against fp32's 1.09x, but keeps 98.4% of the dev set's lines and a SROIE CER of
-    0.0472 against 0.0471. On an H100, fp16 raises the SROIE CER to 0.0475 and is no faster than
-    fp32 (0.27 s a page).
-    """
-    return "fp32"
+# What "auto" means on every device: fp32 is the only precision that kept the family's accuracy
+# goals on the dev set; the faster opt-ins and what they cost are in docs/benchmarks.md.
+AUTO_PRECISION = "fp32"
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -90,7 +92,7 @@ class PpOcr:
 
     @classmethod
     def load(cls, settings: ModelSettings, device: torch.device) -> PpOcr:
-        precision = auto_precision(device) if settings.precision == "auto" else settings.precision
+        precision = AUTO_PRECISION if settings.precision == "auto" else settings.precision
         allowed = ("fp32", "fp16") if device.type == "cuda" else ("fp32", "bf16-rec")
         if precision not in allowed:
             raise ValueError(f"precision {settings.precision!r} is not available on {device.type}: "
@@ -108,14 +110,14 @@ class PpOcr:
         return cls(*nets, alphabet, device, precision, sums)
 
     @contextlib.contextmanager
-    def _mode(self, net: int) -> Iterator[None]:
-        """Inference mode, with autocast where the precision asks for it on network `net` (0 det, 1 cls, 2 rec)."""
-        dtype = PRECISIONS[self.precision][net]
+    def _mode(self, net: Net) -> Iterator[None]:
+        """Inference mode, with autocast where the precision asks for it on that network."""
+        dtype = getattr(PRECISIONS[self.precision], net)
         with (torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None),
               without_cudnn() if self.device.type == "cuda" else contextlib.nullcontext()):
             yield
 
-    def _runner(self, net: torch.nn.Module, which: int) -> recognize.Runner:
+    def _runner(self, net: torch.nn.Module, which: Net) -> recognize.Runner:
         def run(batch: np.ndarray) -> np.ndarray:
             with self._mode(which):
                 x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
@@ -140,7 +142,7 @@ class PpOcr:
         for idx in groups.values():
             for k in range(0, len(idx), step):
                 chunk = idx[k:k + step]
-                with self._mode(0):
+                with self._mode("det"):
                     x = torch.cat([inputs[i] for i in chunk]).contiguous(memory_format=self.memory_format)
                     out = self.det(x)[:, 0].float().cpu().numpy()
                 for i, m in zip(chunk, out):
@@ -163,11 +165,11 @@ class PpOcr:
             quads = db.detect_quads(prob, page.shape[1], page.shape[0])
             crops = [geometry.crop(page, q) for q in quads]
             t1 = time.perf_counter()
-            read = recognize.read(recognize.classify(crops, self._runner(self.cls_net, 1)) if crops else [],
-                                  self._runner(self.rec, 2), self.alphabet)
+            read = recognize.read(recognize.classify(crops, self._runner(self.cls_net, "cls")) if crops else [],
+                                  self._runner(self.rec, "rec"), self.alphabet)
             t2 = time.perf_counter()
             h, w = rgb.shape[:2]
-            lines = [Line(text, conf, geometry.to_original(q, frame, w, h).tolist())
+            lines = [Line(text, conf, as_quad(geometry.to_original(q, frame, w, h)))
                      for q, (text, conf) in zip(quads, read) if text.strip() and conf >= TEXT_SCORE]
             results.append(Page(w, h, lines, {"detect": per_page + t1 - t0, "recognize": t2 - t1}))
         return results
@@ -179,7 +181,7 @@ class PpOcr:
         results = []
         for rgb, crop in zip(images, crops):
             # One call per image, as the reference did: batch composition changes the output.
-            text, conf = recognize.read([crop], self._runner(self.rec, 2), self.alphabet)[0]
+            text, conf = recognize.read([crop], self._runner(self.rec, "rec"), self.alphabet)[0]
             h, w = rgb.shape[:2]
             quad = [[0.0, 0.0], [float(w), 0.0], [float(w), float(h)], [0.0, float(h)]]
             results.append(Page(w, h, [Line(text, conf, quad)], {"detect": 0.0, "recognize": 0.0}))

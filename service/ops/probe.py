@@ -1,6 +1,6 @@
 """Readiness probe: ask an instance's /readyz over the uwsgi protocol, as Nginx would.
 
-    python -m service.probe [--wait SECONDS] [PORT...]    (no PORT: every declared instance)
+    python -m service.ops.probe [--wait SECONDS] [PORT...]    (no PORT: every declared instance)
 
 uWSGI tells systemd READY as soon as its master runs, before lazy workers have loaded their
 models; this probe is what `make run`, `make status` and the unit's ExecStartPost wait on
@@ -16,7 +16,7 @@ import struct
 import sys
 import time
 
-from . import settings as settings_mod
+from .. import settings as settings_mod
 
 
 def _vars(pairs: dict[str, str]) -> bytes:
@@ -84,7 +84,7 @@ def report(ports: list[int]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m service.probe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m service.ops.probe", description=__doc__.splitlines()[0])
     parser.add_argument("ports", nargs="*", type=int, help="instance ports (default: every declared one)")
     parser.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for readiness")
     args = parser.parse_args(argv)

@@ -3,16 +3,16 @@
 /healthz: this worker process lives (200 while it can answer at all).
 /readyz:  this worker's model is loaded and warmed (200), else 503 JSON. Its body also counts the
           ready workers of the whole instance (from the shared metrics folder), which is what
-          service/probe.py waits for before `make run` or systemd call an instance started.
+          service/ops/probe.py waits for before `make run` or systemd call an instance started.
 """
 
 from __future__ import annotations
 
 import os
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
-from . import metrics
+from . import metrics, state
 
 bp = Blueprint("health", __name__)
 
@@ -24,9 +24,9 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    state = current_app.extensions["parse"]
-    state.require()  # 503 model_loading / model_load_failed, as for /v1/parse
-    inst = state.instance
+    worker = state.current()
+    worker.require()  # 503 model_loading / model_load_failed, as for /v1/parse
+    inst = worker.instance
     ready = metrics.ready_workers(str(inst.port))
     # Outside uWSGI (no shared metrics folder) this process is the whole instance.
     workers, ready = (1, 1) if ready is None else (inst.processes, ready)

@@ -9,7 +9,7 @@
 
 (() => {
   const API = "v1/parse"; // relative: the page also works behind a proxy under a sub-path
-  const PALETTE = 6; // box colours c0..c5 in style.css, the same order as service/annotate.py
+  const PALETTE = 6; // box colours c0..c5 in style.css, the same order as service/web/annotate.py
   const SVG_NS = "http://www.w3.org/2000/svg";
   const REQUEST_TIMEOUT_MS = 180000;
 

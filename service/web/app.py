@@ -12,65 +12,17 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import threading
-import time
 import uuid
 
 from flask import Flask, g, has_request_context, request
 
-from . import annotate, api, auth, guards, health, metrics, openapi
-from . import settings as settings_mod
-from .errors import ApiError, register_error_handlers
-from .ocr import OcrModel, load_model
-from .settings import Settings
+from .. import settings as settings_mod
+from ..settings import Settings
+from . import annotate, api, auth, health, metrics, openapi
+from .errors import register_error_handlers
+from .state import WorkerState
 
 log = logging.getLogger(__name__)
-
-# Seconds a client is told to wait while a worker loads its model (a load takes a few seconds).
-RETRY_AFTER_LOADING = 5
-
-
-class ModelState:
-    """This worker's model and whether it is ready; shared by the routes through app.extensions."""
-
-    def __init__(self, cfg: Settings):
-        self.cfg = cfg
-        self.instance = cfg.current_instance()
-        self.model: OcrModel | None = None
-        self.error: str | None = None
-        self.ready = threading.Event()
-
-    def load(self) -> None:
-        """Load and warm the model (blocking); readiness is set only after a real image went through."""
-        start = time.perf_counter()
-        try:
-            model = load_model(self.cfg.model, self.instance.device, self.instance.threads)
-            model.warmup()
-        except Exception as exc:  # the worker stays up and says why in /readyz and the log
-            log.exception("model load failed")
-            self.error = f"{type(exc).__name__}: {exc}"
-            return
-        seconds = time.perf_counter() - start
-        self.model = model
-        metrics.MODEL_LOAD_SECONDS.observe(seconds)
-        metrics.WORKER_READY.labels(str(self.instance.port)).set(1)
-        self.ready.set()
-        log.info("ready: %s %s on %s in %.2fs", model.info.name, model.info.version, model.device, seconds)
-
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.load, name="model-load", daemon=True)
-        thread.start()
-        return thread
-
-    def require(self) -> OcrModel:
-        """The model, or the 503 a client gets while it loads (or after it failed to)."""
-        if self.model is not None:
-            return self.model
-        if self.error is not None:
-            raise ApiError(503, "model_load_failed", f"this worker could not load its model: {self.error}")
-        raise ApiError(503, "model_loading", "the model is still loading; retry shortly",
-                       {"Retry-After": str(RETRY_AFTER_LOADING)})
-
 
 class _RequestIdFilter(logging.Filter):
     """Stamps every log record with the request id, so a client's X-Request-ID finds its log lines."""
@@ -95,7 +47,7 @@ def _configure_logging() -> None:
 def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
     """Build the app for `settings` (default: conf/parse.toml or $PARSE_CONFIG).
 
-    load=False leaves the model unloaded (tests call `app.extensions["parse"].load()` themselves).
+    load=False leaves the model unloaded (tests call `state.current().load()` themselves).
     """
     cfg = settings or settings_mod.load()
     _configure_logging()
@@ -104,9 +56,8 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
     app.json.sort_keys = False  # keys in the documented order: request_id first
     # The app's own body limit, the same number as Nginx's client_max_body_size.
     app.config["MAX_CONTENT_LENGTH"] = cfg.limits.max_body_bytes
-    app.config["PARSE_SETTINGS"] = cfg
-    state = ModelState(cfg)
-    app.extensions["parse"] = state
+    state = WorkerState(cfg)
+    app.extensions[WorkerState.KEY] = state
 
     @app.before_request
     def _request_id() -> None:
@@ -120,9 +71,8 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         return response
 
-    # Issue 4: API keys and the /metrics allow-list first (401/403), then the body guards and the deadline.
+    # API keys and the /metrics allow-list run first (401/403), before any blueprint's own checks.
     auth.register(app, cfg.auth)
-    guards.register(app)
     register_error_handlers(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
@@ -133,7 +83,7 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
     atexit.register(metrics.mark_exit)
     if load:
         state.start()
-        # Issue 5: ?annotate=1 results expire on time even when nobody writes new ones.
+        # ?annotate=1 results expire on time even when nobody writes new ones.
         annotate.start_sweeper(cfg.results)
     log.info("worker %d up for instance %d (%s); model loading", os.getpid(), state.instance.port, cfg.path)
     return app

@@ -21,13 +21,14 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .settings import ResultsSettings
+from ..ocr.types import Quad
+from ..settings import ResultsSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,6 @@ TMP_PREFIX = ".tmp-"
 
 # Box colours cycle so that neighbouring lines stay apart; the same order as the web page's.
 COLORS = ((37, 99, 235), (220, 38, 38), (5, 150, 105), (217, 119, 6), (124, 58, 237), (8, 145, 178))
-
-Quad = Sequence[Sequence[float]]
-
 
 def new_id() -> str:
     """A result id nobody can guess: 128 bits from the OS's CSPRNG, URL-safe."""

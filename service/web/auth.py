@@ -8,44 +8,23 @@ revoking a key needs no restart. Only digests are stored: the file leaks no usab
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import logging
 import os
-import re
 from pathlib import Path
 
 from flask import Flask, request
 
-from .errors import ApiError
-from .settings import AuthSettings
+from ..apikeys import digest, read_keys
+from ..errors import ClientError
+from ..settings import AuthSettings
 
 log = logging.getLogger(__name__)
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 CHALLENGE = 'Bearer realm="parse"'
 _MISSING = (-1, -1, -1)  # KeyFile stamp while the file cannot be read
-
-
-def digest(key: str) -> str:
-    """What the keys file stores for `key`."""
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def read_keys(path: Path) -> dict[str, str]:
-    """digest -> label for every well-formed line of a keys file ('#' starts a comment)."""
-    keys: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        fields = line.split("#", 1)[0].split(maxsplit=1)
-        if not fields:
-            continue
-        if not _DIGEST.match(fields[0]):
-            log.warning("%s:%d is not a SHA-256 hex digest; ignored", path, number)
-            continue
-        keys[fields[0]] = fields[1].strip() if len(fields) > 1 else ""
-    return keys
 
 
 class KeyFile:
@@ -108,13 +87,13 @@ def register(app: Flask, cfg: AuthSettings) -> None:
     @app.before_request
     def _authorize() -> None:
         if request.path == "/metrics" and not metrics_allowed(request.remote_addr, cfg.metrics_allow):
-            raise ApiError(403, "forbidden", "/metrics is served to loopback and [auth] metrics_allow only")
+            raise ClientError(403, "forbidden", "/metrics is served to loopback and [auth] metrics_allow only")
         if keys is None or not request.path.startswith("/v1/"):
             return
         key = bearer_key()
         if key is None:
-            raise ApiError(401, "missing_api_key", "send the API key as 'Authorization: Bearer <key>'",
+            raise ClientError(401, "missing_api_key", "send the API key as 'Authorization: Bearer <key>'",
                            {"WWW-Authenticate": CHALLENGE})
         if not keys.accepts(key):
-            raise ApiError(401, "invalid_api_key", "the API key is not valid (revoked or mistyped)",
+            raise ClientError(401, "invalid_api_key", "the API key is not valid (revoked or mistyped)",
                            {"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'})

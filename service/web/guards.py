@@ -1,6 +1,6 @@
-"""Request-level guards for POST /v1/parse: the body's shape and size, and the processing deadline.
+"""Request-level guards for the API's uploads: the body's shape and size, and the processing deadline.
 
-They run before the route reads the body, so a malformed request costs no decoding and its answer
+`check_upload` is the API blueprint's before_request: it runs before a route reads the body, so a malformed request costs no decoding and its answer
 says what to fix. Nginx enforces the same body limit first (client_max_body_size, rendered from
 the same [limits] value); the app checks again for requests that reach uWSGI directly.
 
@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, current_app, g, request
+from flask import g, request
 
-from .errors import ApiError
-
-# The endpoint the guards apply to (Flask endpoint name of POST /v1/parse).
-GUARDED = "api.parse"
+from ..errors import ClientError
+from . import state
 
 
 class Deadline:
@@ -33,7 +31,7 @@ class Deadline:
 
     def check(self, stage: str) -> None:
         if time.monotonic() > self.expires:
-            raise ApiError(
+            raise ClientError(
                 504,
                 "deadline_exceeded",
                 f"processing passed the {self.seconds:g} s deadline at {stage}; "
@@ -42,42 +40,41 @@ class Deadline:
 
 
 def deadline() -> Deadline:
-    """This request's deadline (started by `check_request` when the request arrived)."""
+    """This request's deadline (started by `check_upload` when the request arrived)."""
     return g.deadline
 
 
-def check_request() -> None:
-    """Refuse an empty, oversized or boundary-less body before the route parses it; start the deadline."""
-    if request.endpoint != GUARDED:
+def check_upload() -> None:
+    """Refuse an empty, oversized or boundary-less body before the route parses it; start the deadline.
+
+    Every POST to the API carries an upload; its other methods read nothing and pass.
+    """
+    if request.method != "POST":
         return
-    limits = current_app.config["PARSE_SETTINGS"].limits
+    limits = state.current().cfg.limits
     g.deadline = Deadline(limits.deadline_seconds)
     length = request.content_length
     if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         # Nginx de-chunks bodies and passes their length; uWSGI alone cannot read a chunked body.
-        raise ApiError(411, "length_required", "send the body with a Content-Length header, not chunked")
+        raise ClientError(411, "length_required", "send the body with a Content-Length header, not chunked")
     if not length:
-        raise ApiError(
+        raise ClientError(
             400,
             "empty_body",
             "the request body is empty: send the image as a multipart/form-data field 'image' "
             "(curl -F image=@page.jpg), or as the raw body with Content-Type image/*",
         )
     if length > limits.max_body_bytes:
-        raise ApiError(
+        raise ClientError(
             413,
             "body_too_large",
             f"the body is {length:,} bytes; the limit is {limits.max_body_bytes:,}: "
             "send fewer or smaller (recompressed) images",
         )
     if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
-        raise ApiError(
+        raise ClientError(
             400,
             "missing_boundary",
             "Content-Type multipart/form-data has no boundary parameter: let the HTTP client build the "
             "form and its header (curl -F image=@page.jpg) instead of setting Content-Type by hand",
         )
-
-
-def register(app: Flask) -> None:
-    app.before_request(check_request)

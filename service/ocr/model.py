@@ -1,6 +1,6 @@
 """The OCR model interface shared by both families, and the loader that picks one.
 
-A family (service/easyocr, service/ppocr) provides a class with `load` (classmethod: weights to a
+A family (service/ocr/easyocr, service/ocr/ppocr) provides a class with `load` (classmethod: weights to a
 ready model on a device), `parse` (pages: detect + recognise) and `recognize` (each image is one
 text line). The app, the CLI and the benchmarks only ever see this interface.
 """
@@ -10,56 +10,22 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 
+from ..settings import ModelSettings
 from . import allocator
-from .settings import ModelSettings
+from .types import ModelInfo, Page
 
 log = logging.getLogger(__name__)
 
 # family name -> "module:Class"; the module is imported only when the family is chosen.
 FAMILIES = {
-    "easyocr": "service.easyocr.pipeline:EasyOcr",
-    "ppocr": "service.ppocr.pipeline:PpOcr",
+    "easyocr": "service.ocr.easyocr.pipeline:EasyOcr",
+    "ppocr": "service.ocr.ppocr.pipeline:PpOcr",
 }
-
-Quad = list[list[float]]  # 4 [x, y] points, clockwise from top-left, in the original image's pixels
-
-
-@dataclass
-class Line:
-    text: str
-    confidence: float
-    quad: Quad
-
-    def to_json(self) -> dict:
-        return {"text": self.text, "confidence": round(float(self.confidence), 6),
-                "quad": [[float(x), float(y)] for x, y in self.quad]}
-
-
-@dataclass
-class Page:
-    """One image's result: lines in reading order, and seconds spent per stage."""
-
-    width: int
-    height: int
-    lines: list[Line]
-    timing: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(line.text for line in self.lines)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    version: str
-    weights_sha256: dict[str, str]
 
 
 class OcrModel(Protocol):

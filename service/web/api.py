@@ -1,7 +1,7 @@
 """The OCR API: POST /v1/parse and GET /v1/models.
 
 A parse request goes through three steps, each timed: decode (uploaded bytes -> RGB arrays,
-service/images.py), predict (the model's detect + recognise, service/ocr.py) and encode (pages ->
+service/documents/images.py), predict (the model's detect + recognise, service/ocr/model.py) and encode (pages ->
 the JSON a client gets).
 """
 
@@ -11,23 +11,23 @@ import time
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
-from . import allocator, annotate, guards, metrics
-from .errors import ApiError
-from .images import decode_page
-from .ocr import OcrModel, Page
+from ..documents.images import decode_page
+from ..errors import ClientError
+from ..ocr import allocator
+from ..ocr.model import OcrModel
+from ..ocr.types import Page
+from . import annotate, guards, metrics, state
+from .guards import Deadline
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
+bp.before_request(guards.check_upload)
 
 # Multipart fields that may carry images: `image` is documented, `file` is what many clients send.
 FIELDS = ("image", "file")
 HOW_TO_SEND = ("send the image as a multipart/form-data field 'image' (or 'file'; several files allowed), "
                "or as the raw request body with Content-Type image/*")
-
-
-def _state():
-    return current_app.extensions["parse"]
 
 
 def uploads() -> list[bytes]:
@@ -36,16 +36,16 @@ def uploads() -> list[bytes]:
         files = [f for name in FIELDS for f in request.files.getlist(name)]
         if not files:
             sent = ", ".join(repr(name) for name in request.files) or "none"
-            raise ApiError(400, "missing_image", f"no file in the form (file fields sent: {sent}): {HOW_TO_SEND}")
+            raise ClientError(400, "missing_image", f"no file in the form (file fields sent: {sent}): {HOW_TO_SEND}")
         blobs = [f.read() for f in files]
     elif request.mimetype.startswith("image/"):
         blobs = [request.get_data()]
     else:
-        raise ApiError(415, "unsupported_media_type",
+        raise ClientError(415, "unsupported_media_type",
                        f"Content-Type {request.mimetype or '(none)'} is not accepted: {HOW_TO_SEND}")
-    max_images = current_app.config["PARSE_SETTINGS"].limits.max_images
+    max_images = state.current().cfg.limits.max_images
     if len(blobs) > max_images:
-        raise ApiError(413, "too_many_images", f"{len(blobs)} images sent; at most {max_images} per request")
+        raise ClientError(413, "too_many_images", f"{len(blobs)} images sent; at most {max_images} per request")
     return blobs
 
 
@@ -58,17 +58,18 @@ def read_mode() -> str:
     """The query's mode, checked before the body is read: a typo costs the client no upload."""
     mode = request.args.get("mode", "page")
     if mode not in MODES:
-        raise ApiError(400, "invalid_mode", f"mode={mode!r} is not accepted: use mode=page (find every text line, "
+        raise ClientError(400, "invalid_mode", f"mode={mode!r} is not accepted: use mode=page (find every text line, "
                                             "the default) or mode=line (each image is one text line)")
     return mode
 
 
-def decode_all(blobs: list[bytes], with_grey: bool) -> tuple[list[np.ndarray], list[np.ndarray | None] | None]:
+def decode_all(blobs: list[bytes], with_grey: bool,
+               deadline: Deadline) -> tuple[list[np.ndarray], list[np.ndarray | None] | None]:
     """RGB pages, plus the file-decoded grey pages when the model reads grey (model.reads_grey)."""
-    limits = current_app.config["PARSE_SETTINGS"].limits
+    limits = state.current().cfg.limits
     images, greys = [], []
     for number, blob in enumerate(blobs, 1):
-        guards.deadline().check(f"decoding image {number}")  # issue 4: cooperative deadline
+        deadline.check(f"decoding image {number}")
         rgb, grey = decode_page(blob, limits, with_grey)
         images.append(rgb)
         greys.append(grey)
@@ -100,14 +101,16 @@ def encode(model: OcrModel, pages: list[Page], timing: dict[str, float]) -> dict
 def parse():
     start = time.perf_counter()
     mode = read_mode()
-    model = _state().require()  # 503 before anything is read while the model loads
-    images, greys = decode_all(uploads(), model.reads_grey)
+    worker = state.current()
+    model = worker.require()  # 503 before anything is read while the model loads
+    deadline = guards.deadline()
+    images, greys = decode_all(uploads(), model.reads_grey, deadline)
     decoded = time.perf_counter()
-    guards.deadline().check("the model call")
+    deadline.check("the model call")
     pages = predict(model, images, greys, mode)
     # The page's tensors are freed by now: memory past the worker's allowance goes back to the kernel.
-    allocator.release_above(current_app.config["PARSE_SETTINGS"].limits.worker_memory_bytes)
-    guards.deadline().check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
+    allocator.release_above(worker.cfg.limits.worker_memory_bytes)
+    deadline.check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
     timing = {
         "decode": decoded - start,
         "detect": sum(p.timing.get("detect", 0.0) for p in pages),
@@ -120,9 +123,9 @@ def parse():
     metrics.IMAGES.inc(len(pages))
     metrics.LINES.inc(sum(len(p.lines) for p in pages))
     body = encode(model, pages, timing)
-    # Issue 5: ?annotate=1 also keeps each image with its boxes as /results/<id>.png (service/annotate.py).
+    # ?annotate=1 also keeps each image with its boxes as /results/<id>.png (service/web/annotate.py).
     if request.args.get("annotate") == "1":
-        results = current_app.config["PARSE_SETTINGS"].results
+        results = worker.cfg.results
         for image, page, out in zip(images, pages, body["images"]):
             out["annotated_url"] = annotate.annotate(image, [line.quad for line in page.lines], results)
     return jsonify(body)
@@ -130,12 +133,12 @@ def parse():
 
 @bp.get("/models")
 def models():
-    state = _state()
-    model = state.require()
-    inst = state.instance
+    worker = state.current()
+    model = worker.require()
+    inst = worker.instance
     return jsonify({
         "model": model_json(model),
-        "family": state.cfg.model.family,
+        "family": worker.cfg.model.family,
         "precision": model.precision,
         "device": str(model.device),
         "threads": inst.threads,

@@ -1,0 +1,82 @@
+"""`python -m service.keys add|revoke|list`: manage the API keys file named by [auth] keys_file.
+
+The running service re-reads the file when it changes (service/web/auth.py), so a key added or revoked
+here takes effect on the next request, without a restart. The file holds only SHA-256 digests; a
+new key is printed once and never stored. Writes replace the file atomically, so a worker never
+reads half a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from .. import settings
+from ..apikeys import digest, read_keys
+
+
+def write_keys(path: Path, keys: dict[str, str]) -> None:
+    """Replace the file in one rename, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# parse API keys: SHA-256 of each key, then its label. Managed by python -m service.keys."]
+    lines += [f"{d} {label}".rstrip() for d, label in keys.items()]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def add(path: Path, label: str) -> str:
+    """Create a key, store its digest under `label`, and return the key (shown once)."""
+    key = secrets.token_urlsafe(32)
+    keys = read_keys(path) if path.exists() else {}
+    keys[digest(key)] = label
+    write_keys(path, keys)
+    return key
+
+
+def revoke(path: Path, which: str) -> list[str]:
+    """Remove every key whose label equals `which` or whose digest starts with it (8+ hex digits)."""
+    keys = read_keys(path) if path.exists() else {}
+    gone = [d for d, label in keys.items() if label == which or (len(which) >= 8 and d.startswith(which))]
+    write_keys(path, {d: label for d, label in keys.items() if d not in gone})
+    return gone
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.keys", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("add", help="create a key and print it once").add_argument("--label", default="")
+    sub.add_parser("revoke", help="remove keys by label or digest prefix").add_argument("which")
+    sub.add_parser("list", help="show digests and labels")
+    args = parser.parse_args(argv)
+
+    path = settings.load().auth.keys_file
+    if path is None:
+        print("API keys are off: set [auth] keys_file in conf/parse.toml first", file=sys.stderr)
+        return 2
+    if args.command == "add":
+        print(add(path, args.label))
+        print(f"stored its digest in {path}; the key is not shown again", file=sys.stderr)
+    elif args.command == "revoke":
+        gone = revoke(path, args.which)
+        print(f"revoked {len(gone)} key(s)", file=sys.stderr)
+        if not gone:
+            return 1
+    else:
+        for d, label in (read_keys(path) if path.exists() else {}).items():
+            print(f"{d[:16]}  {label}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The HTTP layer: the Flask app factory, its blueprints, the guards and the metrics."""

@@ -1,0 +1,72 @@
+"""The per-worker state every route reads: the settings and the model, loaded in the background.
+
+Routes reach it through `current()`, the one accessor, so that no route reads Flask's config or
+extensions by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from flask import current_app
+
+from ..errors import ClientError
+from ..ocr.model import OcrModel, load_model
+from ..settings import Settings
+from . import metrics
+
+log = logging.getLogger(__name__)
+
+# Seconds a client is told to wait while a worker loads its model (a load takes a few seconds).
+RETRY_AFTER_LOADING = 5
+
+
+class WorkerState:
+    """This worker's settings, its model and whether it is ready: the one thing routes reach for."""
+
+    KEY = "parse"  # its name in app.extensions
+
+    def __init__(self, cfg: Settings):
+        self.cfg = cfg
+        self.instance = cfg.current_instance()
+        self.model: OcrModel | None = None
+        self.error: str | None = None
+        self.ready = threading.Event()
+
+    def load(self) -> None:
+        """Load and warm the model (blocking); readiness is set only after a real image went through."""
+        start = time.perf_counter()
+        try:
+            model = load_model(self.cfg.model, self.instance.device, self.instance.threads)
+            model.warmup()
+        except Exception as exc:  # the worker stays up and says why in /readyz and the log
+            log.exception("model load failed")
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        seconds = time.perf_counter() - start
+        self.model = model
+        metrics.MODEL_LOAD_SECONDS.observe(seconds)
+        metrics.WORKER_READY.labels(str(self.instance.port)).set(1)
+        self.ready.set()
+        log.info("ready: %s %s on %s in %.2fs", model.info.name, model.info.version, model.device, seconds)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.load, name="model-load", daemon=True)
+        thread.start()
+        return thread
+
+    def require(self) -> OcrModel:
+        """The model, or the 503 a client gets while it loads (or after it failed to)."""
+        if self.model is not None:
+            return self.model
+        if self.error is not None:
+            raise ClientError(503, "model_load_failed", f"this worker could not load its model: {self.error}")
+        raise ClientError(503, "model_loading", "the model is still loading; retry shortly",
+                          {"Retry-After": str(RETRY_AFTER_LOADING)})
+
+
+def current() -> WorkerState:
+    """The state of the worker answering this request."""
+    return current_app.extensions[WorkerState.KEY]

@@ -1,0 +1,66 @@
+"""The dependency rule between the layers, read from the import statements of every module.
+
+The model layer (service/ocr) and the documents layer (service/documents) never import Flask or
+the web layer, so the CLI and the benchmarks run them without a web stack; the web layer reaches
+a family only through the model interface (service/ocr/model.py), never into its internals.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from service.settings import ROOT
+
+SERVICE = ROOT / "service"
+FAMILIES = ("service.ocr.easyocr", "service.ocr.ppocr")
+
+
+def imports(path: Path) -> set[str]:
+    """Absolute names of every module `path` imports, relative imports resolved."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    if path.name == "__init__.py":
+        package = ".".join(path.relative_to(ROOT).parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            base = base[:len(base) - node.level + 1] if node.level else []
+            module = ".".join([*base, node.module] if node.module else base)
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def modules(folder: str) -> list[Path]:
+    return sorted((SERVICE / folder).rglob("*.py"))
+
+
+def test_the_rule_sees_imports():
+    """The reader itself: a relative import in a family resolves to its absolute name."""
+    names = imports(SERVICE / "ocr" / "easyocr" / "pipeline.py")
+    assert "service.ocr.types" in names and "service.settings" in names, names
+
+
+@pytest.mark.parametrize("layer", ["ocr", "documents"])
+def test_lower_layers_import_no_web(layer):
+    bad = {str(p.relative_to(ROOT)): sorted(n for n in imports(p)
+                                             if n.split(".")[0] in ("flask", "werkzeug") or n.startswith("service.web"))
+           for p in modules(layer)}
+    assert not {k: v for k, v in bad.items() if v}
+
+
+def test_model_layer_imports_no_documents_or_ops():
+    bad = {str(p.relative_to(ROOT)): sorted(n for n in imports(p) if n.startswith(("service.documents", "service.ops")))
+           for p in modules("ocr")}
+    assert not {k: v for k, v in bad.items() if v}
+
+
+def test_web_reaches_families_only_through_the_interface():
+    bad = {str(p.relative_to(ROOT)): sorted(n for n in imports(p) if n.startswith(FAMILIES))
+           for p in modules("web")}
+    assert not {k: v for k, v in bad.items() if v}
