@@ -35,8 +35,10 @@ from .store import Job, PageTask, Store, holder
 
 log = logging.getLogger("service.jobs")
 
-# Expired jobs are swept this often (the TTL is hours; a minute late costs nothing).
-SWEEP_SECONDS = 60.0
+# Expired jobs are swept every tenth of the TTL, 1 s to 60 s: a result is gone soon after its time.
+def sweep_seconds(ttl_seconds: float) -> float:
+    return min(60.0, max(1.0, ttl_seconds / 10))
+
 # Backoff between tries of a page the fleet could not take (restarting, overloaded), in seconds.
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
 # Statuses that mean "not now" rather than "never": tried again for as long as the job is held.
@@ -214,7 +216,7 @@ def main() -> None:
     last_sweep = 0.0
     while True:
         try:
-            if time.monotonic() - last_sweep > SWEEP_SECONDS:
+            if time.monotonic() - last_sweep > sweep_seconds(cfg.jobs.ttl_seconds):
                 last_sweep = time.monotonic()
                 for job_id in store.expire():
                     log.info("job=%s expired: deleted", job_id)

@@ -128,6 +128,6 @@ def delete(job_id: str):
     if job.status in FINISHED:
         store.forget(job.id)
         log.info("job=%s deleted", job.id)
-        return jsonify({"id": job.id, "status": "deleted"})
+        return jsonify({**job.to_json(), "status": "deleted"})
     log.info("job=%s cancelled by its client after %d of %d pages", job.id, job.pages_done, job.pages_total)
     return jsonify(store.get(job.id).to_json())  # type: ignore[union-attr]
