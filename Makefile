@@ -8,6 +8,7 @@
 #   make stop         stops what `make run` started, by PID, gracefully
 #   make status       each instance's readiness
 #   make bench        the serving stack through Nginx: throughput, latency, overhead, 1 vs 2 instances
+#   make bench-jobs   pages per second of a 50-page job against the same pages one request at a time
 #   sudo make install systemd units + Nginx site on a real host (PREFIX=/opt/parse)
 
 SHELL := /bin/bash
@@ -22,7 +23,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test bench-model bench-rapidocr bench-easyocr nginx run stop status bench install
+.PHONY: setup system-deps weights test bench-model bench-rapidocr bench-easyocr nginx run stop status bench bench-jobs install
 
 setup: $(VENV)/.installed weights
 
@@ -98,6 +99,10 @@ status:
 bench: setup nginx
 	$(PY) -m tests.bench_stack
 
+# A 50-page job on the default stack against the same pages sent one request at a time.
+bench-jobs: setup nginx
+	$(PY) -m tests.bench_jobs
+
 # A real host: code and venv in $(PREFIX), files rendered from conf/parse.toml into /etc, one
 # parse@PORT unit per declared instance under parse.target, the Nginx site enabled.
 install: nginx
@@ -111,6 +116,8 @@ install: nginx
 	@# ?annotate=1 writes result PNGs here (writable through the drop-in's ReadWritePaths);
 	@# Nginx's user reads them as a member of group parse (the unit's UMask=0027 keeps them 0640).
 	install -d -o parse -g parse -m 0750 "$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().results.dir)')"
+	@# The job store: SQLite, uploads and page results, shared by every instance (the drop-in's ReadWritePaths).
+	install -d -o parse -g parse -m 0750 "$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().jobs.dir)')"
 	id -u www-data >/dev/null 2>&1 && usermod -aG parse www-data || true
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse@.service > /etc/systemd/system/parse@.service
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse.target > /etc/systemd/system/parse.target

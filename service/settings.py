@@ -58,6 +58,25 @@ class ResultsSettings:
 
 
 @dataclass(frozen=True)
+class JobsSettings:
+    dir: Path = ROOT / "run" / "jobs"
+    max_pages: int = 500
+    max_bytes: int = 200 * 1024 * 1024
+    max_waiting: int = 4
+    workers: int = 1
+    max_running: int = 1
+    ttl_seconds: int = 86400
+    dir_max_bytes: int = 4 * 1024 * 1024 * 1024
+    lease_seconds: float = 30.0
+    poll_seconds: float = 0.5
+    page_attempts: int = 3
+
+    @property
+    def db(self) -> Path:
+        return self.dir / "jobs.sqlite3"
+
+
+@dataclass(frozen=True)
 class Instance:
     port: int
     weight: int = 1
@@ -74,6 +93,7 @@ class Settings:
     nginx: NginxSettings = field(default_factory=NginxSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     results: ResultsSettings = field(default_factory=ResultsSettings)
+    jobs: JobsSettings = field(default_factory=JobsSettings)
     instances: tuple[Instance, ...] = ()
 
     def instance(self, port: int) -> Instance:
@@ -115,6 +135,9 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     results = dict(raw.get("results", {}))
     if "dir" in results:
         results["dir"] = _path(results["dir"], base)
+    jobs = dict(raw.get("jobs", {}))
+    if "dir" in jobs:
+        jobs["dir"] = _path(jobs["dir"], base)
 
     instances = tuple(Instance(**i) for i in raw.get("instances", ()))
     ports = [i.port for i in instances]
@@ -127,5 +150,6 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         nginx=NginxSettings(**raw.get("nginx", {})),
         auth=AuthSettings(**auth),
         results=ResultsSettings(**results),
+        jobs=JobsSettings(**jobs),
         instances=instances,
     )

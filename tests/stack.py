@@ -44,8 +44,9 @@ def default_family() -> str:
 
 
 def write_config(folder: Path, instances: list[dict], family: str | None = None,
-                 deadline_seconds: float = 20) -> Settings:
-    """A parse.toml in `folder` for these instances (weight/processes/threads), on free ports."""
+                 deadline_seconds: float = 20, extra: str = "") -> Settings:
+    """A parse.toml in `folder` for these instances (weight/processes/threads), on free ports;
+    `extra` is more TOML (tables such as [jobs] or [auth])."""
     used: set[int] = set()
     nginx_port = free_port(used)
     blocks = "".join(
@@ -55,7 +56,7 @@ def write_config(folder: Path, instances: list[dict], family: str | None = None,
             f"[limits]\ndeadline_seconds = {deadline_seconds}\n\n"
             # Generous: the tests measure the stack, not the rate limit.
             f"[nginx]\nlisten = \"127.0.0.1:{nginx_port}\"\nrate_per_second = 10000\nrate_burst = 10000\n\n"
-            f"[results]\ndir = \"{folder / 'results'}\"\n\n{blocks}")
+            f"[results]\ndir = \"{folder / 'results'}\"\n\n{extra}\n{blocks}")
     path = folder / "parse.toml"
     path.write_text(text)
     return settings_mod.load(path)
@@ -76,8 +77,10 @@ class Response:
         return self.headers.get("X-Upstream", "").split(",")[-1].strip()
 
 
-def http(url: str, data: bytes | None = None, content_type: str | None = None, timeout: float = 60) -> Response:
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type} if content_type else {})
+def http(url: str, data: bytes | None = None, content_type: str | None = None, timeout: float = 60,
+         headers: dict[str, str] | None = None, method: str | None = None) -> Response:
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={**({"Content-Type": content_type} if content_type else {}), **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return Response(r.status, dict(r.headers), r.read())

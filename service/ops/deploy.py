@@ -152,13 +152,20 @@ def nginx_limit_req(cfg: Settings) -> str:
             f"{per_key}")
 
 
+def nginx_jobs(cfg: Settings) -> str:
+    return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
+            f"client_max_body_size {cfg.jobs.max_bytes};\n"
+            f"set $parse_max_body_bytes {cfg.jobs.max_bytes};\n")
+
+
 def systemd_dropin(cfg: Settings) -> str:
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
             f"[Service]\n"
             f"# In-flight requests finish (harakiri {harakiri_s(cfg)} s bounds them), then the kill.\n"
             f"TimeoutStopSec={stop_timeout_s(cfg)}\n"
-            # ProtectSystem=strict leaves only this writable: ?annotate=1's result PNGs.
-            f"ReadWritePaths={cfg.results.dir}\n")
+            # ProtectSystem=strict leaves only these writable: ?annotate=1's result PNGs, and the
+            # job store (SQLite, uploads, page results).
+            f"ReadWritePaths={cfg.results.dir} {cfg.jobs.dir}\n")
 
 
 @dataclass(frozen=True)
@@ -234,6 +241,7 @@ def render_dev(cfg: Settings, run: Path) -> DevLayout:
     _write(parse_dir / "http.conf", nginx_http(cfg))
     _write(parse_dir / "server.conf", nginx_server(cfg, layout.logs / "access.json"))
     _write(parse_dir / "limit_req.conf", nginx_limit_req(cfg))
+    _write(parse_dir / "jobs.conf", nginx_jobs(cfg))
     shutil.copyfile(HOST_NGINX / "uwsgi_params", layout.nginx_dir / "uwsgi_params")
     _write(layout.nginx_dir / "nginx.conf", nginx_main_dev(layout))
     for d in (layout.logs, layout.pids, layout.metrics, *(layout.nginx_dir / "tmp" / k for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))):
@@ -253,6 +261,7 @@ def render_host(cfg: Settings, destdir: Path = Path("/")) -> list[Path]:
         at(HOST_NGINX / "parse" / "http.conf"): nginx_http(cfg),
         at(HOST_NGINX / "parse" / "server.conf"): nginx_server(cfg, HOST_LOG / "parse.access.json"),
         at(HOST_NGINX / "parse" / "limit_req.conf"): nginx_limit_req(cfg),
+        at(HOST_NGINX / "parse" / "jobs.conf"): nginx_jobs(cfg),
         at(HOST_SYSTEMD / "parse@.service.d" / "parse-toml.conf"): systemd_dropin(cfg),
     }
     for path, text in files.items():

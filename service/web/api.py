@@ -30,8 +30,10 @@ HOW_TO_SEND = ("send the image as a multipart/form-data field 'image' (or 'file'
                "or as the raw request body with Content-Type image/*")
 
 
-def uploads() -> list[bytes]:
-    """The uploaded files' bytes, from multipart fields or from a raw image/* body."""
+def uploads(max_files: int | None = None) -> list[bytes]:
+    """The uploaded files' bytes, from multipart fields or from a raw image/* body.
+
+    At most `max_files` (default [limits] max_images; a job allows as many as its pages)."""
     if request.mimetype == "multipart/form-data":
         files = [f for name in FIELDS for f in request.files.getlist(name)]
         if not files:
@@ -43,7 +45,7 @@ def uploads() -> list[bytes]:
     else:
         raise ClientError(415, "unsupported_media_type",
                        f"Content-Type {request.mimetype or '(none)'} is not accepted: {HOW_TO_SEND}")
-    max_images = state.current().cfg.limits.max_images
+    max_images = max_files or state.current().cfg.limits.max_images
     if len(blobs) > max_images:
         raise ClientError(413, "too_many_images", f"{len(blobs)} images sent; at most {max_images} per request")
     return blobs

@@ -18,7 +18,7 @@ from flask import Flask, g, has_request_context, request
 
 from .. import settings as settings_mod
 from ..settings import Settings
-from . import annotate, api, auth, health, metrics, openapi
+from . import annotate, api, auth, health, jobs, metrics, openapi
 from .errors import register_error_handlers
 from .state import WorkerState
 
@@ -29,6 +29,9 @@ class _RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        job = g.get("job_id") if has_request_context() else None
+        if job:  # a job's page or a job route: its id on every line, like the coordinator's
+            record.request_id += f" job={job}"
         return True
 
 
@@ -55,7 +58,8 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.json.sort_keys = False  # keys in the documented order: request_id first
     # The app's own body limit, the same number as Nginx's client_max_body_size.
-    app.config["MAX_CONTENT_LENGTH"] = cfg.limits.max_body_bytes
+    # Jobs take larger uploads; each blueprint checks its own limit before reading the body.
+    app.config["MAX_CONTENT_LENGTH"] = max(cfg.limits.max_body_bytes, cfg.jobs.max_bytes)
     state = WorkerState(cfg)
     app.extensions[WorkerState.KEY] = state
 
@@ -72,9 +76,10 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
         return response
 
     # API keys and the /metrics allow-list run first (401/403), before any blueprint's own checks.
-    auth.register(app, cfg.auth)
+    auth.register(app, cfg.auth, cfg.jobs.dir)
     register_error_handlers(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.bp)

@@ -14,10 +14,11 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask, g, request
 
 from ..apikeys import digest, read_keys
 from ..errors import ClientError
+from ..jobs import internal_key
 from ..settings import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,16 @@ def metrics_allowed(address: str | None, allow: tuple[str, ...]) -> bool:
     return any(ip in net for net in networks if net.version == ip.version)
 
 
-def register(app: Flask, cfg: AuthSettings) -> None:
+def _job_page(key: str, jobs_dir: Path) -> bool:
+    """A job's page posted by a coordinator with the host's internal key (service/jobs/internal_key.py).
+    Its X-Parse-Job header then labels this request's log lines with the job id."""
+    if request.path != "/v1/parse" or not internal_key.matches(key, jobs_dir):
+        return False
+    g.job_id = request.headers.get("X-Parse-Job", "")[:32] or None
+    return True
+
+
+def register(app: Flask, cfg: AuthSettings, jobs_dir: Path) -> None:
     """Install the checks as a before_request hook: keys on /v1/ when a keys file is set, /metrics always."""
     keys = KeyFile(cfg.keys_file) if cfg.keys_file else None
     for net in cfg.metrics_allow:
@@ -88,9 +98,11 @@ def register(app: Flask, cfg: AuthSettings) -> None:
     def _authorize() -> None:
         if request.path == "/metrics" and not metrics_allowed(request.remote_addr, cfg.metrics_allow):
             raise ClientError(403, "forbidden", "/metrics is served to loopback and [auth] metrics_allow only")
+        key = bearer_key()
+        if key is not None and _job_page(key, jobs_dir):
+            return
         if keys is None or not request.path.startswith("/v1/"):
             return
-        key = bearer_key()
         if key is None:
             raise ClientError(401, "missing_api_key", "send the API key as 'Authorization: Bearer <key>'",
                            {"WWW-Authenticate": CHALLENGE})

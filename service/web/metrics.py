@@ -23,6 +23,9 @@ from flask import Blueprint, Response
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
                                multiprocess)
 
+from ..jobs.metrics import JobsCollector
+from . import state
+
 bp = Blueprint("metrics", __name__)
 
 # Per-stage seconds: from a few ms (decode of a small PNG) up to the request deadline.
@@ -99,4 +102,7 @@ def registry() -> CollectorRegistry:
 @bp.get("/metrics")
 def metrics() -> Response:
     sweep_dead()
-    return Response(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
+    # Job states come from the job store at each scrape (service/jobs/metrics.py), not from files.
+    jobs = CollectorRegistry()
+    jobs.register(JobsCollector(state.current().jobs))
+    return Response(generate_latest(registry()) + generate_latest(jobs), content_type=CONTENT_TYPE_LATEST)

@@ -30,6 +30,8 @@ def _json(ref: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
 
 
+JOB_ID = {"name": "job_id", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}
 UNAVAILABLE = _error("The model is loading, failed to load, or no instance can take the request", retry_after=True)
 INTERNAL = _error("Unexpected failure; the message carries the request id to quote")
 
@@ -107,6 +109,24 @@ SCHEMAS: dict[str, Any] = {
             "processes": {"type": "integer", "minimum": 1}, "threads": {"type": "integer", "minimum": 1},
         },
     },
+    "JobCreated": {
+        "type": "object", "required": ["id", "status", "pages_total"],
+        "properties": {"id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"},
+                       "status": {"type": "string", "enum": ["queued"]},
+                       "pages_total": {"type": "integer", "minimum": 1}},
+    },
+    "Job": {
+        "type": "object", "required": ["id", "status", "pages_done", "pages_total", "created", "finished", "error"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"},
+            "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled", "deleted"]},
+            "pages_done": {"type": "integer", "minimum": 0}, "pages_total": {"type": "integer", "minimum": 1},
+            "created": {"type": "string", "format": "date-time"},
+            "finished": {"type": "string", "format": "date-time", "nullable": True},
+            "error": {"type": "object", "nullable": True,
+                      "description": "Why a failed job failed: the refused page's error and its number"},
+        },
+    },
     "Health": {"type": "object", "required": ["status", "pid"],
                "properties": {"status": {"type": "string", "enum": ["ok"]}, "pid": {"type": "integer"}}},
     "Ready": {
@@ -168,6 +188,43 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
                               "401": _error("API keys are on and the Authorization header is missing or wrong"),
                               "429": _error("Over the rate limit", retry_after=True),
                               "500": INTERNAL, "503": UNAVAILABLE},
+            }},
+            "/v1/jobs": {"post": {
+                "summary": "Submit a long document (same body and query as /v1/parse); poll its status",
+                "responses": {
+                    "202": {**_json("#/components/schemas/JobCreated", "Queued"),
+                            "headers": {"Location": {"description": "/v1/jobs/<id>", "schema": {"type": "string"}}}},
+                    "400": _error("Empty body, bad pages or mode, or a broken file"),
+                    "401": _error("API keys are on and the Authorization header is missing or wrong"),
+                    "411": _error("Chunked body"),
+                    "413": _error("Past [jobs] max_bytes or max_pages, or an image past the pixel limits"),
+                    "415": _error("Not an accepted image type"),
+                    "429": _error("Too many of this key's (or client's) jobs are unfinished, or over the rate limit",
+                                  retry_after=True),
+                    "500": INTERNAL,
+                    "503": _error("The job store is full of unfinished jobs, or no instance can take it",
+                                  retry_after=True),
+                },
+            }},
+            "/v1/jobs/{job_id}": {
+                "get": {"summary": "A job's status and progress",
+                        "parameters": [JOB_ID],
+                        "responses": {"200": _json("#/components/schemas/Job", "The job"),
+                                      "404": _error("Unknown, expired, deleted, or another key's job"),
+                                      "500": INTERNAL}},
+                "delete": {"summary": "Cancel an unfinished job, or forget a finished one; its files go now",
+                           "parameters": [JOB_ID],
+                           "responses": {"200": _json("#/components/schemas/Job", "Cancelled (or deleted)"),
+                                         "404": _error("Unknown, expired, deleted, or another key's job"),
+                                         "500": INTERNAL}},
+            },
+            "/v1/jobs/{job_id}/result": {"get": {
+                "summary": "The body /v1/parse would have given for the whole upload, once the job is done",
+                "parameters": [JOB_ID],
+                "responses": {"200": _json("#/components/schemas/ParseResult", "Every page, in page order"),
+                              "404": _error("Unknown, expired, deleted, or another key's job"),
+                              "409": _error("Not done (yet): queued, running, failed or cancelled", retry_after=True),
+                              "500": INTERNAL},
             }},
             "/healthz": {"get": {"summary": "The worker process lives",
                                  "responses": {"200": _json("#/components/schemas/Health", "Alive"),

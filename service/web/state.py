@@ -13,6 +13,7 @@ import time
 from flask import current_app
 
 from ..errors import ClientError
+from ..jobs.store import Store
 from ..ocr.model import OcrModel, load_model
 from ..settings import Settings
 from . import metrics
@@ -34,6 +35,14 @@ class WorkerState:
         self.model: OcrModel | None = None
         self.error: str | None = None
         self.ready = threading.Event()
+        self._jobs: Store | None = None
+
+    @property
+    def jobs(self) -> Store:
+        """The job store, opened on first use: a worker that never sees a job never touches it."""
+        if self._jobs is None:
+            self._jobs = Store(self.cfg.jobs)
+        return self._jobs
 
     def load(self) -> None:
         """Load and warm the model (blocking); readiness is set only after a real image went through."""
