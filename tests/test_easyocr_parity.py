@@ -20,6 +20,9 @@ from service.settings import Limits
 from service.ocr.model import OcrModel, load_model
 from tests.devset import REFERENCE, compare
 
+pytestmark = pytest.mark.model
+
+
 PAGES = ["tess_phototest.png", "sroie_001.jpg"]
 CROPS = ["sroieline_180_0.png", "sroieline_577_1.png"]
 

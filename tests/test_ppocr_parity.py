@@ -13,6 +13,9 @@ from service.settings import Limits
 from service.ocr.model import load_model
 from tests.devset import REFERENCE
 
+pytestmark = pytest.mark.model
+
+
 PAGES = ["sroie_001"]  # a small receipt: det input 736x1696, 48 lines
 CROPS = ["sroieline_098_0", "sroieline_102_1", "recword_1058892"]
 
