@@ -1,4 +1,4 @@
-"""A few dev images against the original EasyOCR's outputs in ../shared/ocr-dev-reference.
+"""A few dev images against the original EasyOCR's outputs (tests/devset.py: REFERENCE).
 
 Full fp32: every line's text identical, quads within 1 px, confidences within 1e-3. The receipt
 page is given the grey the reference used (the JPEG's luma, cv2.imread grayscale); the PNGs are

@@ -1,4 +1,4 @@
-"""PP-OCR against RapidOCR 3.10.0's own outputs on a few dev images (skipped without ../shared)."""
+"""PP-OCR against RapidOCR 3.10.0's own outputs on a few dev images (skipped without the dev set)."""
 
 from __future__ import annotations
 
