@@ -1,6 +1,7 @@
 # parse: set up, run, test and measure the OCR service.
 #   make setup        .venv from requirements.txt, plus the verified weights (idempotent)
 #   make test         setup, then the whole test suite (what .ci/run calls)
+#   make test-fast    the unit and model tests only, no server started (under 2 minutes on 2 cores)
 #   make bench-model  both model families on the SROIE dev pages, 2 threads
 #   make bench-rapidocr  PP-OCR against RapidOCR 3.10.0 itself, same pages, threads and machine
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
@@ -23,7 +24,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test bench-model bench-rapidocr bench-easyocr nginx run stop status bench bench-jobs install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr nginx run stop status bench bench-jobs install
 
 setup: $(VENV)/.installed weights
 
@@ -53,6 +54,10 @@ weights: $(VENV)/.installed
 
 test: setup nginx
 	$(PY) -m pytest -q tests
+
+# The markers are in pytest.ini; a unit or model test that also starts a server is left to `make test`.
+test-fast: setup
+	$(PY) -m pytest -q -m "(unit or model) and not (stack or browser)" tests
 
 bench-model: setup
 	$(PY) -m tests.devset --family easyocr --subset sroie --threads 2

@@ -20,8 +20,8 @@ from pathlib import Path
 from PIL import Image
 
 from service import settings as settings_mod
-from tests.conftest import render_lines
-from tests.stack import Stack, http, multipart, write_config
+from tests.stack import Stack, http, write_config
+from tests.support import multipart, render_lines
 
 
 def pages(n: int) -> list[bytes]:
@@ -43,7 +43,7 @@ def one_at_a_time(stack: Stack, files: list[bytes]) -> float:
 
 
 def as_job(stack: Stack, files: list[bytes]) -> float:
-    body, ctype = multipart([("image", f) for f in files])
+    body, ctype = multipart([("image", f"page{n}.png", f, "image/png") for n, f in enumerate(files)])
     start = time.perf_counter()
     r = http(stack.url + "/v1/jobs", body, ctype)
     assert r.status == 202, r.body

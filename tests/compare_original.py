@@ -4,7 +4,7 @@
         [--original-python build/bench-venv/bin/python]
 
 The original is RapidOCR 3.10.0 (ppocr) or EasyOCR 1.7.2 (easyocr), run as its reference outputs
-were made (../shared/ocr-dev-reference*/README.md), but timed as ours is: one call per page, from
+were made (the README beside each reference folder, tests/devset.py: REFERENCE), but timed as ours is: one call per page, from
 the file to the result, after a warm-up. Each engine runs in its own process; they take turns on
 each page (see `interleaved`). The original is not a dependency of parse
 (EasyOCR needs torchvision, RapidOCR onnxruntime): it runs under --original-python, a venv of its
@@ -108,7 +108,7 @@ def interleaved(args: argparse.Namespace) -> dict[str, dict]:
     """Both engines loaded side by side, each page timed by one then the other, the order alternating.
 
     Only one engine computes at a time (the other waits on its stdin), so neither's threads compete
-    with the other's; and a shared machine's speed drifting over the run (it does, by 15% here)
+    with the other's; and a shared machine's speed drifting over the run (it does: docs/benchmarks.md, Machines)
     slows both alike instead of whichever engine happened to run second.
     """
     children = {}

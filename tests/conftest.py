@@ -1,4 +1,8 @@
-"""Shared fixtures: the dev set (skipped when absent), rendered text images, loaded models."""
+"""Shared fixtures: the dev set (skipped when absent), rendered text images, loaded models, stacks.
+
+Every test carries one layer marker (pytest.ini lists them): `make test-fast` selects unit and
+model tests by them, so a test without one would silently fall out of either selection.
+"""
 
 from __future__ import annotations
 
@@ -8,46 +12,30 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
 
 from service import settings as settings_mod
 from service.ocr.model import OcrModel, load_model
 from service.settings import ROOT
 from tests.devset import DEV
 from tests.stack import Stack, write_config
+from tests.support import render_lines
 
-FONT_PATHS = (
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-)
+LAYERS = ("unit", "model", "stack", "browser")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a test without a layer marker, so that no selection by marker misses it."""
+    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(m) for m in LAYERS)]
+    if unmarked:
+        raise pytest.UsageError(f"tests without a layer marker ({', '.join(LAYERS)}): {unmarked}")
 
 
 @pytest.fixture(scope="session")
 def dev_dir() -> Path:
     if not DEV.is_dir():
-        pytest.skip(f"the dev set is absent: {DEV} (it lives in ../shared and is never copied here)")
+        pytest.skip(f"the dev set is absent: {DEV} (it has no redistribution licence, so it is never copied here)")
     return DEV
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    for path in FONT_PATHS:
-        if Path(path).exists():
-            return ImageFont.truetype(path, size)
-    return ImageFont.load_default(size=size)
-
-
-def render_lines(lines: list[str], size: int = 32, margin: int = 40, gap: int = 24) -> np.ndarray:
-    """Black text on white, one string per row: an RGB uint8 page whose true content we know."""
-    font = _font(size)
-    widths = [font.getbbox(text)[2] for text in lines]
-    height = margin * 2 + len(lines) * (size + gap)
-    img = Image.new("RGB", (max(widths) + margin * 2, height), "white")
-    draw = ImageDraw.Draw(img)
-    for row, text in enumerate(lines):
-        draw.text((margin, margin + row * (size + gap)), text, fill="black", font=font)
-    return np.asarray(img)
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +64,8 @@ def load_family() -> Callable[[str, int], OcrModel]:
 def stack_factory(tmp_path_factory):
     """make(instances, **write_config kwargs) -> a started real stack (uWSGI + Nginx on loopback).
 
-    Every stack a module starts is stopped by PID when the module ends, also when a test failed.
+    The one way a test module gets a stack: every stack it starts is stopped by PID when the module
+    ends, also when a test or the start itself failed, and its logs are kept in run/test-logs/.
     """
     started: list[Stack] = []
 

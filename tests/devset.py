@@ -1,4 +1,4 @@
-"""Run a model family over ../shared/ocr-dev and compare it with the reference outputs.
+"""Run a model family over the dev set (DEV below) and compare it with the reference outputs.
 
     .venv/bin/python -m tests.devset --family easyocr [--subset sroie] [--threads 2] [--out DIR]
         [--device cuda:0] [--precision fp32] [--batch 8] [--direct]
@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # compare_original imports this module where torch is not installed
     from service.ocr.types import Page
 
+# The dev set and its references sit beside the checkout: they may not be redistributed, so they
+# are read in place and never copied into the repository.
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 DEV = SHARED / "ocr-dev"
 REFERENCE = {"easyocr": SHARED / "ocr-dev-reference", "ppocr": SHARED / "ocr-dev-reference-rapidocr"}

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from tests.support import BOUNDARY, multipart
+
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 MEDIA = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp",
          "TIFF": "image/tiff", "GIF": "image/gif"}
@@ -84,17 +86,6 @@ def dechunk(data: bytes) -> bytes:
     return out
 
 
-def multipart(files: list[tuple[str, str, bytes, str]], boundary: str = "fuzzBoundary7MA4YWxk") -> tuple[bytes, str]:
-    """(field, filename, bytes, content type) parts -> (body, Content-Type header value)."""
-    out = io.BytesIO()
-    for field, filename, data, ctype in files:
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-                  f"Content-Type: {ctype}\r\n\r\n".encode())
-        out.write(data + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
-
-
 def page(size: tuple[int, int] = (96, 40), text: str = "Hi 42") -> Image.Image:
     img = Image.new("RGB", size, "white")
     ImageDraw.Draw(img).text((8, 12), text, fill="black")
@@ -141,7 +132,7 @@ def bad_bodies(count: int, seed: int = 4) -> list[tuple[str, dict[str, str], byt
             data = bytearray(body)
             for _ in range(rng.randint(1, 6)):
                 data[rng.randrange(len(data))] = rng.randrange(256)
-            ctype = rng.choice([ctype, ctype.replace("fuzzBoundary", "otherBoundary"), "multipart/form-data"])
+            ctype = rng.choice([ctype, ctype.replace(BOUNDARY, "otherBoundary"), "multipart/form-data"])
             cases.append((kind, {"Content-Type": ctype}, bytes(data[: rng.randint(len(data) // 2, len(data))])))
         elif kind == "multipart_misnamed":
             field = rng.choice(["img", "images", "upload", "", "IMAGE", "image[]"])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from service.ops import deploy, probe
 from service import settings as settings_mod
+from service.apikeys import digest
 from service.settings import ROOT, Instance, Settings
 
 
@@ -44,19 +45,27 @@ def default_family() -> str:
 
 
 def write_config(folder: Path, instances: list[dict], family: str | None = None,
-                 deadline_seconds: float = 20, extra: str = "") -> Settings:
-    """A parse.toml in `folder` for these instances (weight/processes/threads), on free ports;
-    `extra` is more TOML (tables such as [jobs] or [auth])."""
+                 deadline_seconds: float = 20, rate: tuple[int, int] = (10000, 10000),
+                 keys: tuple[str, ...] = (), extra: str = "") -> Settings:
+    """A parse.toml in `folder` for these instances (weight/processes/threads), on free ports.
+
+    The rate limit is out of the way unless `rate` (per second, burst) is given: most tests measure
+    the stack, not the limit. `keys` turns API keys on, with a keys file holding these keys.
+    `extra` is more TOML (a table such as [jobs]).
+    """
     used: set[int] = set()
     nginx_port = free_port(used)
     blocks = "".join(
         f"[[instances]]\nport = {free_port(used)}\nweight = {i.get('weight', 1)}\ndevice = \"cpu\"\n"
         f"processes = {i.get('processes', 1)}\nthreads = {i.get('threads', 1)}\n\n" for i in instances)
+    auth = ""
+    if keys:
+        (folder / "keys").write_text("".join(f"{digest(key)} test-{n}\n" for n, key in enumerate(keys)))
+        auth = f"[auth]\nkeys_file = \"{folder / 'keys'}\"\n\n"
     text = (f"[model]\nfamily = \"{family or default_family()}\"\nweights_dir = \"{ROOT / 'weights'}\"\n\n"
             f"[limits]\ndeadline_seconds = {deadline_seconds}\n\n"
-            # Generous: the tests measure the stack, not the rate limit.
-            f"[nginx]\nlisten = \"127.0.0.1:{nginx_port}\"\nrate_per_second = 10000\nrate_burst = 10000\n\n"
-            f"[results]\ndir = \"{folder / 'results'}\"\n\n{extra}\n{blocks}")
+            f"[nginx]\nlisten = \"127.0.0.1:{nginx_port}\"\nrate_per_second = {rate[0]}\nrate_burst = {rate[1]}\n\n"
+            f"[results]\ndir = \"{folder / 'results'}\"\n\n{auth}{extra}\n{blocks}")
     path = folder / "parse.toml"
     path.write_text(text)
     return settings_mod.load(path)
@@ -88,15 +97,6 @@ def http(url: str, data: bytes | None = None, content_type: str | None = None, t
         return Response(err.code, dict(err.headers), err.read())
 
 
-def multipart(files: list[tuple[str, bytes]], filename: str = "page.png") -> tuple[bytes, str]:
-    """(body, content type) of a multipart form with (field, bytes) file parts."""
-    boundary = f"parse-test-{random.getrandbits(64):x}"
-    parts = b"".join(
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
-        f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n" for name, data in files)
-    return parts + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
 @dataclass
 class Stack:
     cfg: Settings
@@ -124,6 +124,10 @@ class Stack:
         host, port = deploy.stats_address(inst).split(":")
         with socket.create_connection((host, int(port)), timeout=5) as s:
             return json.loads(b"".join(iter(lambda: s.recv(65536), b"")))
+
+    def stats_ports(self) -> list[int]:
+        """Every instance's uWSGI stats port, for tests/hostile.py's `workers`."""
+        return [int(deploy.stats_address(i).split(":")[1]) for i in self.cfg.instances]
 
     def worker_pids(self, inst: Instance) -> list[int]:
         return [w["pid"] for w in self.stats(inst)["workers"] if w["pid"]]

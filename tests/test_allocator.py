@@ -37,7 +37,7 @@ print(json.dumps(dict(kept=kept, before=before, during=during, after_free=after_
                       released_zero=released_zero, after_zero=rss())))
 """
 
-pytestmark = pytest.mark.skipif(allocator._LIBC is None, reason="not glibc: service/ocr/allocator.py does nothing here")
+pytestmark = [pytest.mark.unit, pytest.mark.skipif(allocator._LIBC is None, reason="not glibc: service/ocr/allocator.py does nothing here")]
 
 
 def probe(mode: str) -> dict:

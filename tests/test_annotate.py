@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import threading
 import time
@@ -12,6 +14,9 @@ from PIL import Image
 
 from service.web import annotate
 from service.settings import ResultsSettings
+
+pytestmark = pytest.mark.unit
+
 
 QUAD = [[10.0, 10.0], [90.0, 10.0], [90.0, 40.0], [10.0, 40.0]]
 

@@ -14,7 +14,10 @@ from service.web import metrics
 from service import settings as settings_mod
 from service.web.app import create_app
 from service.web.state import WorkerState
-from tests.stack import default_family, multipart
+from tests.stack import default_family
+from tests.support import multipart, sha256sums
+
+pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +97,7 @@ def test_parse_multipart_raw_and_file_field(client, page):
 def test_several_images_keep_their_order(client, page, render):
     buf = io.BytesIO()
     Image.fromarray(render(["Second"])).save(buf, format="PNG")
-    body, ctype = multipart([("image", page), ("image", buf.getvalue())])
+    body, ctype = multipart([("image", "a.png", page, "image/png"), ("image", "b.png", buf.getvalue(), "image/png")])
     images = client.post("/v1/parse", data=body, content_type=ctype).get_json()["images"]
     assert len(images) == 2 and "hello" in images[0]["text"].lower() and "second" in images[1]["text"].lower()
 
@@ -116,7 +119,7 @@ def test_request_id_from_nginx_is_used(client, page):
 
 
 def test_client_errors(client, page, cfg):
-    too_many = multipart([("image", page)] * (cfg.limits.max_images + 1))
+    too_many = multipart([("image", "a.png", page, "image/png")] * (cfg.limits.max_images + 1))
     cases = [
         (client.post("/v1/parse", data=b"x", content_type="text/plain"), 415, "unsupported_media_type"),
         (client.post("/v1/parse", data={"other": (io.BytesIO(page), "a.png")}, content_type="multipart/form-data"),
@@ -136,7 +139,8 @@ def test_models(client, cfg):
     body = client.get("/v1/models").get_json()
     assert body["family"] == cfg.model.family and body["device"] == "cpu"
     assert body["instance"]["port"] == cfg.instances[0].port
-    assert len(body["model"]["weights_sha256"]) >= 1
+    assert len(body["model"]["weights_sha256"]) >= 2  # at least a detector and a recognizer
+    assert body["model"]["weights_sha256"].items() <= sha256sums().items()  # the pinned files, as loaded
 
 
 def test_metrics_count_requests_and_stages(client, page):

@@ -6,39 +6,18 @@ through reaches the route and gets its 503 model_loading, which is how a test te
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from service import settings as settings_mod
-from service.web.app import create_app
 from service.apikeys import digest, read_keys
 from service.web.auth import KeyFile
 from service.ops.keys import add, main, revoke
-from service.settings import AuthSettings, Limits
+from tests.support import PASSED, make_client, parse
 
-PASSED = 503  # the route's answer while the model is unloaded: every check before it let the request in
-
-
-def make_client(tmp_path: Path, keys: bool = True, limits: Limits | None = None, allow: tuple[str, ...] = ()):
-    cfg = settings_mod.load()
-    cfg = dataclasses.replace(
-        cfg,
-        auth=AuthSettings(keys_file=tmp_path / "keys" if keys else None, metrics_allow=allow),
-        limits=limits or cfg.limits,
-    )
-    return create_app(cfg, load=False).test_client()
-
-
-def parse(client, key: str | None = None, address: str = "127.0.0.1", **kw):
-    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-    headers.update(kw.pop("headers", {}))
-    kw.setdefault("data", b"\x89PNG....")
-    kw.setdefault("content_type", "image/png")
-    return client.post("/v1/parse", headers=headers, environ_base={"REMOTE_ADDR": address}, **kw)
+pytestmark = pytest.mark.unit
 
 
 def test_keys_off_leaves_parse_open(tmp_path: Path) -> None:

@@ -25,6 +25,9 @@ from service import settings as settings_mod
 from service.settings import ROOT
 from tests.stack import write_config
 
+pytestmark = pytest.mark.unit
+
+
 UNITS = ROOT / "systemd"
 
 
@@ -125,6 +128,7 @@ def test_unit_exposure_is_low(cfg, tmp_path):
     assert score <= 2.0, r.stdout
 
 
+@pytest.mark.stack  # a real uWSGI instance loads a model
 def test_unit_commands_run_as_written(cfg, tmp_path):
     """ExecStart (READY=1 over sd_notify before any model), /readyz 503 while loading, ExecStartPost
     returns once every worker is ready, KillSignal to the main PID stops it gracefully."""

@@ -11,6 +11,9 @@ from service import settings as settings_mod
 from service.ocr.easyocr import winograd
 from service.ocr.model import OcrModel, load_model
 
+pytestmark = pytest.mark.model
+
+
 LINES = ["Invoice 2024", "Total 42.50"]
 
 

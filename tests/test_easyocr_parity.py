@@ -1,4 +1,4 @@
-"""A few dev images against the original EasyOCR's outputs in ../shared/ocr-dev-reference.
+"""A few dev images against the original EasyOCR's outputs (tests/devset.py: REFERENCE).
 
 Full fp32: every line's text identical, quads within 1 px, confidences within 1e-3. The receipt
 page is given the grey the reference used (the JPEG's luma, cv2.imread grayscale); the PNGs are
@@ -19,6 +19,9 @@ from service.documents.images import decode
 from service.settings import Limits
 from service.ocr.model import OcrModel, load_model
 from tests.devset import REFERENCE, compare
+
+pytestmark = pytest.mark.model
+
 
 PAGES = ["tess_phototest.png", "sroie_001.jpg"]
 CROPS = ["sroieline_180_0.png", "sroieline_577_1.png"]

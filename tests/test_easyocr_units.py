@@ -8,6 +8,8 @@ import torch
 
 from service.ocr.easyocr import detect, group, recognize
 
+pytestmark = pytest.mark.unit
+
 
 def _maps(shape=(40, 60)) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(shape, np.float32), np.zeros(shape, np.float32)

@@ -11,7 +11,7 @@ from service.ocr.easyocr.nets import Craft, fold_batchnorm
 from service.ocr.easyocr.pipeline import winograd_applies
 from service.settings import ModelSettings
 
-pytestmark = pytest.mark.skipif(not winograd.available(), reason="NNPACK does not run on this CPU (it needs AVX2)")
+pytestmark = [pytest.mark.model, pytest.mark.skipif(not winograd.available(), reason="NNPACK does not run on this CPU (it needs AVX2)")]
 
 
 def _craft(seed: int) -> Craft:

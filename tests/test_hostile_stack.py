@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -22,49 +23,33 @@ from pathlib import Path
 import pytest
 
 from service.ops import deploy
-from service import settings as settings_mod
-from service.apikeys import digest
-from service.settings import ROOT, Settings
-from tests.hostile import Reply, encoded, multipart, page, request, workers
+from service.settings import ROOT
+from tests.hostile import Reply, encoded, page, request, workers
 from tests.stack import Stack, write_config
-from tests.test_images import png_chunk, png_header
+from tests.support import multipart, png_chunk, png_header
+
+pytestmark = pytest.mark.stack
+
 
 KEY = "test-key-for-the-hostile-stack"
 
 
-def stack_config(folder: Path, keys: bool = False, rate: tuple[int, int] | None = None,
-                 deadline: float = 20) -> Settings:
-    """tests/stack.py's config for one worker, with keys and the rate limit set as asked."""
-    cfg = write_config(folder, [{"processes": 1, "threads": 1}], deadline_seconds=deadline)
-    text = cfg.path.read_text()
-    if rate:
-        text = text.replace("rate_per_second = 10000\nrate_burst = 10000",
-                            f"rate_per_second = {rate[0]}\nrate_burst = {rate[1]}")
-    if keys:
-        (folder / "keys").write_text(digest(KEY) + " tests\n")
-        text += f'[auth]\nkeys_file = "{folder / "keys"}"\n'
-    cfg.path.write_text(text)
-    return settings_mod.load(cfg.path)
+ONE_WORKER = [{"processes": 1, "threads": 1}]
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("keyed")
-    stack = Stack(stack_config(folder, keys=True), folder / "run")
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+def keyed(stack_factory) -> Stack:
+    return stack_factory(ONE_WORKER, keys=(KEY,))
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("limited")
-    stack = Stack(stack_config(folder, rate=(2, 3), deadline=0.05), folder / "run")
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+def limited(stack_factory) -> Stack:
+    return stack_factory(ONE_WORKER, rate=(2, 3), deadline_seconds=0.05)
+
+
+def client_body_timeout_s() -> float:
+    """Nginx's client_body_timeout, from the site file that sets it."""
+    return float(re.search(r"client_body_timeout (\d+)s;", (ROOT / "conf/nginx/parse.conf").read_text())[1])
 
 
 def addr(stack: Stack) -> tuple[str, int]:
@@ -87,10 +72,6 @@ def assert_json_error(reply: Reply, status: int, code: str | None = None) -> dic
     assert error["message"] and (code is None or error["code"] == code), error
     assert "Traceback" not in error["message"]
     return error
-
-
-def stats_ports(stack: Stack) -> list[int]:
-    return [int(deploy.stats_address(i).split(":")[1]) for i in stack.cfg.instances]
 
 
 # --- malformed requests: each gets a 4xx JSON that says what to fix -----------------------------
@@ -131,7 +112,8 @@ def test_body_over_limit_refused_by_nginx_before_upload(keyed: Stack) -> None:
             f"Authorization: Bearer {KEY}\r\nConnection: close\r\n\r\n").encode()
     reply = request(*addr(keyed), "POST", "/v1/parse", raw_head=head, timeout=10)
     assert_json_error(reply, 413, "payload_too_large")
-    assert reply.seconds < 1.0
+    # No body was sent: had Nginx waited for it, the answer would be client_body_timeout's 408.
+    assert reply.seconds < client_body_timeout_s() / 2, reply.seconds
 
 
 def test_chunked_upload(keyed: Stack) -> None:
@@ -221,7 +203,9 @@ def test_overload_fast_503_and_accepted_requests_finish(keyed: Stack) -> None:
     for r in rejected:
         assert_json_error(r, 503, "unavailable")
         assert int(r.headers["retry-after"]) > 0
-    assert latency_ms[-1] < 500, latency_ms  # rejected at once, not after a connect timeout
+    # Rejected at once, not after waiting for a worker: each refusal came back before the first
+    # answer that needed a model call (an order, not a figure; `make bench` measures the latency).
+    assert latency_ms[-1] < min(r.seconds for r in served) * 1000, (latency_ms, sorted(r.seconds for r in served))
 
 
 # --- a stalled upload: cut off by Nginx, no worker held -----------------------------------------
@@ -241,7 +225,7 @@ def test_stalled_upload_is_cut_off_without_holding_a_worker(keyed: Stack) -> Non
         waited = time.monotonic() - start
     finally:
         sock.close()
-    assert waited < 40 and (data == b"" or data.startswith(b"HTTP/1.1 408")), (waited, data[:100])
+    assert waited < client_body_timeout_s() + 10 and (data == b"" or data.startswith(b"HTTP/1.1 408")), (waited, data[:100])
     log = (keyed.layout.logs / "access.json").read_text().splitlines()
     assert any(json.loads(line)["status"] == 408 for line in log)
 
@@ -268,13 +252,13 @@ def test_rate_limit_429_with_retry_after(limited: Stack) -> None:
 def test_deadline_504_and_the_worker_lives(limited: Stack) -> None:
     """A 50 ms deadline is over by the end of the model call: 504 JSON, same worker, no respawn."""
     time.sleep(2.0)
-    before = workers(stats_ports(limited))
+    before = workers(limited.stats_ports())
     reply = post(limited, encoded("PNG", page((400, 120), "Deadline test 123")), "image/png", key=None)
     error = assert_json_error(reply, 504, "deadline_exceeded")
     assert "deadline" in error["message"]
     time.sleep(0.6)
     assert request(*addr(limited), "GET", "/healthz").status == 200
-    after = workers(stats_ports(limited))
+    after = workers(limited.stats_ports())
     assert {k: (v["pid"], v["respawn_count"]) for k, v in after.items()} == \
         {k: (v["pid"], v["respawn_count"]) for k, v in before.items()}
 
@@ -285,9 +269,9 @@ def test_rendered_rate_limits_and_max_conns(tmp_path: Path) -> None:
     """Per-client rate always; per-key rate only with keys on; max_conns = workers + listen queue."""
     for name in ("off", "on"):
         (tmp_path / name).mkdir()
-    off = stack_config(tmp_path / "off")
+    off = write_config(tmp_path / "off", ONE_WORKER)
     assert "parse_per_key" not in deploy.nginx_http(off) + deploy.nginx_limit_req(off)
-    on = stack_config(tmp_path / "on", keys=True, rate=(7, 9))
+    on = write_config(tmp_path / "on", ONE_WORKER, keys=(KEY,), rate=(7, 9))
     http_conf, limit_conf = deploy.nginx_http(on), deploy.nginx_limit_req(on)
     assert "limit_req_zone $http_authorization zone=parse_per_key:10m rate=7r/s;" in http_conf
     assert "limit_req zone=parse_per_key burst=9 nodelay;" in limit_conf

@@ -18,6 +18,10 @@ from PIL import Image
 from service.errors import ClientError
 from service.documents.images import decode
 from service.settings import Limits
+from tests.support import png_chunk, png_header
+
+pytestmark = pytest.mark.unit
+
 
 LIMITS = Limits(max_pixels=40_000_000, max_side=16384)
 
@@ -40,14 +44,6 @@ def assert_page(arr: np.ndarray, size: tuple[int, int] = (64, 48), tol: int = 40
     assert arr.dtype == np.uint8 and arr.shape == (size[1], size[0], 3)
     assert arr[2, 2].max() <= tol, arr[2, 2]
     assert arr[-3, -3].min() >= 255 - tol, arr[-3, -3]
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def png_header(width: int, height: int, depth: int = 8, colour: int = 0) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
 
 
 def refused(data: bytes, limits: Limits = LIMITS) -> ClientError:
@@ -151,7 +147,9 @@ def test_decompression_bomb_refused_without_allocating() -> None:
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.monotonic()
     err = refused(bomb)
-    assert time.monotonic() - start < 0.5
+    # Inflating 3.6 GP takes many seconds even on a fast core; a header check takes microseconds.
+    # The bound is loose because two shared cores may stall any process for a second or more.
+    assert time.monotonic() - start < 5.0
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) * 1024 < 50_000_000
     assert err.status == 413 and err.code == "image_too_large" and "downscale" in err.message
 

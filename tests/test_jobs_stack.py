@@ -8,8 +8,6 @@ are counted (tests/test_jobs_store.py) but not read page by page until ?pages=K 
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import signal
 import sqlite3
@@ -17,28 +15,20 @@ import statistics
 import time
 
 import pytest
-from PIL import Image
 
-from service.apikeys import digest
-from tests.stack import Response, Stack, http, multipart
+from tests.stack import Response, Stack, http
+from tests.support import multipart, png
+
+pytestmark = pytest.mark.stack
 
 KEY_A, KEY_B = "key-a-" + "x" * 20, "key-b-" + "y" * 20
 TTL_SECONDS = 25
 
 
-def png(array) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
-def stack(stack_factory, tmp_path_factory) -> Stack:
-    keys = tmp_path_factory.mktemp("keys") / "keys"
-    keys.write_text(f"{digest(KEY_A)} a\n{digest(KEY_B)} b\n")
-    extra = (f"[auth]\nkeys_file = \"{keys}\"\n\n"
-             f"[jobs]\nttl_seconds = {TTL_SECONDS}\nlease_seconds = 10\nworkers = 1\nmax_running = 1\nmax_waiting = 3\n")
-    return stack_factory([{"processes": 1}, {"processes": 1}], deadline_seconds=60, extra=extra)
+def stack(stack_factory) -> Stack:
+    extra = (f"[jobs]\nttl_seconds = {TTL_SECONDS}\nlease_seconds = 10\nworkers = 1\nmax_running = 1\nmax_waiting = 3\n")
+    return stack_factory([{"processes": 1}, {"processes": 1}], deadline_seconds=60, keys=(KEY_A, KEY_B), extra=extra)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +42,7 @@ def call(stack: Stack, method: str, path: str, key: str = KEY_A, body: bytes | N
 
 
 def submit(stack: Stack, files: list[bytes], key: str = KEY_A) -> str:
-    body, ctype = multipart([("image", f) for f in files])
+    body, ctype = multipart([("image", f"page{n}.png", f, "image/png") for n, f in enumerate(files)])
     r = call(stack, "POST", "/v1/jobs", key, body, ctype)
     assert r.status == 202, r.body
     assert r.headers["Location"] == f"/v1/jobs/{r.json()['id']}"
@@ -84,7 +74,7 @@ def texts(body: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def sync_texts(stack: Stack, pages: list[bytes]) -> list[str]:
-    body, ctype = multipart([("image", f) for f in pages])
+    body, ctype = multipart([("image", f"page{n}.png", f, "image/png") for n, f in enumerate(pages)])
     r = call(stack, "POST", "/v1/parse", KEY_A, body, ctype)
     assert r.status == 200, r.body
     return texts(r.json())

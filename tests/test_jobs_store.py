@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +15,8 @@ from service.errors import ClientError
 from service.jobs.plan import plan
 from service.jobs.store import Store
 from service.settings import JobsSettings, Limits
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture

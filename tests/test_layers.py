@@ -14,6 +14,9 @@ import pytest
 
 from service.settings import ROOT
 
+pytestmark = pytest.mark.unit
+
+
 SERVICE = ROOT / "service"
 FAMILIES = ("service.ocr.easyocr", "service.ocr.ppocr")
 

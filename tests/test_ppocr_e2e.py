@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def ppocr(load_family):

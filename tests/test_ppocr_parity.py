@@ -1,4 +1,4 @@
-"""PP-OCR against RapidOCR 3.10.0's own outputs on a few dev images (skipped without ../shared)."""
+"""PP-OCR against RapidOCR 3.10.0's own outputs on a few dev images (skipped without the dev set)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from service.documents.images import decode
 from service.settings import Limits
 from service.ocr.model import load_model
 from tests.devset import REFERENCE
+
+pytestmark = pytest.mark.model
+
 
 PAGES = ["sroie_001"]  # a small receipt: det input 736x1696, 48 lines
 CROPS = ["sroieline_098_0", "sroieline_102_1", "recword_1058892"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 
 from service.ocr import ctc
 from service.ocr.ppocr import db, geometry, recognize
+
+pytestmark = pytest.mark.unit
 
 
 def _map_with(rect: tuple[int, int, int, int], value: float, shape=(64, 128)) -> np.ndarray:

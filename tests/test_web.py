@@ -20,7 +20,11 @@ from PIL import Image
 from service.ops import deploy
 from service.web.annotate import ID_PATTERN
 from service.settings import ROOT
-from tests.stack import Stack, http, multipart
+from tests.stack import Stack, http
+from tests.support import multipart, png, words
+
+pytestmark = pytest.mark.stack
+
 
 try:  # from requirements.txt; without it the browser tests skip (see `browser`)
     from selenium import webdriver
@@ -37,16 +41,6 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-quic", "--window-size=1280,1000")
 WAIT_S = 120  # the first parse on a cold 2-core machine takes a few seconds; leave room
-
-
-def png(array) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9.]+", text.lower()))
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +132,7 @@ def test_page_is_served_with_its_headers(stack: Stack):
     assert http(stack.url + "/index.html").status == 404
 
 
+@pytest.mark.browser
 def test_upload_shows_text_and_one_box_per_line(stack: Stack, browser, page_file: Path):
     browser.get(stack.url + "/")
     assert "parse" in browser.title
@@ -194,6 +189,7 @@ def test_upload_shows_text_and_one_box_per_line(stack: Stack, browser, page_file
         assert img.width == 1280
 
 
+@pytest.mark.browser
 def test_non_image_gets_a_readable_error(stack: Stack, browser, tmp_path: Path):
     browser.get(stack.url + "/")
     notes = tmp_path / "notes.txt"
@@ -208,6 +204,7 @@ def test_non_image_gets_a_readable_error(stack: Stack, browser, tmp_path: Path):
     screenshot(browser, "web-error.png")
 
 
+@pytest.mark.browser
 def test_drop_several_files_at_once(stack: Stack, browser):
     """Files dropped on the page are read one after another, each on its own card."""
     browser.get(stack.url + "/")
@@ -237,6 +234,7 @@ def test_drop_several_files_at_once(stack: Stack, browser):
     assert "dragging" not in by_css(browser, "body")[0].get_attribute("class")
 
 
+@pytest.mark.browser
 def test_too_large_gets_a_readable_error(stack: Stack, browser, tmp_path: Path):
     """Nginx refuses the body (client_max_body_size) before any instance sees it."""
     browser.get(stack.url + "/")
@@ -249,6 +247,7 @@ def test_too_large_gets_a_readable_error(stack: Stack, browser, tmp_path: Path):
     assert str(stack.cfg.limits.max_body_bytes) in by_css(card, ".error-detail")[0].text
 
 
+@pytest.mark.browser
 def test_annotated_result_is_linked_from_the_page(stack: Stack, browser, page_file: Path):
     browser.get(stack.url + "/")
     by_css(browser, ".options summary")[0].click()
@@ -263,7 +262,7 @@ def test_annotated_result_is_linked_from_the_page(stack: Stack, browser, page_fi
 
 
 def test_results_are_served_and_nothing_else(stack: Stack, page_file: Path):
-    body, content_type = multipart([("image", page_file.read_bytes())])
+    body, content_type = multipart([("image", "invoice.png", page_file.read_bytes(), "image/png")])
     r = http(stack.url + "/v1/parse?annotate=1", body, content_type)
     assert r.status == 200, r.body
     image = r.json()["images"][0]
@@ -278,7 +277,7 @@ def test_results_are_served_and_nothing_else(stack: Stack, page_file: Path):
     with Image.open(io.BytesIO(got.body)) as img:
         assert img.size == (image["width"], image["height"])
     # Without ?annotate=1 nothing is written.
-    plain = http(stack.url + "/v1/parse", *multipart([("image", page_file.read_bytes())]))
+    plain = http(stack.url + "/v1/parse", *multipart([("image", "invoice.png", page_file.read_bytes(), "image/png")]))
     assert "annotated_url" not in plain.json()["images"][0]
 
     # Only result names are served from the folder: no listing, no other file, no way out of it.
@@ -301,6 +300,7 @@ def test_results_are_served_and_nothing_else(stack: Stack, page_file: Path):
         assert refused.json()["error"]["code"] == "method_not_allowed", path
 
 
+@pytest.mark.browser
 def test_busy_service_says_when_to_retry(stack: Stack, browser, page_file: Path):
     """No instance up: Nginx answers 503 with Retry-After; the page holds its retry button that
     long, and the retry succeeds once the instance is back. Last here: it stops the instance."""

@@ -129,7 +129,7 @@ def decode_grey(data: bytes, rgb: np.ndarray) -> np.ndarray | None:
     """The file decoded straight to grey by OpenCV, for recognizers measured on that (EasyOCR's).
 
     EasyOCR reads the recognizer's page with cv2.imread(IMREAD_GRAYSCALE): libjpeg and libpng
-    convert to grey themselves, which differs from converting RGB on ~8% of pixels and changes
+    convert to grey themselves, which differs from converting RGB on many pixels and changes
     a few reads. Call only after `decode` accepted the bytes (it checked the size from the
     header). None when OpenCV reads another shape (a format it treats otherwise), or when
     the file carries an EXIF rotation: the caller then converts `rgb`.

@@ -2,10 +2,10 @@
 
 By default glibc serves every block over 32 MiB with a fresh mmap and unmaps it on free. A page's
 activations are hundreds of MiB each (CRAFT's first layers on a receipt: 64 channels x 0.5 Mpx), so
-every layer of every page faulted in and zeroed new memory from the kernel: on the 2-core dev
-machine, keeping it took 24% off an EasyOCR receipt and 9% off a PP-OCR one (39% off a 2560 px
-page), nearly all of it system time. Kept in the heap instead, freed blocks serve the next layer
-and the next page. The cost is that a worker's resident memory stays near its largest page, so
+every layer of every page would fault in and zero new memory from the kernel, in system time
+(docs/benchmarks.md, "Memory", has what keeping it saves per family). Kept in the heap instead,
+freed blocks serve the next layer and the next page. The cost is that a worker's resident memory
+stays near its largest page, so
 `release_above` hands the surplus back after a request past `[limits] worker_memory_mib`, the
 same number at which uWSGI recycles a worker that stays above it (a leak). Elsewhere than glibc
 (musl, macOS) this module does nothing.
@@ -64,9 +64,9 @@ def limit_kernel_caches(entries: int = 32) -> None:
 
     oneDNN, and PyTorch's ideep layer above it, keep a kernel per input shape, 1024 each by
     default. What a cached kernel holds stays allocated between pages and pins the freed blocks
-    around it apart, so the heap grows instead of reusing them: over the 40 SROIE pages an EasyOCR
-    worker's resident memory climbed to 7.6 GiB with the default caches and stayed at 2.1 GiB with
-    32 entries each, at the same speed (its page and crop shapes rarely repeat). Both are environment
+    around it apart, so the heap grows instead of reusing them, while the page and crop shapes
+    rarely repeat: a few entries give the same speed for a fraction of the memory (docs/benchmarks.md,
+    "Memory"). Both are environment
     variables read at the process's first convolution, so the caller runs this before its model's
     first forward; a value the operator already set wins.
     """

@@ -3,7 +3,7 @@
     .venv/bin/python -m service.cli IMAGE... [--out DIR] [--threads N] [--device D] [--recognize-only]
 
 With --out, each image gives DIR/<stem>.json = {"lines": [...], "seconds": <parse call alone>},
-the format ../shared/tools/score.py reads; without it the text is printed.
+the format the dev-set scorer reads (tests/devset.py); without it the text is printed.
 """
 
 from __future__ import annotations

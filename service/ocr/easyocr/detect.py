@@ -1,6 +1,6 @@
 """CRAFT's input canvas and the post-processing of its two score maps into word boxes.
 
-Follows EasyOCR's defaults bit for bit (../shared/model-spec.md, 1.2-1.3): any change in the
+Follows EasyOCR 1.7.2's defaults bit for bit: any change in the
 canvas or the thresholds moves boxes, and boxes decide the crops the recognizer reads.
 """
 

@@ -1,6 +1,6 @@
 """The two networks, CRAFT (detector) and english_g2 (recognizer), as plain torch modules.
 
-Module names follow the weight files' keys exactly (see ../shared/model-spec.md, 1.1 and 2.1), so
+Module names follow the weight files' keys exactly, so
 `load_state_dict(strict=True)` proves the architecture. Nothing here knows about images or text.
 """
 

@@ -1,16 +1,17 @@
 """CRAFT's VGG middle (slices 2-4) as Winograd convolutions on the CPU, through NNPACK.
 
 oneDNN's direct fp32 convolutions already run at the cores' peak, so fewer multiplications are the
-only way to a faster exact-precision detector: NNPACK's Winograd F(6x6, 3x3) takes a 3x3 layer of
-256-512 channels in 1.5x less time. NNPACK reads NCHW only, and changing the layout of a large
-activation takes up to half a layer's time, so slices 2-4 run in NCHW end to end: the tensor
-changes layout once on the way in, after slice 2's max-pool (a quarter of the size before
-it), and once per slice output on the way out (nets.py). The middle's max-pools become two
-elementwise maxima, since max_pool2d on NCHW also computes indices and is 10x slower.
+only way to a faster exact-precision detector: NNPACK's Winograd F(6x6, 3x3) needs a fifth of the
+multiplications of a 3x3 layer, and wins on layers of 256-512 channels. NNPACK reads NCHW only, and
+changing the layout of a large activation costs a good part of a layer's time, so slices 2-4 run
+in NCHW end to end: the tensor changes layout once on the way in, after slice 2's max-pool (a
+quarter of the size before it), and once per slice output on the way out (nets.py). The middle's
+max-pools become two elementwise maxima, since max_pool2d on NCHW also computes indices and is
+much slower.
 
-Results move by float rounding only: CRAFT's score maps by up to 7e-6 on the SROIE receipts, every
-read and quad on the dev set is the same as with direct convolutions, and confidences stay as
-close to the reference.
+Results move by float rounding only: every read and quad on the dev set is the same as with
+direct convolutions, and confidences stay as close to the reference (docs/benchmarks.md has the
+per-layer and per-page figures, and docs/design.md what else was tried).
 """
 
 from __future__ import annotations

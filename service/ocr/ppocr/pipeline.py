@@ -1,7 +1,7 @@
 """PpOcr: PP-OCRv6 small det + mobile cls + PP-OCRv6 small rec behind the OcrModel interface.
 
-Reproduces RapidOCR 3.10.0's default pipeline (its reference outputs are in
-../shared/ocr-dev-reference-rapidocr): bounds/letterbox -> det (short side 736) -> DB boxes ->
+Reproduces RapidOCR 3.10.0's default pipeline (tests/test_ppocr_parity.py compares it with
+RapidOCR's own outputs): bounds/letterbox -> det (short side 736) -> DB boxes ->
 perspective crops -> 0/180 classifier -> rec in ratio-sorted batches of 6 -> CTC -> drop empty and
 low-confidence lines -> quads mapped back to the original image. RapidOCR works on BGR, so the RGB
 input is flipped once per page.
@@ -53,9 +53,8 @@ AUTO_PRECISION = "fp32"
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on CPUs, where oneDNN runs these convolutions ~1.3x faster so; NCHW on GPUs,
-    where PyTorch's own kernels (see without_cudnn) were fastest in it (0.25-0.38 s against
-    0.30-0.47 s per SROIE page on an H100)."""
+    """channels_last on CPUs, where oneDNN runs these convolutions faster so; NCHW on GPUs, where
+    PyTorch's own kernels (see without_cudnn) were faster in it (docs/benchmarks.md, GPU)."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
@@ -64,8 +63,8 @@ def without_cudnn() -> Iterator[None]:
     """PyTorch's own CUDA kernels instead of cuDNN, for one inference.
 
     Every page and every rec batch has a new input shape, and cuDNN plans each new shape of these
-    depthwise networks from scratch: 3.4 ms of CPU per convolution, about 3.6 s per SROIE page on
-    an H100, against 0.25 s without it. The flag is process-global: safe because a worker runs one
+    depthwise networks from scratch, which costs many times the page's own inference time
+    (docs/benchmarks.md, GPU). The flag is process-global: safe because a worker runs one
     inference at a time (the uWSGI ini starts no request threads).
     """
     previous = torch.backends.cudnn.enabled
