@@ -44,7 +44,7 @@ def default_family() -> str:
 
 
 def write_config(folder: Path, instances: list[dict], family: str | None = None,
-                 deadline_seconds: float = 20) -> Settings:
+                 deadline_seconds: float = 20, seconds_per_request: float = 2.0) -> Settings:
     """A parse.toml in `folder` for these instances (weight/processes/threads), on free ports."""
     used: set[int] = set()
     nginx_port = free_port(used)
@@ -52,7 +52,7 @@ def write_config(folder: Path, instances: list[dict], family: str | None = None,
         f"[[instances]]\nport = {free_port(used)}\nweight = {i.get('weight', 1)}\ndevice = \"cpu\"\n"
         f"processes = {i.get('processes', 1)}\nthreads = {i.get('threads', 1)}\n\n" for i in instances)
     text = (f"[model]\nfamily = \"{family or default_family()}\"\nweights_dir = \"{ROOT / 'weights'}\"\n\n"
-            f"[limits]\ndeadline_seconds = {deadline_seconds}\n\n"
+            f"[limits]\ndeadline_seconds = {deadline_seconds}\nseconds_per_request = {seconds_per_request}\n\n"
             # Generous: the tests measure the stack, not the rate limit.
             f"[nginx]\nlisten = \"127.0.0.1:{nginx_port}\"\nrate_per_second = 10000\nrate_burst = 10000\n\n"
             f"[results]\ndir = \"{folder / 'results'}\"\n\n{blocks}")
