@@ -8,10 +8,10 @@
 The declaration (conf/parse.toml) names the instances and limits once. The values derived from
 it, and the rule for each, live here and nowhere else:
   - each instance's environment file (PARSE_PORT, processes, listen queue, harakiri, stats
-    address, metrics folder), read by conf/uwsgi/parse.ini through $(VAR) and by the systemd unit
+    address, metrics folder, master FIFO), read by conf/uwsgi/parse.ini through $(VAR) and by the systemd unit
     through EnvironmentFile=;
-  - Nginx fragments included by conf/nginx/parse.conf: the upstream with the weights, the
-    listen address, client_max_body_size, timeouts and the rate limit;
+  - Nginx fragments included by conf/nginx/parse.conf: the upstream with the weights and the
+    admission (max_conns, from the deadline and the time per request), the listen address, client_max_body_size, timeouts and the rate limit;
   - a drop-in for systemd/parse@.service with the stop timeout.
 The files that include them (ini, site, unit) are real, commented files in the repository.
 """
