@@ -63,8 +63,9 @@ def capacity(stack: Stack, image: bytes, clients: int, n: int) -> tuple[float, f
     return len(per_request) / (time.perf_counter() - start), sum(per_request) / max(1, len(per_request))
 
 
-def open_loop(stack: Stack, image: bytes, rate: float, seconds: float) -> list[tuple[int, float]]:
-    """Requests sent at `rate` per second for `seconds`, whatever the answers; (status, latency) each."""
+def open_loop(stack: Stack, image: bytes, rate: float, seconds: float) -> tuple[list[tuple[int, float]], float]:
+    """Requests sent at `rate` per second for `seconds`, whatever the answers: (status, latency) each,
+    and the seconds from the first send to the last answer (what goodput is counted over)."""
     results: list[tuple[int, float]] = []
     lock = threading.Lock()
 
@@ -85,10 +86,12 @@ def open_loop(stack: Stack, image: bytes, rate: float, seconds: float) -> list[t
             if delay > 0:
                 time.sleep(delay)
             pool.submit(one)
-    return results
+    return results, time.perf_counter() - t0
 
 
 def level_row(results: list[tuple[int, float]], seconds: float, deadline: float) -> dict:
+    """Goodput over `seconds`, the span until the last answer: a queue that is still draining after
+    the arrivals stop must not count as throughput."""
     good = [lat for status, lat in results if status == 200 and lat <= deadline]
     served = [lat for status, lat in results if status == 200]
     return {"sent": len(results), "goodput_rps": len(good) / seconds,
@@ -132,14 +135,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{'load':>5} {'sent':>6} {'goodput/s':>10} {'p50 s':>7} {'p99 s':>7} {'refused':>8} {'other':>6}")
             out["levels"] = {}
             for factor in (1, 2, 4):
-                row = level_row(open_loop(stack, image, factor * rps, args.level_seconds), args.level_seconds, deadline)
+                row = level_row(*open_loop(stack, image, factor * rps, args.level_seconds), deadline)
                 out["levels"][f"{factor}x"] = row
                 print(f"{factor:>4}x {row['sent']:6d} {row['goodput_rps']:10.2f} {row['p50_s']:7.2f} {row['p99_s']:7.2f} "
                       f"{row['refused_share']:8.1%} {row['other']:6d}", flush=True)
                 time.sleep(deadline / 4)  # the queues drain before the next level
             if args.soak_minutes > 0:
                 start_rss = rss_mib(stack)
-                soak = open_loop(stack, image, 0.8 * rps, args.soak_minutes * 60)
+                soak, _ = open_loop(stack, image, 0.8 * rps, args.soak_minutes * 60)
                 end_rss = rss_mib(stack)
                 errors = sum(1 for s, _ in soak if s != 200)
                 out["soak"] = {"minutes": args.soak_minutes, "requests": len(soak), "errors": errors,
