@@ -7,9 +7,11 @@
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
 #   make stop         stops what `make run` started, by PID, gracefully
+#   make reload       rolling reload of what `make run` started: Nginx, then each instance's workers in turn
 #   make status       each instance's readiness
 #   make bench        the serving stack through Nginx: throughput, latency, overhead, 1 vs 2 instances
 #   make bench-jobs   pages per second of a 50-page job against the same pages one request at a time
+#   make bench-load   goodput, p50/p99 and refusals at 1x/2x/4x capacity, then a soak (SOAK_MINUTES=10)
 #   sudo make install systemd units + Nginx site on a real host (PREFIX=/opt/parse)
 
 SHELL := /bin/bash
@@ -24,7 +26,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr nginx run stop status bench bench-jobs install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr nginx run stop reload status bench bench-jobs bench-load install
 
 setup: $(VENV)/.installed weights
 
@@ -98,6 +100,9 @@ run: setup nginx
 stop:
 	$(PY) -m service.deploy down
 
+reload:
+	$(PY) -m service.ops.reload --dev
+
 status:
 	$(PY) -m service.deploy status
 
@@ -107,6 +112,11 @@ bench: setup nginx
 # A 50-page job on the default stack against the same pages sent one request at a time.
 bench-jobs: setup nginx
 	$(PY) -m tests.bench_jobs
+
+# The soak runs at 80% of the measured capacity for SOAK_MINUTES (a benchmark, never part of make test).
+SOAK_MINUTES ?= 10
+bench-load: setup nginx
+	$(PY) -m tests.bench_load --soak-minutes $(SOAK_MINUTES)
 
 # A real host: code and venv in $(PREFIX), files rendered from conf/parse.toml into /etc, one
 # parse@PORT unit per declared instance under parse.target, the Nginx site enabled.

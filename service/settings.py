@@ -13,6 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "conf" / "parse.toml"
+# The uWSGI stats server of the instance on port P listens on 127.0.0.1:P+STATS_OFFSET.
+STATS_OFFSET = 1000
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Limits:
     max_side: int = 16384
     max_images: int = 8
     deadline_seconds: float = 60.0
+    seconds_per_request: float = 2.0
     worker_memory_mib: int = 3072
 
     @property
@@ -83,6 +86,10 @@ class Instance:
     device: str = "cpu"
     processes: int = 1
     threads: int = 1
+
+    @property
+    def stats_address(self) -> str:
+        return f"127.0.0.1:{self.port + STATS_OFFSET}"
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,9 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     if "dir" in jobs:
         jobs["dir"] = _path(jobs["dir"], base)
 
+    limits = Limits(**raw.get("limits", {}))
+    if not limits.seconds_per_request > 0:
+        raise ValueError(f"[limits] seconds_per_request in {cfg_path} must be above 0, not {limits.seconds_per_request!r}")
     instances = tuple(Instance(**i) for i in raw.get("instances", ()))
     ports = [i.port for i in instances]
     if len(set(ports)) != len(ports):
@@ -146,7 +156,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     return Settings(
         path=cfg_path,
         model=ModelSettings(**model),
-        limits=Limits(**raw.get("limits", {})),
+        limits=limits,
         nginx=NginxSettings(**raw.get("nginx", {})),
         auth=AuthSettings(**auth),
         results=ResultsSettings(**results),

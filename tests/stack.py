@@ -45,8 +45,8 @@ def default_family() -> str:
 
 
 def write_config(folder: Path, instances: list[dict], family: str | None = None,
-                 deadline_seconds: float = 20, rate: tuple[int, int] = (10000, 10000),
-                 keys: tuple[str, ...] = (), extra: str = "") -> Settings:
+                 deadline_seconds: float = 20, seconds_per_request: float = 2.0,
+                 rate: tuple[int, int] = (10000, 10000), keys: tuple[str, ...] = (), extra: str = "") -> Settings:
     """A parse.toml in `folder` for these instances (weight/processes/threads), on free ports.
 
     The rate limit is out of the way unless `rate` (per second, burst) is given: most tests measure
@@ -63,7 +63,7 @@ def write_config(folder: Path, instances: list[dict], family: str | None = None,
         (folder / "keys").write_text("".join(f"{digest(key)} test-{n}\n" for n, key in enumerate(keys)))
         auth = f"[auth]\nkeys_file = \"{folder / 'keys'}\"\n\n"
     text = (f"[model]\nfamily = \"{family or default_family()}\"\nweights_dir = \"{ROOT / 'weights'}\"\n\n"
-            f"[limits]\ndeadline_seconds = {deadline_seconds}\n\n"
+            f"[limits]\ndeadline_seconds = {deadline_seconds}\nseconds_per_request = {seconds_per_request}\n\n"
             f"[nginx]\nlisten = \"127.0.0.1:{nginx_port}\"\nrate_per_second = {rate[0]}\nrate_burst = {rate[1]}\n\n"
             f"[results]\ndir = \"{folder / 'results'}\"\n\n{auth}{extra}\n{blocks}")
     path = folder / "parse.toml"

@@ -42,7 +42,13 @@ def test_dev_render_follows_the_declaration(cfg, tmp_path):
     env = deploy.read_env(layout.env_file(a))
     assert env["PARSE_PORT"] == str(a.port) and env["PARSE_PROCESSES"] == "2" and env["PARSE_THREADS"] == "2"
     assert env["PARSE_CONFIG"] == str(cfg.path)
-    assert env["UWSGI_LISTEN"] == str(2 * deploy.QUEUE_PER_WORKER)
+    # Admission from the deadline: 2 workers x floor(45 s / 2 s per request) = 44 at once, 2 in flight.
+    assert (cfg.limits.deadline_seconds, cfg.limits.seconds_per_request) == (45, 2.0)
+    assert deploy.admitted(cfg, a) == 44 and env["UWSGI_LISTEN"] == "42"
+    assert f"port = {a.port}" in cfg.path.read_text()
+    assert f"127.0.0.1:{a.port} weight=3 max_fails=2 fail_timeout=5s max_conns=44;" in (
+        layout.nginx_dir / "parse" / "http.conf").read_text()
+    assert env["PARSE_MASTER_FIFO"] == str(layout.control / f"{a.port}.fifo")
     assert env["PARSE_STATS"] == f"127.0.0.1:{a.port + deploy.STATS_OFFSET}"
     assert env["PROMETHEUS_MULTIPROC_DIR"] == str(layout.metrics)
     # harakiri above the app's deadline, Nginx's read timeout above harakiri.

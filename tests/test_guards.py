@@ -54,3 +54,23 @@ def test_deadline() -> None:
         late.check("the model call")
     assert info.value.status == 504 and info.value.code == "deadline_exceeded"
     assert "the model call" in info.value.message
+
+
+def test_deadline_counts_queue_time() -> None:
+    """A request that already waited 9 of its 10 s has 1 s left."""
+    assert 0.9 < Deadline(10.0, waited=9.0).remaining() <= 1.0
+
+
+def test_stale_request_is_504_before_the_route(tmp_path: Path) -> None:
+    """Nginx's PARSE_ARRIVED stamp older than the deadline: 504, the route (its 503 model_loading) never runs."""
+    client = make_client(tmp_path, keys=False, limits=Limits(deadline_seconds=5))
+
+    def post(arrived: str):
+        return client.post("/v1/parse", data=b"\x89PNG....", content_type="image/png",
+                           environ_base={"REMOTE_ADDR": "127.0.0.1", "PARSE_ARRIVED": arrived})
+
+    response = post(f"{time.time() - 6:.3f}")
+    assert response.status_code == 504 and response.json["error"]["code"] == "deadline_exceeded"
+    assert "queue" in response.json["error"]["message"]
+    assert post(f"{time.time() - 1:.3f}").status_code == PASSED
+    assert post("not-a-time").status_code == PASSED  # a malformed stamp counts as no wait

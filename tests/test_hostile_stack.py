@@ -179,7 +179,7 @@ def test_overload_fast_503_and_accepted_requests_finish(keyed: Stack) -> None:
     """More concurrent requests than workers x (1 + queue): the excess gets a fast 503 JSON with
     Retry-After, and every request let in still finishes with 200."""
     inst = keyed.cfg.instances[0]
-    capacity = deploy.max_conns(inst)
+    capacity = deploy.max_conns(keyed.cfg, inst)
     total = capacity + 10
     # A tiny page: the queue must drain within Nginx's read timeout even on a loaded 2-core box.
     image = encoded("PNG", page((48, 20), "7"))
@@ -194,7 +194,7 @@ def test_overload_fast_503_and_accepted_requests_finish(keyed: Stack) -> None:
     rejected = [r for r in replies if r.status == 503]
     served = [r for r in replies if r.status != 503]
     latency_ms = sorted(r.seconds * 1000 for r in rejected)
-    print(f"\noverload: {total} concurrent, capacity {capacity} (1 worker + listen {deploy.listen_queue(inst)}): "
+    print(f"\noverload: {total} concurrent, capacity {capacity} (1 worker + listen {deploy.listen_queue(keyed.cfg, inst)}): "
           f"{len(served)} served, {len(rejected)} rejected; rejection latency ms "
           f"p50 {statistics.median(latency_ms):.1f} max {latency_ms[-1]:.1f}; "
           f"slowest served {max(r.seconds for r in served):.2f} s")
@@ -277,5 +277,5 @@ def test_rendered_rate_limits_and_max_conns(tmp_path: Path) -> None:
     assert "limit_req zone=parse_per_key burst=9 nodelay;" in limit_conf
     assert "limit_req zone=parse_per_client burst=9 nodelay;" in limit_conf
     inst = on.instances[0]
-    assert f"max_conns={inst.processes + deploy.listen_queue(inst)};" in http_conf
+    assert f"max_conns={inst.processes + deploy.listen_queue(on, inst)};" in http_conf
     assert "zone parse_instances" in http_conf

@@ -8,10 +8,10 @@
 The declaration (conf/parse.toml) names the instances and limits once. The values derived from
 it, and the rule for each, live here and nowhere else:
   - each instance's environment file (PARSE_PORT, processes, listen queue, harakiri, stats
-    address, metrics folder), read by conf/uwsgi/parse.ini through $(VAR) and by the systemd unit
+    address, metrics folder, master FIFO), read by conf/uwsgi/parse.ini through $(VAR) and by the systemd unit
     through EnvironmentFile=;
-  - Nginx fragments included by conf/nginx/parse.conf: the upstream with the weights, the
-    listen address, client_max_body_size, timeouts and the rate limit;
+  - Nginx fragments included by conf/nginx/parse.conf: the upstream with the weights and the
+    admission (max_conns, from the deadline and the time per request), the listen address, client_max_body_size, timeouts and the rate limit;
   - a drop-in for systemd/parse@.service with the stop timeout.
 The files that include them (ini, site, unit) are real, commented files in the repository.
 """
@@ -39,13 +39,9 @@ from . import probe
 # tries it again: a crashed or restarting instance costs at most two retried requests per 5 s.
 MAX_FAILS = 2
 FAIL_TIMEOUT_S = 5
-# Connections that may wait in an instance's listen queue per worker. A receipt takes 1-3 s on a
-# CPU worker, so 4 waiting requests start within ~12 s, well inside the deadline and Nginx's read
-# timeout (which also runs while a request waits here). Past workers + queue, Nginx's max_conns
-# answers a fast 503 with Retry-After rather than letting clients queue into timeouts.
-QUEUE_PER_WORKER = 4
-# The stats server of the instance on port P listens on 127.0.0.1:P+STATS_OFFSET.
-STATS_OFFSET = 1000
+# Linux caps a listen queue at net.core.somaxconn (4096 since 5.4); uWSGI refuses to start above it.
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+STATS_OFFSET = settings_mod.STATS_OFFSET
 # Seconds given to a starting instance to load and warm its models.
 START_TIMEOUT_S = 300
 
@@ -53,6 +49,7 @@ START_TIMEOUT_S = 300
 HOST_ETC = Path("/etc/parse")
 HOST_NGINX = Path("/etc/nginx")
 HOST_METRICS = Path("/run/parse/metrics")
+HOST_CONTROL = Path("/run/parse/control")
 HOST_LOG = Path("/var/log/nginx")
 HOST_SYSTEMD = Path("/etc/systemd/system")
 
@@ -74,11 +71,27 @@ def stop_timeout_s(cfg: Settings) -> int:
 
 
 def stats_address(inst: Instance) -> str:
-    return f"127.0.0.1:{inst.port + STATS_OFFSET}"
+    return inst.stats_address
 
 
-def listen_queue(inst: Instance) -> int:
-    return inst.processes * QUEUE_PER_WORKER
+def admitted(cfg: Settings, inst: Instance) -> int:
+    """Requests an instance may hold at once, in flight and waiting: what its workers finish within
+    the deadline at the measured time per request (the uWSGI docs' listen ~ workers x SLO / latency).
+    One more would wait past its deadline, so Nginx refuses it at once instead (max_conns)."""
+    per_worker = max(1, math.floor(cfg.limits.deadline_seconds / cfg.limits.seconds_per_request))
+    return inst.processes * per_worker
+
+
+def somaxconn() -> int:
+    try:
+        return int(SOMAXCONN.read_text())
+    except (OSError, ValueError):
+        return 4096
+
+
+def listen_queue(cfg: Settings, inst: Instance) -> int:
+    """The listen queue holds what is admitted beyond one request per worker (at least 1)."""
+    return max(1, admitted(cfg, inst) - inst.processes)
 
 
 def check(cfg: Settings) -> None:
@@ -91,39 +104,49 @@ def check(cfg: Settings) -> None:
     for inst in cfg.instances:
         if inst.weight < 1 or inst.processes < 1 or inst.threads < 1:
             raise ValueError(f"{cfg.path}: instance {inst.port} needs weight, processes and threads >= 1")
+        if listen_queue(cfg, inst) > somaxconn():
+            raise ValueError(f"{cfg.path}: instance {inst.port} would admit {admitted(cfg, inst)} requests; its listen "
+                             f"queue exceeds net.core.somaxconn ({somaxconn()}): raise seconds_per_request or "
+                             "lower deadline_seconds, or raise the sysctl")
 
 
-def instance_env(cfg: Settings, inst: Instance, metrics_dir: Path) -> str:
+def instance_env(cfg: Settings, inst: Instance, metrics_dir: Path, fifo_dir: Path) -> str:
     values = {
         "PARSE_CONFIG": cfg.path,
         "PARSE_PORT": inst.port,
         "PARSE_PROCESSES": inst.processes,
         "PARSE_THREADS": inst.threads,
-        "UWSGI_LISTEN": listen_queue(inst),  # conf/uwsgi/parse.ini says why not $(VAR)
+        "UWSGI_LISTEN": listen_queue(cfg, inst),  # conf/uwsgi/parse.ini says why not $(VAR)
         "PARSE_HARAKIRI": harakiri_s(cfg),
         "PARSE_WORKER_MEMORY_MIB": cfg.limits.worker_memory_mib,
         "PARSE_STATS": stats_address(inst),
         "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        "PARSE_MASTER_FIFO": fifo_path(fifo_dir, inst),
     }
     head = f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
     return head + "".join(f"{k}={v}\n" for k, v in values.items())
 
 
-def max_conns(inst: Instance) -> int:
-    """What an instance holds at once, a request per worker plus its full listen
-    queue. Nginx sends no more (upstream max_conns), so a connect never waits on a full kernel
-    queue (Linux drops the SYN and the client hangs); with every instance full, Nginx fails over at
-    once to "no live upstreams", answered as a 503 JSON with Retry-After in about a millisecond."""
-    return inst.processes + listen_queue(inst)
+def fifo_path(fifo_dir: Path, inst: Instance) -> Path:
+    """The instance master's command FIFO: `c` written to it starts a chain reload (service/ops/reload.py)."""
+    return fifo_dir / f"{inst.port}.fifo"
+
+
+def max_conns(cfg: Settings, inst: Instance) -> int:
+    """What Nginx sends an instance at once: what the deadline admits (`admitted`), which is a
+    request per worker plus its full listen queue. So a connect never waits on a full kernel queue
+    (Linux drops the SYN and the client hangs); with every instance full, Nginx fails over at once
+    to "no live upstreams", answered as a 503 JSON with Retry-After in about a millisecond."""
+    return inst.processes + listen_queue(cfg, inst)
 
 
 def nginx_http(cfg: Settings) -> str:
     servers = "".join(f"    server 127.0.0.1:{i.port} weight={i.weight} max_fails={MAX_FAILS} "
-                      f"fail_timeout={FAIL_TIMEOUT_S}s max_conns={max_conns(i)};\n" for i in cfg.instances)
-    # Shared memory makes max_conns one count across all Nginx worker processes.
+                      f"fail_timeout={FAIL_TIMEOUT_S}s max_conns={max_conns(cfg, i)};\n" for i in cfg.instances)
     per_key = (f"limit_req_zone $http_authorization zone=parse_per_key:10m rate={cfg.nginx.rate_per_second}r/s;\n"
                if cfg.auth.keys_file else "")
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
+            # The zone (shared memory) makes max_conns one count across all Nginx worker processes.
             f"upstream parse_instances {{\n    zone parse_instances 64k;\n{servers}}}\n"
             f"limit_req_zone $binary_remote_addr zone=parse_per_client:10m rate={cfg.nginx.rate_per_second}r/s;\n"
             f"{per_key}")
@@ -187,6 +210,10 @@ class DevLayout:
         return self.run / "metrics"
 
     @property
+    def control(self) -> Path:
+        return self.run / "control"
+
+    @property
     def logs(self) -> Path:
         return self.run / "log"
 
@@ -236,7 +263,7 @@ def render_dev(cfg: Settings, run: Path) -> DevLayout:
     check(cfg)
     layout = DevLayout(run.resolve())
     for inst in cfg.instances:
-        _write(layout.env_file(inst), instance_env(cfg, inst, layout.metrics))
+        _write(layout.env_file(inst), instance_env(cfg, inst, layout.metrics, layout.control))
     parse_dir = layout.nginx_dir / "parse"
     _write(parse_dir / "http.conf", nginx_http(cfg))
     _write(parse_dir / "server.conf", nginx_server(cfg, layout.logs / "access.json"))
@@ -244,7 +271,7 @@ def render_dev(cfg: Settings, run: Path) -> DevLayout:
     _write(parse_dir / "jobs.conf", nginx_jobs(cfg))
     shutil.copyfile(HOST_NGINX / "uwsgi_params", layout.nginx_dir / "uwsgi_params")
     _write(layout.nginx_dir / "nginx.conf", nginx_main_dev(layout))
-    for d in (layout.logs, layout.pids, layout.metrics, *(layout.nginx_dir / "tmp" / k for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))):
+    for d in (layout.logs, layout.pids, layout.metrics, layout.control, *(layout.nginx_dir / "tmp" / k for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))):
         d.mkdir(parents=True, exist_ok=True)
     return layout
 
@@ -257,7 +284,7 @@ def render_host(cfg: Settings, destdir: Path = Path("/")) -> list[Path]:
         return destdir / path.relative_to("/")
 
     files = {
-        **{at(HOST_ETC / "instances" / f"{i.port}.env"): instance_env(cfg, i, HOST_METRICS) for i in cfg.instances},
+        **{at(HOST_ETC / "instances" / f"{i.port}.env"): instance_env(cfg, i, HOST_METRICS, HOST_CONTROL) for i in cfg.instances},
         at(HOST_NGINX / "parse" / "http.conf"): nginx_http(cfg),
         at(HOST_NGINX / "parse" / "server.conf"): nginx_server(cfg, HOST_LOG / "parse.access.json"),
         at(HOST_NGINX / "parse" / "limit_req.conf"): nginx_limit_req(cfg),

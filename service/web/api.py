@@ -23,6 +23,7 @@ from .guards import Deadline
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.before_request(guards.check_upload)
+bp.teardown_request(guards.leave)
 
 # Multipart fields that may carry images: `image` is documented, `file` is what many clients send.
 FIELDS = ("image", "file")
@@ -101,11 +102,11 @@ def encode(model: OcrModel, pages: list[Page], timing: dict[str, float]) -> dict
 
 @bp.post("/parse")
 def parse():
-    start = time.perf_counter()
     mode = read_mode()
     worker = state.current()
-    model = worker.require()  # 503 before anything is read while the model loads
     deadline = guards.deadline()
+    model = worker.await_model(deadline.remaining())  # a fresh worker's model may still be loading
+    start = time.perf_counter()  # the stages time the work, not the wait for a model
     images, greys = decode_all(uploads(), model.reads_grey, deadline)
     decoded = time.perf_counter()
     deadline.check("the model call")

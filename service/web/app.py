@@ -2,9 +2,10 @@
 
 uWSGI runs with lazy-apps, so `create_app()` runs in the worker after fork and nothing touches
 torch in the master. The model loads in a background thread, so the worker answers at once:
-/healthz says it lives, /readyz and /v1/parse answer 503 JSON until the model is loaded and
-warmed (uWSGI's ini sets enable-threads so that thread runs). A request never waits on a model
-that is still loading; Nginx's `uwsgi_next_upstream http_503` sends it to a ready instance.
+/healthz says it lives, /readyz answers 503 JSON until the model is loaded and warmed (uWSGI's ini
+sets enable-threads so that thread runs). /v1/parse requests that reach a loading worker (the ones
+queued on its instance while it was respawned or reloaded) wait for the model within their
+deadline (state.WorkerState.await_model).
 """
 
 from __future__ import annotations

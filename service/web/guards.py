@@ -10,6 +10,11 @@ at all until the op returns, leaving metrics locks and model state half-updated)
 checks the deadline between stages (before each image's decode, before and after the model call)
 and answers 504 JSON; the worker lives on. A single stage that hangs is uWSGI's `harakiri`
 backstop, set above the deadline: it kills and respawns that one worker, and Nginx answers JSON.
+
+The deadline runs from the moment Nginx handed the request on (its PARSE_ARRIVED stamp), not from
+the moment a worker took it: a client's deadline includes the time it waited in the listen queue.
+A request that has already waited past it is answered 504 before the body is read or the model
+is touched, so a backlog never costs model time for answers nobody will wait for.
 """
 
 from __future__ import annotations
@@ -19,15 +24,21 @@ import time
 from flask import g, request
 
 from ..errors import ClientError
-from . import state
+from . import metrics, state
 
 
 class Deadline:
-    """The moment a request's processing must be over; `check` between stages turns lateness into 504."""
+    """The moment a request's processing must be over; `check` between stages turns lateness into 504.
 
-    def __init__(self, seconds: float):
+    `waited` is how long the request had already waited when the worker took it (queue time).
+    """
+
+    def __init__(self, seconds: float, waited: float = 0.0):
         self.seconds = seconds
-        self.expires = time.monotonic() + seconds
+        self.expires = time.monotonic() + seconds - waited
+
+    def remaining(self) -> float:
+        return self.expires - time.monotonic()
 
     def check(self, stage: str) -> None:
         if time.monotonic() > self.expires:
@@ -37,6 +48,16 @@ class Deadline:
                 f"processing passed the {self.seconds:g} s deadline at {stage}; "
                 "send fewer or smaller images per request",
             )
+
+
+def queue_seconds() -> float:
+    """Seconds since Nginx stamped the request (PARSE_ARRIVED, Unix time); 0 without a stamp
+    (a request that reached uWSGI directly) or with one from a clock that is ahead."""
+    stamp = request.environ.get("PARSE_ARRIVED")
+    try:
+        return max(0.0, time.time() - float(stamp)) if stamp else 0.0
+    except ValueError:
+        return 0.0
 
 
 def deadline() -> Deadline:
@@ -51,8 +72,17 @@ def check_upload() -> None:
     """
     if request.method != "POST":
         return
-    limits = state.current().cfg.limits
-    g.deadline = Deadline(limits.deadline_seconds)
+    worker = state.current()
+    limits = worker.cfg.limits
+    metrics.IN_FLIGHT.labels(str(worker.instance.port)).inc()
+    g.in_flight = str(worker.instance.port)
+    waited = queue_seconds()
+    metrics.QUEUE_SECONDS.observe(waited)
+    g.deadline = Deadline(limits.deadline_seconds, waited)
+    if waited > limits.deadline_seconds:
+        raise ClientError(504, "deadline_exceeded",
+                          f"the request waited {waited:.1f} s in the queue, past the {limits.deadline_seconds:g} s "
+                          "deadline, so it was not processed; the service is overloaded: retry later")
     length = request.content_length
     if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         # Nginx de-chunks bodies and passes their length; uWSGI alone cannot read a chunked body.
@@ -78,3 +108,10 @@ def check_upload() -> None:
             "Content-Type multipart/form-data has no boundary parameter: let the HTTP client build the "
             "form and its header (curl -F image=@page.jpg) instead of setting Content-Type by hand",
         )
+
+
+def leave(_exc: BaseException | None = None) -> None:
+    """The API blueprint's teardown: the request no longer counts as in flight, however it ended."""
+    port = g.pop("in_flight", None)
+    if port is not None:
+        metrics.IN_FLIGHT.labels(port).dec()

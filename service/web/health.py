@@ -25,7 +25,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     worker = state.current()
-    worker.require()  # 503 model_loading / model_load_failed, as for /v1/parse
+    worker.require()  # 503 model_loading / model_load_failed at once: a probe never waits
     inst = worker.instance
     ready = metrics.ready_workers(str(inst.port))
     # Outside uWSGI (no shared metrics folder) this process is the whole instance.

@@ -15,11 +15,14 @@ killed with SIGKILL stops counting as ready.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 from pathlib import Path
 
 from flask import Blueprint, Response
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
                                multiprocess)
 
@@ -27,6 +30,7 @@ from ..jobs.metrics import JobsCollector
 from . import state
 
 bp = Blueprint("metrics", __name__)
+
 
 # Per-stage seconds: from a few ms (decode of a small PNG) up to the request deadline.
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -38,6 +42,13 @@ IMAGES = Counter("parse_images_total", "Images parsed")
 LINES = Counter("parse_lines_total", "Text lines found")
 MODEL_LOAD_SECONDS = Histogram("parse_model_load_seconds", "Seconds a worker took to load and warm its model",
                                buckets=(1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0))
+# From a few ms on an idle stack up to past the deadline (stale requests, answered 504).
+QUEUE_SECONDS = Histogram("parse_queue_seconds", "Seconds a request waited between Nginx and a worker "
+                          "(listen queue, and a retry's first attempt)",
+                          buckets=(0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0))
+# livesum: uploads a worker of the instance is handling now (waiting for its model included).
+IN_FLIGHT = Gauge("parse_requests_in_flight", "API uploads being handled by the instance's workers", ["instance"],
+                  multiprocess_mode="livesum")
 # livesum: the number of ready workers right now, per instance; a dead worker's file is removed.
 WORKER_READY = Gauge("parse_worker_ready", "Workers whose model is loaded and warmed", ["instance"],
                      multiprocess_mode="livesum")
@@ -90,12 +101,36 @@ def ready_workers(instance: str) -> int | None:
     return 0
 
 
-def registry() -> CollectorRegistry:
-    """Every worker's values merged in multiprocess mode; this process's own registry otherwise (tests)."""
+class ListenQueueCollector:
+    """parse_requests_waiting{instance}: connections in each instance's listen queue, not yet taken
+    by a worker. Only the kernel knows them; uWSGI's stats server reports the count (TCP_INFO)."""
+
+    def __init__(self, instances: list[tuple[str, str]]):
+        self.instances = instances  # (instance label, stats address)
+
+    def collect(self):
+        family = GaugeMetricFamily("parse_requests_waiting",
+                                   "Connections waiting in the instance's listen queue for a worker", labels=["instance"])
+        for label, address in self.instances:
+            host, port = address.rsplit(":", 1)
+            try:
+                with socket.create_connection((host, int(port)), timeout=1) as sock:
+                    stats = json.loads(b"".join(iter(lambda: sock.recv(65536), b"")))
+            except (OSError, ValueError):
+                continue  # an instance that is down has no queue to report
+            family.add_metric([label], sum(s.get("queue", 0) for s in stats.get("sockets", [])))
+        yield family
+
+
+def registry(instances: list[tuple[str, str]] = ()) -> CollectorRegistry:
+    """Every worker's values merged in multiprocess mode, with the listen queues of `instances`;
+    this process's own registry otherwise (tests)."""
     if multiproc_dir() is None:
         return REGISTRY
     reg = CollectorRegistry()
     multiprocess.MultiProcessCollector(reg)
+    if instances:
+        reg.register(ListenQueueCollector(list(instances)))
     return reg
 
 
@@ -105,4 +140,5 @@ def metrics() -> Response:
     # Job states come from the job store at each scrape (service/jobs/metrics.py), not from files.
     jobs = CollectorRegistry()
     jobs.register(JobsCollector(state.current().jobs))
-    return Response(generate_latest(registry()) + generate_latest(jobs), content_type=CONTENT_TYPE_LATEST)
+    instances = [(str(i.port), i.stats_address) for i in state.current().cfg.instances]
+    return Response(generate_latest(registry(instances)) + generate_latest(jobs), content_type=CONTENT_TYPE_LATEST)

@@ -35,6 +35,7 @@ class WorkerState:
         self.model: OcrModel | None = None
         self.error: str | None = None
         self.ready = threading.Event()
+        self.loading = False  # a load is under way in this worker (start() was called)
         self._jobs: Store | None = None
 
     @property
@@ -53,6 +54,7 @@ class WorkerState:
         except Exception as exc:  # the worker stays up and says why in /readyz and the log
             log.exception("model load failed")
             self.error = f"{type(exc).__name__}: {exc}"
+            self.ready.set()  # requests waiting for the model get their 503 now
             return
         seconds = time.perf_counter() - start
         self.model = model
@@ -62,6 +64,7 @@ class WorkerState:
         log.info("ready: %s %s on %s in %.2fs", model.info.name, model.info.version, model.device, seconds)
 
     def start(self) -> threading.Thread:
+        self.loading = True
         thread = threading.Thread(target=self.load, name="model-load", daemon=True)
         thread.start()
         return thread
@@ -74,6 +77,22 @@ class WorkerState:
             raise ClientError(503, "model_load_failed", f"this worker could not load its model: {self.error}")
         raise ClientError(503, "model_loading", "the model is still loading; retry shortly",
                           {"Retry-After": str(RETRY_AFTER_LOADING)})
+
+
+    def await_model(self, seconds: float) -> OcrModel:
+        """The model, waiting up to `seconds` (what is left of the request's deadline) while it loads.
+
+        A respawned or chain-reloaded worker is handed the requests queued on its instance's socket
+        before its model is ready; answering them 503 would refuse work that can still meet its
+        deadline (and a lone worker's instance has no other worker to take it). So they wait here;
+        one whose deadline runs out first gets the 504 its deadline promises.
+        """
+        if self.model is None and self.error is None and self.loading:
+            if not self.ready.wait(max(0.0, seconds)):
+                raise ClientError(504, "deadline_exceeded",
+                                  "the deadline passed while this worker was still loading its model; retry shortly",
+                                  {"Retry-After": str(RETRY_AFTER_LOADING)})
+        return self.require()
 
 
 def current() -> WorkerState:
