@@ -18,13 +18,31 @@ def as_quad(points) -> Quad:
 
 
 @dataclass
-class Line:
+class Word:
+    """One whitespace-separated run of a line's text, placed where the recognizer read it."""
+
     text: str
     confidence: float
     quad: Quad
 
     def to_json(self) -> dict:
         return {"text": self.text, "confidence": round(float(self.confidence), 6), "quad": as_quad(self.quad)}
+
+
+@dataclass
+class Line:
+    text: str
+    confidence: float
+    quad: Quad
+    # Filled by both families on every read (the cost is a few array lookups); the JSON carries
+    # them only when the client asks (?words=1), so the default response stays as it was.
+    words: list[Word] = field(default_factory=list)
+
+    def to_json(self, words: bool = False) -> dict:
+        out = {"text": self.text, "confidence": round(float(self.confidence), 6), "quad": as_quad(self.quad)}
+        if words:
+            out["words"] = [word.to_json() for word in self.words]
+        return out
 
 
 @dataclass
