@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..layout import Layout, arrange
+
 # 4 [x, y] points, clockwise from top-left, in the original image's pixels, as floats.
 Quad = list[list[float]]
 
@@ -47,16 +49,21 @@ class Line:
 
 @dataclass
 class Page:
-    """One image's result: lines in reading order, and seconds spent per stage."""
+    """One image's result: lines in the order the family found them, and seconds spent per stage."""
 
     width: int
     height: int
     lines: list[Line]
     timing: dict[str, float] = field(default_factory=dict)
 
+    def layout(self) -> Layout:
+        """Rows and blocks in reading order, from the quads (service/layout)."""
+        return arrange([line.quad for line in self.lines])
+
     @property
     def text(self) -> str:
-        return "\n".join(line.text for line in self.lines)
+        """The lines in reading order: a row's parts on one line, blocks apart by a blank line."""
+        return self.layout().text([line.text for line in self.lines])
 
 
 @dataclass(frozen=True)
