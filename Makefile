@@ -3,6 +3,7 @@
 #   make test         setup, then the whole test suite (what .ci/run calls)
 #   make bench-model  both model families on the SROIE dev pages, 2 threads
 #   make bench-rapidocr  PP-OCR against RapidOCR 3.10.0 itself, same pages, threads and machine
+#   make reading-order  the page text's reading order scored on the dev set (score.py --order given)
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
 #   make stop         stops what `make run` started, by PID, gracefully
@@ -22,7 +23,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test bench-model bench-rapidocr bench-easyocr nginx run stop status bench install
+.PHONY: setup system-deps weights test bench-model bench-rapidocr bench-easyocr nginx poppler reading-order run stop status bench install
 
 setup: $(VENV)/.installed weights
 
@@ -50,7 +51,7 @@ weights: $(VENV)/.installed
 		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
 		$(PY) -m service.ocr.ppocr.convert weights; }
 
-test: setup nginx
+test: setup nginx poppler
 	$(PY) -m pytest -q tests
 
 bench-model: setup
@@ -85,6 +86,16 @@ nginx:
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
 		echo "installing: nginx"; \
 		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; }
+
+# The searchable-PDF tests read the PDFs back with poppler's pdftotext.
+poppler:
+	@command -v pdftotext >/dev/null || { \
+		echo "installing: poppler-utils"; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q poppler-utils; }
+
+# The page text's reading order against the dev set's ground truth (score.py --order given).
+reading-order: setup
+	$(PY) -m tests.reading_order
 
 run: setup nginx
 	$(PY) -m service.deploy up
