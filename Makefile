@@ -4,6 +4,7 @@
 #   make test-fast    the unit and model tests only, no server started (under 2 minutes on 2 cores)
 #   make bench-model  both model families on the SROIE dev pages, 2 threads
 #   make bench-rapidocr  PP-OCR against RapidOCR 3.10.0 itself, same pages, threads and machine
+#   make reading-order  the page text's reading order scored on the dev set (score.py --order given)
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
 #   make stop         stops what `make run` started, by PID, gracefully
@@ -26,7 +27,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr nginx run stop reload status bench bench-jobs bench-load install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr nginx poppler reading-order run stop reload status bench bench-jobs bench-load install
 
 setup: $(VENV)/.installed weights
 
@@ -54,11 +55,11 @@ weights: $(VENV)/.installed
 		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
 		$(PY) -m service.ocr.ppocr.convert weights; }
 
-test: setup nginx
+test: setup nginx poppler
 	$(PY) -m pytest -q tests
 
 # The markers are in pytest.ini; a unit or model test that also starts a server is left to `make test`.
-test-fast: setup
+test-fast: setup poppler
 	$(PY) -m pytest -q -m "(unit or model) and not (stack or browser)" tests
 
 bench-model: setup
@@ -93,6 +94,16 @@ nginx:
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
 		echo "installing: nginx"; \
 		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; }
+
+# The searchable-PDF tests read the PDFs back with poppler's pdftotext.
+poppler:
+	@command -v pdftotext >/dev/null || { \
+		echo "installing: poppler-utils"; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q poppler-utils; }
+
+# The page text's reading order against the dev set's ground truth (score.py --order given).
+reading-order: setup
+	$(PY) -m tests.reading_order
 
 run: setup nginx
 	$(PY) -m service.deploy up

@@ -91,7 +91,10 @@ def test_parse_multipart_raw_and_file_field(client, page):
         [image] = body["images"]
         assert (image["width"], image["height"]) == Image.open(io.BytesIO(page)).size
         assert "hello" in image["text"].lower() and "12.00" in image["text"]
-        assert image["text"] == "\n".join(line["text"] for line in image["lines"])
+        assert sorted(i for block in image["blocks"] for i in block) == list(range(len(image["lines"])))
+        assert image["text"].split() == [w for block in image["blocks"] for i in block
+                                         for w in image["lines"][i]["text"].split()]
+        assert all("words" not in line for line in image["lines"])  # only with ?words=1
 
 
 def test_several_images_keep_their_order(client, page, render):
@@ -128,6 +131,7 @@ def test_client_errors(client, page, cfg):
          400, "empty_image"),
         (client.post("/v1/parse", data=too_many[0], content_type=too_many[1]), 413, "too_many_images"),
         (client.post("/v1/parse?mode=lines", data=page, content_type="image/png"), 400, "invalid_mode"),
+        (client.post("/v1/parse?format=docx", data=page, content_type="image/png"), 400, "invalid_format"),
         (client.get("/v1/parse"), 405, "method_not_allowed"),
         (client.get("/nowhere"), 404, "not_found"),
     ]
@@ -170,3 +174,26 @@ def test_openapi_matches_the_routes(client, ready_app):
                 if not status.startswith("2"):  # every error is the one Error schema
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)
+
+
+def test_words_and_every_format_from_the_model(client, page, render, tmp_path):
+    """?words=1 gives each line's words; each format carries them, one document for two images."""
+    from tests.formats_check import check_alto, check_hocr, check_pdf, check_words
+
+    buf = io.BytesIO()
+    Image.fromarray(render(["Second page"])).save(buf, format="PNG")
+    body, ctype = multipart([("image", page), ("image", buf.getvalue())])
+    r = client.post("/v1/parse?words=1", data=body, content_type=ctype)
+    assert r.status_code == 200, r.get_json()
+    images = r.get_json()["images"]
+    check_words(images)
+    documents = {}
+    for fmt in ("text", "hocr", "alto", "pdf"):
+        r = client.post(f"/v1/parse?format={fmt}", data=body, content_type=ctype)
+        assert r.status_code == 200, r.data[:300]
+        assert "attachment" in r.headers["Content-Disposition"]
+        documents[fmt] = r.data
+    assert documents["text"].decode().split("\f")[0].split() == images[0]["text"].split()
+    check_hocr(documents["hocr"], images)
+    check_alto(documents["alto"], images)
+    check_pdf(documents["pdf"], images, tmp_path)

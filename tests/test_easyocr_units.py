@@ -157,14 +157,14 @@ A, B = 45, 72  # 'A' and 'b' (class = index in the 96-character list + 1)
 
 def test_greedy_decode_and_confidence_counts_repeats():
     steps = [(A, 0.9), (A, 0.8), (0, 0.99), (A, 0.7), (B, 0.6), (0, 0.95)]
-    [(text, conf)] = recognize.read(lambda x: _probs(steps), [np.zeros((64, 128), np.uint8)])
+    [(text, conf, _)] = recognize.read(lambda x: _probs(steps), [np.zeros((64, 128), np.uint8)])
     assert text == "AAb"  # the repeat is collapsed, the blank separates the second A
     # non-blank steps 0.9 * 0.8 * 0.7 * 0.6 = 0.3024, n = 4: 0.3024 ** (2 / 2)
     assert conf == pytest.approx(0.3024, abs=1e-6)
 
 
 def test_single_character_confidence_is_squared():
-    [(text, conf)] = recognize.read(lambda x: _probs([(B, 0.8), (0, 0.9)]), [np.zeros((64, 64), np.uint8)])
+    [(text, conf, _)] = recognize.read(lambda x: _probs([(B, 0.8), (0, 0.9)]), [np.zeros((64, 64), np.uint8)])
     assert text == "b" and conf == pytest.approx(0.64, abs=1e-6)  # 0.8 ** (2 / sqrt(1))
 
 
@@ -177,7 +177,7 @@ def test_low_confidence_crop_is_retried_with_contrast_and_better_read_kept():
         return _probs([(0, 0.9)] * 3) if len(calls) == 1 else _probs([(A, 0.5), (0, 0.9), (0, 0.9)])
 
     crop = np.array([[100] * 64 + [140] * 64] * 64, np.uint8)
-    [(text, conf)] = recognize.read(forward, [crop])
+    [(text, conf, _)] = recognize.read(forward, [crop])
     assert calls == [1, 1] and text == "A" and conf == pytest.approx(0.25, abs=1e-6)
 
 
@@ -191,4 +191,4 @@ def test_crops_are_batched_only_with_the_same_width():
     crops = [np.zeros((64, 100), np.uint8), np.zeros((64, 300), np.uint8), np.zeros((64, 120), np.uint8)]
     results = recognize.read(forward, crops)
     assert sorted(shapes) == [(1, 1, 64, 320), (2, 1, 64, 128)]
-    assert [t for t, _ in results] == ["A", "A", "A"]
+    assert [r.text for r in results] == ["A", "A", "A"]

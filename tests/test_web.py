@@ -261,6 +261,27 @@ def test_annotated_result_is_linked_from_the_page(stack: Stack, browser, page_fi
     assert r.status == 200 and r.headers["Content-Type"] == "image/png"
 
 
+@pytest.mark.browser
+def test_result_downloads_in_every_format(stack: Stack, browser, page_file: Path):
+    """Each download button fetches the same file as that format and hands the browser the file."""
+    browser.get(stack.url + "/")
+    card = upload(browser, page_file)
+    assert by_css(card, ".downloads")[0].is_displayed()
+    expected = {"text": ("text/plain", b"Invoice"), "hocr": ("application/xhtml+xml", b"<?xml"),
+                "alto": ("application/xml", b"<?xml"), "pdf": ("application/pdf", b"%PDF")}
+    for button in by_css(card, ".download"):
+        fmt = button.get_attribute("data-format")
+        button.click()
+        WebDriverWait(browser, WAIT_S).until(lambda _: button.get_attribute("data-href"))
+        media_type, start = expected.pop(fmt)
+        assert button.get_attribute("data-type").startswith(media_type), fmt
+        head = browser.execute_async_script(
+            "const done = arguments[1]; fetch(arguments[0]).then((r) => r.arrayBuffer())"
+            ".then((b) => done(Array.from(new Uint8Array(b.slice(0, 16)))));", button.get_attribute("data-href"))
+        assert bytes(head).startswith(start), (fmt, bytes(head))
+    assert not expected
+
+
 def test_results_are_served_and_nothing_else(stack: Stack, page_file: Path):
     body, content_type = multipart([("image", "invoice.png", page_file.read_bytes(), "image/png")])
     r = http(stack.url + "/v1/parse?annotate=1", body, content_type)

@@ -30,3 +30,18 @@ def greedy(probs: np.ndarray) -> Greedy:
 def texts(decoded: Greedy, alphabet: list[str]) -> list[str]:
     """Map kept steps to characters; alphabet[i] is the character of class i (alphabet[0] is blank)."""
     return ["".join(alphabet[i] for i in row[mask]) for row, mask in zip(decoded.index, decoded.keep)]
+
+
+def runs(decoded: Greedy, row: int) -> list[tuple[int, int]]:
+    """Per emitted character of one sequence, its steps [start, end): the kept step and its repeats.
+
+    Where a character sits in the input is known only through these steps (words.py).
+    """
+    index = decoded.index[row]
+    out = []
+    for start in np.flatnonzero(decoded.keep[row]):
+        end = int(start) + 1
+        while end < len(index) and index[end] == index[start]:
+            end += 1
+        out.append((int(start), end))
+    return out

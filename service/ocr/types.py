@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..layout import Layout, arrange
+
 # 4 [x, y] points, clockwise from top-left, in the original image's pixels, as floats.
 Quad = list[list[float]]
 
@@ -18,7 +20,9 @@ def as_quad(points) -> Quad:
 
 
 @dataclass
-class Line:
+class Word:
+    """One whitespace-separated run of a line's text, placed where the recognizer read it."""
+
     text: str
     confidence: float
     quad: Quad
@@ -28,17 +32,38 @@ class Line:
 
 
 @dataclass
+class Line:
+    text: str
+    confidence: float
+    quad: Quad
+    # Filled by both families on every read (the cost is a few array lookups); the JSON carries
+    # them only when the client asks (?words=1), so the default response stays as it was.
+    words: list[Word] = field(default_factory=list)
+
+    def to_json(self, words: bool = False) -> dict:
+        out = {"text": self.text, "confidence": round(float(self.confidence), 6), "quad": as_quad(self.quad)}
+        if words:
+            out["words"] = [word.to_json() for word in self.words]
+        return out
+
+
+@dataclass
 class Page:
-    """One image's result: lines in reading order, and seconds spent per stage."""
+    """One image's result: lines in the order the family found them, and seconds spent per stage."""
 
     width: int
     height: int
     lines: list[Line]
     timing: dict[str, float] = field(default_factory=dict)
 
+    def layout(self) -> Layout:
+        """Rows and blocks in reading order, from the quads (service/layout)."""
+        return arrange([line.quad for line in self.lines])
+
     @property
     def text(self) -> str:
-        return "\n".join(line.text for line in self.lines)
+        """The lines in reading order: a row's parts on one line, blocks apart by a blank line."""
+        return self.layout().text([line.text for line in self.lines])
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ import time
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from ..documents.images import decode_page
 from ..errors import ClientError
+from .. import formats
 from ..ocr import allocator
 from ..ocr.model import OcrModel
 from ..ocr.types import Page
@@ -66,6 +67,11 @@ def read_mode() -> str:
     return mode
 
 
+def read_format() -> str:
+    """?format= (json by default), checked before the body is read, like the mode."""
+    return formats.check(request.args.get("format", "json"))
+
+
 def decode_all(blobs: list[bytes], with_grey: bool,
                deadline: Deadline) -> tuple[list[np.ndarray], list[np.ndarray | None] | None]:
     """RGB pages, plus the file-decoded grey pages when the model reads grey (model.reads_grey)."""
@@ -90,12 +96,11 @@ def model_json(model: OcrModel) -> dict[str, Any]:
             "weights_sha256": dict(model.info.weights_sha256)}
 
 
-def encode(model: OcrModel, pages: list[Page], timing: dict[str, float]) -> dict[str, Any]:
+def encode(model: OcrModel, pages: list[Page], timing: dict[str, float], words: bool = False) -> dict[str, Any]:
     return {
         "request_id": g.request_id,
         "model": model_json(model),
-        "images": [{"width": p.width, "height": p.height, "text": p.text,
-                    "lines": [line.to_json() for line in p.lines]} for p in pages],
+        "images": [formats.image_json(p, words) for p in pages],
         "timing_ms": {stage: round(seconds * 1000, 3) for stage, seconds in timing.items()},
     }
 
@@ -103,6 +108,7 @@ def encode(model: OcrModel, pages: list[Page], timing: dict[str, float]) -> dict
 @bp.post("/parse")
 def parse():
     mode = read_mode()
+    fmt = read_format()
     worker = state.current()
     deadline = guards.deadline()
     model = worker.await_model(deadline.remaining())  # a fresh worker's model may still be loading
@@ -125,7 +131,12 @@ def parse():
             metrics.STAGE_SECONDS.labels(stage).observe(seconds)
     metrics.IMAGES.inc(len(pages))
     metrics.LINES.inc(sum(len(p.lines) for p in pages))
-    body = encode(model, pages, timing)
+    if fmt != "json":
+        document, media_type = formats.render(pages, fmt, images)
+        name = f"parse-{g.request_id}.{formats.FORMATS[fmt][1]}"
+        return Response(document, mimetype=None, content_type=media_type,
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    body = encode(model, pages, timing, words=request.args.get("words") == "1")
     # ?annotate=1 also keeps each image with its boxes as /results/<id>.png (service/web/annotate.py).
     if request.args.get("annotate") == "1":
         results = worker.cfg.results

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from ..formats import FORMATS
 from . import state
 
 bp = Blueprint("openapi", __name__)
@@ -59,18 +60,34 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "text": {"type": "string"},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "quad": {"type": "array", "minItems": 4, "maxItems": 4,
-                     "description": "Corners clockwise from top-left, in the image's pixels",
-                     "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}}},
+            "quad": {"$ref": "#/components/schemas/Quad"},
+            "words": {"type": "array", "items": {"$ref": "#/components/schemas/Word"},
+                      "description": "With ?words=1: the line's words, which joined by spaces give its text"},
         },
     },
+    "Word": {
+        "type": "object", "required": ["text", "confidence", "quad"],
+        "properties": {
+            "text": {"type": "string"},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "quad": {"$ref": "#/components/schemas/Quad"},
+        },
+    },
+    "Quad": {"type": "array", "minItems": 4, "maxItems": 4,
+             "description": "Corners clockwise from top-left, in the image's pixels",
+             "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}}},
     "Image": {
         "type": "object", "required": ["width", "height", "text", "lines"],
         "properties": {
             "width": {"type": "integer", "minimum": 1},
             "height": {"type": "integer", "minimum": 1},
-            "text": {"type": "string", "description": "The lines in reading order, joined by newlines"},
-            "lines": {"type": "array", "items": {"$ref": "#/components/schemas/Line"}},
+            "text": {"type": "string", "description": ("The lines in reading order: the parts of a row on one "
+                                                        "line apart by spaces, blocks apart by a blank line")},
+            "lines": {"type": "array", "items": {"$ref": "#/components/schemas/Line"},
+                      "description": "As found by the model (the order of earlier versions)"},
+            "blocks": {"type": "array", "description": "Columns, paragraphs or a table, in reading order: "
+                                                        "each the indices into lines of its lines, in reading order",
+                       "items": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
             # Only with ?annotate=1; null when the PNG alone is over [results] max_bytes.
             "annotated_url": {"type": "string", "nullable": True, "pattern": "^/results/[A-Za-z0-9_-]{22}\\.png$",
                               "description": ("With ?annotate=1: the image with its quads drawn, a PNG served at "
@@ -161,15 +178,27 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
                                {"name": "mode", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": ["page", "line"], "default": "page"},
                                 "description": "page: find every text line; line: each image is one text "
-                                               "line (a crop), read without detection"}],
+                                               "line (a crop), read without detection"},
+                               {"name": "format", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
+                                "description": "json: the result below; text: the text in reading order; "
+                                               "hocr: hOCR 1.2 XHTML; alto: ALTO v4 XML; pdf: a searchable PDF "
+                                               "(each image with an invisible text layer). All images make one "
+                                               "document."},
+                               {"name": "words", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["0", "1"]},
+                                "description": "json: 1 adds each line's words, with their quads"}],
                 "requestBody": {"required": True, "content": {
                     "multipart/form-data": {"schema": {"type": "object", "properties": {"image": images, "file": images}}},
                     "image/*": {"schema": {"type": "string", "format": "binary"}},
                 }},
                 "responses": {
-                    "200": _json("#/components/schemas/ParseResult", "The text of every image"),
+                    "200": {"description": "The text of every image, in the format asked for",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ParseResult"}},
+                                        **{FORMATS[f][0].partition(";")[0]: {"schema": {"type": "string"}}
+                                           for f in FORMATS if f != "json"}}},
                     "400": _error("No image in the request, an empty file, bytes that are not a readable image, "
-                                  "or an unknown mode"),
+                                  "or an unknown mode or format"),
                     "401": _error("API keys are on and the Authorization header is missing or wrong"),
                     # Nginx de-chunks bodies; a client talking to uWSGI directly must send a length.
                     "411": _error("A chunked body sent to an instance directly, without Nginx"),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ...settings import ModelSettings
-from .. import allocator
+from .. import allocator, words
 from ..types import Line, ModelInfo, Page, as_quad
 from ..weights import load_state_dict
 from . import detect, group, recognize, winograd
@@ -158,7 +158,8 @@ class EasyOcr:
         recognize_seconds = time.perf_counter() - start
         pages = []
         for image, crops, det_s in zip(images, page_crops, detect_seconds):
-            lines = [Line(text, conf, as_quad(crop.quad)) for crop, (text, conf) in zip(crops, reads)]
+            lines = [Line(r.text, r.confidence, as_quad(crop.quad), words.words(r.chars, crop.quad, recognize.custom_mean))
+                     for crop, r in zip(crops, reads)]
             share = len(crops) / len(flat) if flat else 1 / len(images)
             pages.append(Page(image.shape[1], image.shape[0], lines,
                               {"detect": det_s, "recognize": recognize_seconds * share}))
@@ -171,10 +172,11 @@ class EasyOcr:
         reads = recognize.read(self._recognize_probs, greys)
         seconds = (time.perf_counter() - start) / max(1, len(images))
         pages = []
-        for grey, (text, conf) in zip(greys, reads):
+        for grey, r in zip(greys, reads):
             h, w = grey.shape
             quad = as_quad([[0, 0], [w, 0], [w, h], [0, h]])
-            pages.append(Page(w, h, [Line(text, conf, quad)], {"detect": 0.0, "recognize": seconds}))
+            line = Line(r.text, r.confidence, quad, words.words(r.chars, quad, recognize.custom_mean))
+            pages.append(Page(w, h, [line], {"detect": 0.0, "recognize": seconds}))
         return pages
 
     def warmup(self) -> None:

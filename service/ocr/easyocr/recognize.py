@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from .. import ctc
+from .. import ctc, words
 
 HEIGHT = 64
 # Class i (1..96) is CHARACTERS[i - 1]; class 0 is the CTC blank.
@@ -25,6 +25,14 @@ ALPHABET = ["[blank]", *CHARACTERS]
 CONTRAST_THS = 0.1  # crops read with less confidence are read again with stretched contrast
 ADJUST_CONTRAST = 0.5  # ... when their contrast is below this
 MAX_BATCH_COLUMNS = 64 * 256  # sum of input widths per forward pass: bounds activation memory
+
+
+
+class Reading(NamedTuple):
+    text: str
+    confidence: float
+    chars: list[words.Char]  # where each character lies along the crop, for word boxes
+
 
 Forward = Callable[[torch.Tensor], torch.Tensor]  # [B, 1, 64, W] float32 -> probabilities [B, T, 97]
 
@@ -71,30 +79,34 @@ def to_input(img: np.ndarray, width: int) -> np.ndarray:
 
 def confidence(index: np.ndarray, prob: np.ndarray) -> float:
     """EasyOCR's custom_mean: prod(p) ** (2 / sqrt(n)) over every non-blank step (repeats included)."""
-    p = prob[index != 0]
+    return custom_mean(prob[index != 0])
+
+
+def custom_mean(p: np.ndarray) -> float:
+    """prod(p) ** (2 / sqrt(n)): a line's confidence over its non-blank steps, a word's over its own."""
     if p.size == 0:
         return 0.0
     return float(p.prod() ** (2.0 / np.sqrt(p.size)))
 
 
-def read(forward: Forward, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
-    """Grey crops -> (text, confidence) each, with EasyOCR's contrast retry for unsure reads."""
+def read(forward: Forward, crops: Sequence[np.ndarray]) -> list[Reading]:
+    """Grey crops -> (text, confidence, characters) each, with EasyOCR's contrast retry for unsure reads."""
     prepared = [resize(c) for c in crops]
     results = _read_batched(forward, prepared)
-    retry = [i for i, (_, conf) in enumerate(results) if conf < CONTRAST_THS]
+    retry = [i for i, r in enumerate(results) if r.confidence < CONTRAST_THS]
     if retry:
         second = _read_batched(forward, [(adjust_contrast(prepared[i][0]), prepared[i][1]) for i in retry])
         for i, again in zip(retry, second):
-            if again[1] >= results[i][1]:
+            if again.confidence >= results[i].confidence:
                 results[i] = again
     return results
 
 
-def _read_batched(forward: Forward, prepared: Sequence[tuple[np.ndarray, int]]) -> list[tuple[str, float]]:
+def _read_batched(forward: Forward, prepared: Sequence[tuple[np.ndarray, int]]) -> list[Reading]:
     by_width: dict[int, list[int]] = defaultdict(list)
     for i, (_, width) in enumerate(prepared):
         by_width[width].append(i)
-    results: list[tuple[str, float]] = [("", 0.0)] * len(prepared)
+    results: list[Reading] = [Reading("", 0.0, [])] * len(prepared)
     for width, members in by_width.items():
         step = max(1, MAX_BATCH_COLUMNS // width)
         for start in range(0, len(members), step):
@@ -105,6 +117,10 @@ def _read_batched(forward: Forward, prepared: Sequence[tuple[np.ndarray, int]]) 
             # masked this divides by a sum that is 1 up to rounding, kept for identical confidences.
             probs /= probs.sum(axis=2, keepdims=True)
             decoded = ctc.greedy(probs)
+            stride = width / decoded.index.shape[1]
             for row, (i, text) in enumerate(zip(chunk, ctc.texts(decoded, ALPHABET))):
-                results[i] = (text, confidence(decoded.index[row], decoded.prob[row]))
+                h, w = prepared[i][0].shape
+                content = min(math.ceil(HEIGHT * (w / float(h))), width)  # as to_input fills it
+                results[i] = Reading(text, confidence(decoded.index[row], decoded.prob[row]),
+                                     words.chars(decoded, row, ALPHABET, stride, content, repeats=True))
     return results

@@ -65,14 +65,34 @@ def det_size(h: int, w: int) -> tuple[int, int]:
     return max(_round32(h, ratio), 32), max(_round32(w, ratio), 32)
 
 
-def crop(img: np.ndarray, quad: np.ndarray) -> np.ndarray:
-    """Perspective-rectify a quad (TL TR BR BL) to an upright crop; tall crops are turned 90° CCW."""
+def _crop_size(quad: np.ndarray) -> tuple[int, int]:
     w = int(max(np.linalg.norm(quad[0] - quad[1]), np.linalg.norm(quad[2] - quad[3])))
     h = int(max(np.linalg.norm(quad[0] - quad[3]), np.linalg.norm(quad[1] - quad[2])))
+    return w, h
+
+
+def _is_tall(w: int, h: int) -> bool:
+    return h / w >= 1.5
+
+
+def crop(img: np.ndarray, quad: np.ndarray) -> np.ndarray:
+    """Perspective-rectify a quad (TL TR BR BL) to an upright crop; tall crops are turned 90° CCW."""
+    w, h = _crop_size(quad)
     target = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     m = cv2.getPerspectiveTransform(quad.astype(np.float32), target)
     out = cv2.warpPerspective(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC)
-    return np.rot90(out) if out.shape[0] / out.shape[1] >= 1.5 else out
+    return np.rot90(out) if _is_tall(*out.shape[1::-1]) else out
+
+
+def reading_corners(quad: np.ndarray, flipped: bool) -> np.ndarray:
+    """The quad's corners starting at the corner that became the read crop's top-left.
+
+    crop() turns tall crops 90° CCW (the quad's TR becomes the crop's TL) and the classifier may
+    turn a crop 180° more (two corners on): word boxes follow the text as it was read.
+    """
+    w, h = _crop_size(quad)
+    turns = (1 if w > 0 and _is_tall(w, h) else 0) + (2 if flipped else 0)
+    return np.roll(quad, -turns, axis=0)
 
 
 def to_original(quad: np.ndarray, frame: Frame, orig_w: int, orig_h: int) -> np.ndarray:

@@ -20,6 +20,7 @@ import torch
 
 from ...settings import ModelSettings
 from ..types import Line, ModelInfo, Page, as_quad
+from .. import words
 from ..weights import load_state_dict, verify
 from . import db, geometry, recognize
 from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
@@ -164,12 +165,17 @@ class PpOcr:
             quads = db.detect_quads(prob, page.shape[1], page.shape[0])
             crops = [geometry.crop(page, q) for q in quads]
             t1 = time.perf_counter()
-            read = recognize.read(recognize.classify(crops, self._runner(self.cls_net, "cls")) if crops else [],
-                                  self._runner(self.rec, "rec"), self.alphabet)
+            upright, flipped = recognize.classify(crops, self._runner(self.cls_net, "cls")) if crops else ([], [])
+            read = recognize.read(upright, self._runner(self.rec, "rec"), self.alphabet)
             t2 = time.perf_counter()
             h, w = rgb.shape[:2]
-            lines = [Line(text, conf, as_quad(geometry.to_original(q, frame, w, h)))
-                     for q, (text, conf) in zip(quads, read) if text.strip() and conf >= TEXT_SCORE]
+            lines = []
+            for q, turned, reading in zip(quads, flipped, read):
+                if not reading.text.strip() or reading.confidence < TEXT_SCORE:
+                    continue
+                corners = geometry.to_original(geometry.reading_corners(q, turned), frame, w, h)
+                lines.append(Line(reading.text, reading.confidence, as_quad(geometry.to_original(q, frame, w, h)),
+                                  words.words(reading.chars, corners, recognize.confidence)))
             results.append(Page(w, h, lines, {"detect": per_page + t1 - t0, "recognize": t2 - t1}))
         return results
 
@@ -180,10 +186,11 @@ class PpOcr:
         results = []
         for rgb, crop in zip(images, crops):
             # One call per image, as the reference did: batch composition changes the output.
-            text, conf = recognize.read([crop], self._runner(self.rec, "rec"), self.alphabet)[0]
+            reading = recognize.read([crop], self._runner(self.rec, "rec"), self.alphabet)[0]
             h, w = rgb.shape[:2]
             quad = [[0.0, 0.0], [float(w), 0.0], [float(w), float(h)], [0.0, float(h)]]
-            results.append(Page(w, h, [Line(text, conf, quad)], {"detect": 0.0, "recognize": 0.0}))
+            line = Line(reading.text, reading.confidence, quad, words.words(reading.chars, quad, recognize.confidence))
+            results.append(Page(w, h, [line], {"detect": 0.0, "recognize": 0.0}))
         per_image = (time.perf_counter() - start) / max(1, len(images))
         for page in results:
             page.timing["recognize"] = per_image

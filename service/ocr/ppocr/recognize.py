@@ -9,11 +9,11 @@ widest ratio in the batch), zero (mid-grey) padding on the right.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
-from .. import ctc
+from .. import ctc, words
 
 BATCH = 6
 HEIGHT = 48
@@ -39,9 +39,17 @@ def _batches(crops: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [order[i:i + BATCH] for i in range(0, len(order), BATCH)]
 
 
-def classify(crops: list[np.ndarray], run: Runner) -> list[np.ndarray]:
-    """Turn crops that the 0/180 classifier finds upside down (prob > 0.9)."""
+class Reading(NamedTuple):
+    text: str
+    confidence: float
+    chars: list[words.Char]  # where each character lies along the crop, for word boxes
+
+
+def classify(crops: list[np.ndarray], run: Runner) -> tuple[list[np.ndarray], list[bool]]:
+    """Turn crops that the 0/180 classifier finds upside down (prob > 0.9); say which were turned,
+    since their reading direction on the page is then reversed."""
     out = list(crops)
+    turned = [False] * len(crops)
     for idx in _batches(crops):
         ratios = [crops[i].shape[1] / crops[i].shape[0] for i in idx]
         batch = np.stack([_normalise(crops[i], min(CLS_WIDTH, math.ceil(HEIGHT * r)), CLS_WIDTH)
@@ -50,7 +58,8 @@ def classify(crops: list[np.ndarray], run: Runner) -> list[np.ndarray]:
         for i, p in zip(idx, probs):
             if p.argmax() == 1 and p[1] > CLS_THRESH:
                 out[i] = cv2.rotate(crops[i], cv2.ROTATE_180)
-    return out
+                turned[i] = True
+    return out, turned
 
 
 def confidence(probs: np.ndarray) -> float:
@@ -58,16 +67,18 @@ def confidence(probs: np.ndarray) -> float:
     return round(float(np.mean([round(float(p), 5) for p in probs])), 5) if len(probs) else 0.0
 
 
-def read(crops: Sequence[np.ndarray], run: Runner, alphabet: list[str]) -> list[tuple[str, float]]:
-    """Text and confidence per crop, in input order."""
-    out: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+def read(crops: Sequence[np.ndarray], run: Runner, alphabet: list[str]) -> list[Reading]:
+    """Text, confidence and character positions per crop, in input order."""
+    out: list[Reading] = [Reading("", 0.0, [])] * len(crops)
     for idx in _batches(crops):
         ratios = [crops[i].shape[1] / crops[i].shape[0] for i in idx]
         padded = int(HEIGHT * max(REC_MIN_RATIO, *ratios))
-        batch = np.stack([_normalise(crops[i], min(padded, math.ceil(HEIGHT * r)), padded)
-                          for i, r in zip(idx, ratios)])
+        widths = [min(padded, math.ceil(HEIGHT * r)) for r in ratios]
+        batch = np.stack([_normalise(crops[i], w, padded) for i, w in zip(idx, widths)])
         decoded = ctc.greedy(run(batch))
+        stride = padded / decoded.index.shape[1]
         for row, (i, text) in enumerate(zip(idx, ctc.texts(decoded, alphabet))):
-            out[i] = (text, confidence(decoded.prob[row][decoded.keep[row]]))
+            out[i] = Reading(text, confidence(decoded.prob[row][decoded.keep[row]]),
+                             words.chars(decoded, row, alphabet, stride, widths[row], repeats=False))
     return out
 

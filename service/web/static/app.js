@@ -282,6 +282,8 @@
     $(".retry", card).addEventListener("click", () => retry(job));
     $(".remove", card).addEventListener("click", () => removeJob(job));
     $(".copy", card).addEventListener("click", (event) => copyText(textarea, event.currentTarget));
+    card.querySelectorAll(".download").forEach((button) =>
+      button.addEventListener("click", () => download(job, button)));
     linkHighlights(card);
     return job;
   }
@@ -361,6 +363,7 @@
     $(".fulltext", card).value = image.text ?? lines.map((l) => l.text).join("\n");
     $(".fulltext", card).rows = Math.min(12, Math.max(3, lines.length + 1));
 
+    $(".downloads", card).hidden = false;
     const annotated = $(".annotated", card);
     annotated.hidden = !image.annotated_url;
     if (image.annotated_url) annotated.href = image.annotated_url;
@@ -462,6 +465,37 @@
     const bottom = top + item.offsetHeight;
     if (top < list.scrollTop) list.scrollTop = top;
     else if (bottom > list.scrollTop + list.clientHeight) list.scrollTop = bottom - list.clientHeight;
+  }
+
+  // ---- downloads: the same file read again into a document (the server keeps no result) ----
+  async function download(job, button) {
+    const label = button.textContent;
+    button.disabled = true;
+    button.textContent = "Preparing…";
+    try {
+      const form = new FormData();
+      form.append("image", job.file, job.file.name || "pasted-image.png");
+      const headers = {};
+      const key = els.key.value.trim();
+      if (key) headers.Authorization = `Bearer ${key}`;
+      const response = await fetch(`${API}?format=${button.dataset.format}`, { method: "POST", body: form, headers });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const blob = await response.blob();
+      if (button.dataset.href) URL.revokeObjectURL(button.dataset.href);
+      button.dataset.href = URL.createObjectURL(blob);
+      button.dataset.type = blob.type;
+      const link = document.createElement("a");
+      link.href = button.dataset.href;
+      link.download = `${(job.file.name || "pasted-image").replace(/\.[^.]*$/, "")}.${button.dataset.ext}`;
+      document.body.append(link);
+      link.click();
+      link.remove();
+      button.textContent = label;
+    } catch (err) {
+      button.textContent = `${label}: failed (${err.message})`;
+    } finally {
+      button.disabled = false;
+    }
   }
 
   // ---- copy, summary, clear ----

@@ -1,0 +1,62 @@
+"""Results as documents: JSON, plain text, hOCR, ALTO and searchable PDF, from pages in order.
+
+`render(pages, format, images)` is the one entry point for every caller (the parse route, and job
+results): pages are the model's Page objects or the JSON image entries a response carries.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ClientError
+from ..ocr.types import Page
+from . import document, pdf, xml
+
+# format -> (media type, file extension)
+FORMATS: dict[str, tuple[str, str]] = {
+    "json": ("application/json", "json"),
+    "text": ("text/plain; charset=utf-8", "txt"),
+    "hocr": ("application/xhtml+xml; charset=utf-8", "hocr.html"),
+    "alto": ("application/xml; charset=utf-8", "alto.xml"),
+    "pdf": ("application/pdf", "pdf"),
+}
+
+
+def check(name: str) -> str:
+    """The format, or a 400 that lists the formats there are."""
+    if name not in FORMATS:
+        raise ClientError(400, "invalid_format", f"format={name!r} is not offered: use one of {', '.join(FORMATS)}")
+    return name
+
+
+def image_json(page: Page, words: bool = False) -> dict[str, Any]:
+    """One image's JSON entry: its text in reading order, its lines as found, and its blocks."""
+    return {"width": page.width, "height": page.height, "text": page.text,
+            "lines": [line.to_json(words) for line in page.lines],
+            "blocks": page.layout().block_lines()}
+
+
+def text(pages: Sequence[document.DocPage]) -> str:
+    """Each page's text in reading order; pages apart by a form feed, as pdftotext parts them."""
+    return "\f".join(p.layout.text([line.text for line in p.lines]) + "\n" for p in pages)
+
+
+def render(pages: Sequence[document.PageLike], format: str,
+           images: Sequence[np.ndarray | None] | None = None) -> tuple[bytes, str]:
+    """(document bytes, media type). images: the pages' RGB arrays, the searchable PDF's background
+    (white pages without them); every other format ignores them."""
+    media_type = FORMATS[check(format)][0]
+    docs = [document.page(p) for p in pages]
+    if format == "json":
+        entries = [image_json(p) if isinstance(p, Page) else dict(p) for p in pages]
+        return json.dumps({"images": entries}, ensure_ascii=False).encode(), media_type
+    if format == "text":
+        return text(docs).encode(), media_type
+    if format == "hocr":
+        return xml.hocr(docs), media_type
+    if format == "alto":
+        return xml.alto(docs), media_type
+    return pdf.pdf(docs, list(images) if images is not None else [None] * len(docs)), media_type

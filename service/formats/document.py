@@ -1,0 +1,92 @@
+"""The one shape every output format reads: pages of lines and words with boxes, and their layout.
+
+It is built either from the model's Page objects or from the JSON entries a response (or a stored
+job result) carries, so that a format renders the same whichever it is given, and pages from a
+multi-page upload simply follow one another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence, Union
+
+from ..layout import Layout, arrange
+from ..ocr.types import Page
+
+PageLike = Union[Page, Mapping[str, Any]]
+
+
+@dataclass
+class Word:
+    text: str
+    confidence: float
+    quad: list[list[float]]
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return bbox(self.quad)
+
+
+@dataclass
+class Line:
+    text: str
+    confidence: float
+    quad: list[list[float]]
+    words: list[Word]
+
+
+@dataclass
+class DocPage:
+    width: int
+    height: int
+    lines: list[Line]
+    layout: Layout
+    dpi: float | None  # from the upload (a PDF's or TIFF's resolution) when it has one
+
+    def rows(self) -> list[list[list[Line]]]:
+        """Blocks of rows of lines, in reading order."""
+        return [[[self.lines[i] for i in row] for row in block] for block in self.layout.blocks]
+
+
+def bbox(quad: Sequence[Sequence[float]]) -> tuple[int, int, int, int]:
+    """The quad's axis-aligned box as whole pixels (x0, y0, x1, y1), the outside rounded outward."""
+    xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+    return int(min(xs)), int(min(ys)), int(-(-max(xs) // 1)), int(-(-max(ys) // 1))
+
+
+def union(boxes: Sequence[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
+
+
+def spread(text: str, confidence: float, quad: Sequence[Sequence[float]]) -> list[Word]:
+    """Words for a line that carries none (a JSON entry made without ?words=1): its tokens share
+    the quad in proportion to their characters, so every format still has a box for each."""
+    tokens = text.split()
+    total = sum(len(t) for t in tokens) + max(0, len(tokens) - 1)
+    (tl, tr, br, bl), out, at = quad, [], 0
+    for token in tokens:
+        u0, u1 = at / total, (at + len(token)) / total
+        at += len(token) + 1
+        lerp = lambda a, b, u: [a[0] + (b[0] - a[0]) * u, a[1] + (b[1] - a[1]) * u]
+        out.append(Word(token, confidence, [lerp(tl, tr, u0), lerp(tl, tr, u1), lerp(bl, br, u1), lerp(bl, br, u0)]))
+    return out
+
+
+def _line(text: str, confidence: float, quad: Any, words: Sequence[Any] | None, get) -> Line:
+    quad = [[float(x), float(y)] for x, y in quad]
+    placed = [Word(get(w, "text"), float(get(w, "confidence")), [[float(x), float(y)] for x, y in get(w, "quad")])
+              for w in words or []]
+    return Line(text, float(confidence), quad, placed or spread(text, confidence, quad))
+
+
+def page(p: PageLike) -> DocPage:
+    """A Page object or a JSON image entry ({width, height, lines: [{text, confidence, quad, words?}]})."""
+    if isinstance(p, Page):
+        get = getattr
+        lines = [_line(l.text, l.confidence, l.quad, l.words, get) for l in p.lines]
+        width, height, dpi = p.width, p.height, getattr(p, "dpi", None)
+    else:
+        get = lambda obj, key: obj[key]
+        lines = [_line(l["text"], l.get("confidence", 1.0), l["quad"], l.get("words"), get) for l in p["lines"]]
+        width, height, dpi = int(p["width"]), int(p["height"]), p.get("dpi")
+    return DocPage(width, height, lines, arrange([l.quad for l in lines]), float(dpi) if dpi else None)
