@@ -78,7 +78,6 @@ class WorkerState:
         raise ClientError(503, "model_loading", "the model is still loading; retry shortly",
                           {"Retry-After": str(RETRY_AFTER_LOADING)})
 
-
     def await_model(self, seconds: float) -> OcrModel:
         """The model, waiting up to `seconds` (what is left of the request's deadline) while it loads.
 
