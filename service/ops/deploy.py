@@ -239,7 +239,7 @@ def render_dev(cfg: Settings, run: Path) -> DevLayout:
     _write(parse_dir / "server.conf", nginx_server(cfg, layout.logs / "access.json"))
     _write(parse_dir / "limit_req.conf", nginx_limit_req(cfg))
     _write(parse_dir / "pass.conf", fleet.nginx_pass(cfg))
-    _write(parse_dir / "tls.conf", fleet.nginx_tls(cfg, layout.run / "tls"))
+    _write(parse_dir / "tls.conf", fleet.nginx_tls(cfg, layout.run / "tls", nginx_read_timeout_s(cfg)))
     _write(parse_dir / "metrics.conf", fleet.nginx_metrics(cfg))
     shutil.copyfile(HOST_NGINX / "uwsgi_params", layout.nginx_dir / "uwsgi_params")
     _write(layout.nginx_dir / "nginx.conf", nginx_main_dev(layout))
@@ -272,7 +272,7 @@ def render_host(cfg: Settings, destdir: Path = Path("/"), host: str = settings_m
             nginx / "server.conf": nginx_server(cfg, HOST_LOG / "parse.access.json"),
             nginx / "limit_req.conf": nginx_limit_req(cfg),
             nginx / "pass.conf": fleet.nginx_pass(cfg),
-            nginx / "tls.conf": fleet.nginx_tls(cfg, fleet.HOST_TLS),
+            nginx / "tls.conf": fleet.nginx_tls(cfg, fleet.HOST_TLS, nginx_read_timeout_s(cfg)),
             nginx / "metrics.conf": fleet.nginx_metrics(cfg),
         }
         if fleet.uses_tls(cfg):

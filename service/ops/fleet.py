@@ -5,7 +5,7 @@ magic variables (which file to load, which app to run). So a socket is plain onl
 as soon as one instance of the declaration listens on another address, every instance speaks
 uwsgi over TLS and accepts only clients with a certificate from the fleet's private CA
 (service/ops/certs.py), and Nginx verifies each instance's certificate the same way. One scheme
-for the whole upstream: Nginx's uwsgi_pass takes one (uwsgi:// or uwsgis://) per location.
+for the whole upstream: Nginx's uwsgi_pass takes one (uwsgi:// or suwsgi://) per location.
 
     python -m service.ops.fleet whoami      this machine's [[hosts]] name
     python -m service.ops.fleet ports       the ports of this host's instances, one a line
@@ -37,15 +37,21 @@ KEY_FILE = "host.key"
 INSTANCE_NAME = "parse-instance"
 # TLS 1.2 suites with forward secrecy only (TLS 1.3's own suites are all of that kind).
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-# A connect (TCP and the TLS handshake) to a host on a LAN takes milliseconds; one that takes
-# longer is a host that is gone, and the request moves to the next host after this.
-CONNECT_TIMEOUT_S = 1
-# An in-flight request to a host whose link went down hears nothing until a timeout: the read
-# timeout is the deadline (a minute), so the front host's TCP keepalive probes the idle upstream
-# connection every second instead, and gives it up after one unanswered probe. Nginx then
-# retries the request on another host (uwsgi_next_upstream error). Only sockets that ask for
-# keepalive (uwsgi_socket_keepalive on) use these values.
-KEEPALIVE = {"net.ipv4.tcp_keepalive_time": 1, "net.ipv4.tcp_keepalive_intvl": 1, "net.ipv4.tcp_keepalive_probes": 1}
+# How the front host tells a vanished host from a busy one.
+# - A uWSGI worker does the TLS handshake when it accepts, so a connection to a busy instance
+#   waits in its listen queue mid-handshake, and Nginx's connect timeout (which covers the
+#   handshake) must be as long as that wait may be: it is the read timeout (tls.conf).
+# - So a dead host is noticed by TCP instead. Its kernel answers a SYN at once while it is up
+#   (queue or not); a SYN and its one retry unanswered (1 s + 2 s, Linux's least: tcp_syn_retries
+#   1) mean the host or its link is gone, the connect fails, and Nginx tries the next host; after
+#   max_fails such requests the host is skipped for fail_timeout.
+# - An in-flight request hears nothing from a host whose link went down: keepalive probes its idle
+#   connection every second and gives it up after one unanswered probe; Nginx then retries the
+#   request on another host (uwsgi_next_upstream error). Only sockets that ask for keepalive
+#   (uwsgi_socket_keepalive on) use these; tcp_syn_retries is every outgoing connection's, so a
+#   front host is best a machine of its own.
+FRONT_SYSCTL = {"net.ipv4.tcp_syn_retries": 1, "net.ipv4.tcp_keepalive_time": 1,
+                "net.ipv4.tcp_keepalive_intvl": 1, "net.ipv4.tcp_keepalive_probes": 1}
 
 
 def uses_tls(cfg: Settings) -> bool:
@@ -88,7 +94,7 @@ def instance_env(cfg: Settings, inst: Instance, tls_dir: Path) -> str:
 
 
 def scheme(cfg: Settings) -> str:
-    return "uwsgis://" if uses_tls(cfg) else ""
+    return "suwsgi://" if uses_tls(cfg) else ""
 
 
 def nginx_pass(cfg: Settings) -> str:
@@ -98,7 +104,7 @@ def nginx_pass(cfg: Settings) -> str:
             "include parse/tls.conf;\n")
 
 
-def nginx_tls(cfg: Settings, tls_dir: Path) -> str:
+def nginx_tls(cfg: Settings, tls_dir: Path, connect_timeout_s: int) -> str:
     """parse/tls.conf: how Nginx speaks to the instances beyond loopback (empty on one host)."""
     head = f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
     if not uses_tls(cfg):
@@ -115,14 +121,14 @@ def nginx_tls(cfg: Settings, tls_dir: Path) -> str:
             f"uwsgi_ssl_ciphers {CIPHERS};\n"
             # A resumed session skips the certificate exchange on the next connection.
             "uwsgi_ssl_session_reuse on;\n"
-            f"uwsgi_connect_timeout {CONNECT_TIMEOUT_S}s;\n"
+            f"uwsgi_connect_timeout {connect_timeout_s}s;\n"
             "uwsgi_socket_keepalive on;\n")
 
 
 def sysctl_conf(cfg: Settings) -> str:
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
-            "# A front host notices a vanished instance host within 2 s (service/ops/fleet.py, KEEPALIVE).\n"
-            + "".join(f"{k} = {v}\n" for k, v in KEEPALIVE.items()))
+            "# A front host notices a vanished instance host within 2 s (service/ops/fleet.py, FRONT_SYSCTL).\n"
+            + "".join(f"{k} = {v}\n" for k, v in FRONT_SYSCTL.items()))
 
 
 def systemd_dropin(cfg: Settings, host: Host) -> str:
