@@ -31,12 +31,14 @@ PREFIX ?= /opt/parse
 
 setup: $(VENV)/.installed weights
 
-# What a fresh Debian/Ubuntu lacks to build the venv and uWSGI (C compiler, Python headers, venv).
+# What a fresh Debian/Ubuntu lacks to build the venv and uWSGI (C compiler, Python headers, venv,
+# and OpenSSL headers: uWSGI builds its ssl-socket, mutual TLS between hosts, only with them).
 system-deps:
 	@missing=""; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	[ -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || missing="$$missing python3-dev"; \
 	command -v gcc >/dev/null || missing="$$missing build-essential"; \
+	[ -f /usr/include/openssl/ssl.h ] || missing="$$missing libssl-dev"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -138,7 +140,20 @@ install: nginx
 	git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C $(PREFIX)
 	cp -a weights/. $(PREFIX)/weights/
 	$(MAKE) -C $(PREFIX) --no-print-directory setup
+	@# Which [[hosts]] entry this machine is: the one whose bind address it has (or PARSE_HOST=NAME).
+	cd $(PREFIX) && $(PY) -m service.ops.fleet whoami
 	cd $(PREFIX) && $(PY) -m service.deploy render --host
+	@# Beyond loopback: this host's certificate, key and CA bundle from pki/hosts/NAME (service.ops.certs).
+	cd $(PREFIX) && host="$$($(PY) -m service.ops.fleet whoami)"; \
+	if [ -d "$(CURDIR)/pki/hosts/$$host" ]; then \
+		install -d -m 0750 -g parse /etc/parse/tls; \
+		install -m 0644 $(CURDIR)/pki/hosts/$$host/host.crt $(CURDIR)/pki/hosts/$$host/ca.crt /etc/parse/tls/; \
+		install -m 0640 -g parse $(CURDIR)/pki/hosts/$$host/host.key /etc/parse/tls/; \
+	fi; \
+	if grep -qs PARSE_SSL_SOCKET /etc/parse/instances/*.env || [ -f /etc/sysctl.d/60-parse.conf ]; then \
+		[ -f /etc/parse/tls/host.crt ] || { echo "no /etc/parse/tls/host.crt: copy pki/hosts/$$host/ here first"; exit 1; }; \
+	fi
+	[ ! -f /etc/sysctl.d/60-parse.conf ] || sysctl -q -p /etc/sysctl.d/60-parse.conf
 	@# ?annotate=1 writes result PNGs here (writable through the drop-in's ReadWritePaths);
 	@# Nginx's user reads them as a member of group parse (the unit's UMask=0027 keeps them 0640).
 	install -d -o parse -g parse -m 0750 "$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().results.dir)')"
@@ -147,10 +162,13 @@ install: nginx
 	id -u www-data >/dev/null 2>&1 && usermod -aG parse www-data || true
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse@.service > /etc/systemd/system/parse@.service
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse.target > /etc/systemd/system/parse.target
-	ln -sfn $(PREFIX)/conf/nginx/parse.conf /etc/nginx/sites-enabled/parse.conf
+	@# The Nginx site on the front host only ([nginx] host).
+	if (cd $(PREFIX) && $(PY) -m service.ops.fleet is-front); then \
+		ln -sfn $(PREFIX)/conf/nginx/parse.conf /etc/nginx/sites-enabled/parse.conf; \
+	else rm -f /etc/nginx/sites-enabled/parse.conf; fi
 	systemctl daemon-reload
 	@# Exactly the declared instances are wanted by parse.target: enable new ones, retire removed ones.
-	cd $(PREFIX) && ports="$$($(PY) -m service.deploy ports)"; \
+	cd $(PREFIX) && ports="$$($(PY) -m service.ops.fleet ports)"; \
 	for unit in $$(cd /etc/systemd/system/parse.target.wants 2>/dev/null && ls parse@*.service); do \
 		port=$${unit#parse@}; port=$${port%.service}; \
 		echo "$$ports" | grep -qx "$$port" || systemctl disable --now "$$unit"; \
@@ -158,6 +176,6 @@ install: nginx
 	for port in $$ports; do systemctl enable "parse@$$port.service"; done
 	systemctl enable parse.target
 	@# One instance at a time: each restart returns when its models are ready (ExecStartPost probe).
-	cd $(PREFIX) && for port in $$($(PY) -m service.deploy ports); do systemctl restart "parse@$$port.service"; done
-	nginx -t && systemctl reload-or-restart nginx
+	cd $(PREFIX) && for port in $$($(PY) -m service.ops.fleet ports); do systemctl restart "parse@$$port.service"; done
+	if (cd $(PREFIX) && $(PY) -m service.ops.fleet is-front); then nginx -t && systemctl reload-or-restart nginx; fi
 	@echo "installed: http://$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().nginx.listen)')/"

@@ -6,6 +6,7 @@ declared once and cannot disagree between Nginx, uWSGI, systemd and the app.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class Limits:
 @dataclass(frozen=True)
 class NginxSettings:
     listen: str = "127.0.0.1:8100"
+    # The [[hosts]] entry Nginx runs on (the front host).
+    host: str = "local"
     rate_per_second: int = 20
     rate_burst: int = 40
 
@@ -54,10 +57,38 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    # Where `python -m service.ops.certs` keeps the private CA and each host's certificate.
+    dir: Path = ROOT / "pki"
+
+
+@dataclass(frozen=True)
 class ResultsSettings:
     dir: Path = ROOT / "run" / "results"
     ttl_seconds: int = 3600
     max_bytes: int = 256 * 1024 * 1024
+
+
+# The one host of a declaration without [[hosts]]: everything on loopback, as on one machine.
+LOCAL_HOST = "local"
+
+
+@dataclass(frozen=True)
+class Host:
+    """A machine of the fleet: `bind` is the address its instances listen on, `address` the one
+    Nginx (and Prometheus, and the certificates) reach it by; they differ behind NAT."""
+
+    name: str
+    bind: str = "127.0.0.1"
+    address: str = ""
+
+    @property
+    def reach(self) -> str:
+        return self.address or self.bind
+
+    @property
+    def loopback(self) -> bool:
+        return ipaddress.ip_address(self.bind).is_loopback and ipaddress.ip_address(self.reach).is_loopback
 
 
 @dataclass(frozen=True)
@@ -82,6 +113,7 @@ class JobsSettings:
 @dataclass(frozen=True)
 class Instance:
     port: int
+    host: str = LOCAL_HOST
     weight: int = 1
     device: str = "cpu"
     processes: int = 1
@@ -101,20 +133,31 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     results: ResultsSettings = field(default_factory=ResultsSettings)
     jobs: JobsSettings = field(default_factory=JobsSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     instances: tuple[Instance, ...] = ()
+    hosts: tuple[Host, ...] = (Host(LOCAL_HOST),)
 
-    def instance(self, port: int) -> Instance:
-        """The declared instance on `port`; a port that is not declared is a configuration error."""
+    def instance(self, port: int, host: str | None = None) -> Instance:
+        """The declared instance on `port` (of `host`, when several hosts use the same port);
+        a port that is not declared is a configuration error."""
         for inst in self.instances:
-            if inst.port == port:
+            if inst.port == port and host in (None, inst.host):
                 return inst
-        raise ValueError(f"port {port} is not declared under [[instances]] in {self.path}")
+        where = f" of host {host!r}" if host else ""
+        raise ValueError(f"port {port}{where} is not declared under [[instances]] in {self.path}")
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise ValueError(f"host {name!r} is not declared under [[hosts]] in {self.path}")
 
     def current_instance(self) -> Instance:
-        """This process's instance, named by PARSE_PORT (set per instance by uWSGI's environment)."""
+        """This process's instance, named by PARSE_PORT and PARSE_HOST (set per instance by
+        uWSGI's environment)."""
         port = os.environ.get("PARSE_PORT")
         if port:
-            return self.instance(int(port))
+            return self.instance(int(port), os.environ.get("PARSE_HOST"))
         return self.instances[0] if self.instances else Instance(port=0)
 
 
@@ -145,21 +188,34 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     jobs = dict(raw.get("jobs", {}))
     if "dir" in jobs:
         jobs["dir"] = _path(jobs["dir"], base)
+    tls = dict(raw.get("tls", {}))
+    if "dir" in tls:
+        tls["dir"] = _path(tls["dir"], base)
 
     limits = Limits(**raw.get("limits", {}))
     if not limits.seconds_per_request > 0:
         raise ValueError(f"[limits] seconds_per_request in {cfg_path} must be above 0, not {limits.seconds_per_request!r}")
     instances = tuple(Instance(**i) for i in raw.get("instances", ()))
-    ports = [i.port for i in instances]
+    ports = [(i.host, i.port) for i in instances]
     if len(set(ports)) != len(ports):
-        raise ValueError(f"duplicate instance ports in {cfg_path}: {ports}")
+        raise ValueError(f"duplicate instance ports in {cfg_path}: {[p for _, p in ports]}")
+    hosts = tuple(Host(**h) for h in raw.get("hosts", ())) or (Host(LOCAL_HOST),)
+    names = [h.name for h in hosts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate host names in {cfg_path}: {names}")
+    nginx = NginxSettings(**raw.get("nginx", {}))
+    for name in {i.host for i in instances} | {nginx.host}:
+        if name not in names:
+            raise ValueError(f"host {name!r} is used but not declared under [[hosts]] in {cfg_path}")
     return Settings(
         path=cfg_path,
         model=ModelSettings(**model),
         limits=limits,
-        nginx=NginxSettings(**raw.get("nginx", {})),
+        nginx=nginx,
         auth=AuthSettings(**auth),
         results=ResultsSettings(**results),
         jobs=JobsSettings(**jobs),
+        tls=TlsSettings(**tls),
         instances=instances,
+        hosts=hosts,
     )

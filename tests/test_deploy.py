@@ -73,6 +73,7 @@ def test_host_render(cfg, tmp_path):
     rel = {str(p.relative_to(tmp_path)) for p in files}
     assert rel == {f"etc/parse/instances/{i.port}.env" for i in cfg.instances} | {
         "etc/nginx/parse/http.conf", "etc/nginx/parse/server.conf", "etc/nginx/parse/limit_req.conf", "etc/nginx/parse/jobs.conf",
+        "etc/nginx/parse/pass.conf", "etc/nginx/parse/tls.conf", "etc/nginx/parse/metrics.conf",
         "etc/systemd/system/parse@.service.d/parse-toml.conf"}
     env = deploy.read_env(tmp_path / f"etc/parse/instances/{cfg.instances[0].port}.env")
     assert env["PROMETHEUS_MULTIPROC_DIR"] == str(deploy.HOST_METRICS)

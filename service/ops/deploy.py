@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .. import settings as settings_mod
 from ..settings import ROOT, Instance, Settings
-from . import probe
+from . import fleet, probe
 
 # Nginx marks an instance down for FAIL_TIMEOUT after MAX_FAILS failed attempts within it, then
 # tries it again: a crashed or restarting instance costs at most two retried requests per 5 s.
@@ -98,9 +98,12 @@ def check(cfg: Settings) -> None:
     """Refuse declarations that would start but not work."""
     if not cfg.instances:
         raise ValueError(f"{cfg.path}: declare at least one [[instances]]")
-    ports = {i.port for i in cfg.instances} | {i.port + STATS_OFFSET for i in cfg.instances}
-    if len(ports) != 2 * len(cfg.instances):
-        raise ValueError(f"{cfg.path}: instance ports collide with stats ports (port + {STATS_OFFSET})")
+    for host in {i.host for i in cfg.instances}:
+        insts = fleet.host_instances(cfg, host)
+        ports = {i.port for i in insts} | {i.port + STATS_OFFSET for i in insts}
+        if len(ports) != 2 * len(insts):
+            raise ValueError(f"{cfg.path}: instance ports collide with stats ports (port + {STATS_OFFSET})")
+    fleet.check(cfg)
     for inst in cfg.instances:
         if inst.weight < 1 or inst.processes < 1 or inst.threads < 1:
             raise ValueError(f"{cfg.path}: instance {inst.port} needs weight, processes and threads >= 1")
@@ -141,7 +144,7 @@ def max_conns(cfg: Settings, inst: Instance) -> int:
 
 
 def nginx_http(cfg: Settings) -> str:
-    servers = "".join(f"    server 127.0.0.1:{i.port} weight={i.weight} max_fails={MAX_FAILS} "
+    servers = "".join(f"    server {fleet.server_address(cfg, i)} weight={i.weight} max_fails={MAX_FAILS} "
                       f"fail_timeout={FAIL_TIMEOUT_S}s max_conns={max_conns(cfg, i)};\n" for i in cfg.instances)
     per_key = (f"limit_req_zone $http_authorization zone=parse_per_key:10m rate={cfg.nginx.rate_per_second}r/s;\n"
                if cfg.auth.keys_file else "")
@@ -149,7 +152,8 @@ def nginx_http(cfg: Settings) -> str:
             # The zone (shared memory) makes max_conns one count across all Nginx worker processes.
             f"upstream parse_instances {{\n    zone parse_instances 64k;\n{servers}}}\n"
             f"limit_req_zone $binary_remote_addr zone=parse_per_client:10m rate={cfg.nginx.rate_per_second}r/s;\n"
-            f"{per_key}")
+            f"{per_key}"
+            f"{fleet.nginx_metrics_upstreams(cfg)}")
 
 
 def nginx_server(cfg: Settings, access_log: Path) -> str:
@@ -269,6 +273,9 @@ def render_dev(cfg: Settings, run: Path) -> DevLayout:
     _write(parse_dir / "server.conf", nginx_server(cfg, layout.logs / "access.json"))
     _write(parse_dir / "limit_req.conf", nginx_limit_req(cfg))
     _write(parse_dir / "jobs.conf", nginx_jobs(cfg))
+    _write(parse_dir / "pass.conf", fleet.nginx_pass(cfg))
+    _write(parse_dir / "tls.conf", fleet.nginx_tls(cfg, layout.run / "tls", nginx_read_timeout_s(cfg)))
+    _write(parse_dir / "metrics.conf", fleet.nginx_metrics(cfg))
     shutil.copyfile(HOST_NGINX / "uwsgi_params", layout.nginx_dir / "uwsgi_params")
     _write(layout.nginx_dir / "nginx.conf", nginx_main_dev(layout))
     for d in (layout.logs, layout.pids, layout.metrics, layout.control, *(layout.nginx_dir / "tmp" / k for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))):
@@ -276,21 +283,36 @@ def render_dev(cfg: Settings, run: Path) -> DevLayout:
     return layout
 
 
-def render_host(cfg: Settings, destdir: Path = Path("/")) -> list[Path]:
-    """Write a real host's rendered files under `destdir` (/ for sudo make install); returns them."""
+def render_host(cfg: Settings, destdir: Path = Path("/"), host: str = settings_mod.LOCAL_HOST) -> list[Path]:
+    """Write the rendered files of the machine that is [[hosts]] `host` under `destdir` (/ for
+    sudo make install): its own instances, and the Nginx site when it is the front host."""
     check(cfg)
 
     def at(path: Path) -> Path:
         return destdir / path.relative_to("/")
 
+    me = cfg.host(host)
     files = {
-        **{at(HOST_ETC / "instances" / f"{i.port}.env"): instance_env(cfg, i, HOST_METRICS, HOST_CONTROL) for i in cfg.instances},
-        at(HOST_NGINX / "parse" / "http.conf"): nginx_http(cfg),
-        at(HOST_NGINX / "parse" / "server.conf"): nginx_server(cfg, HOST_LOG / "parse.access.json"),
-        at(HOST_NGINX / "parse" / "limit_req.conf"): nginx_limit_req(cfg),
-        at(HOST_NGINX / "parse" / "jobs.conf"): nginx_jobs(cfg),
+        **{at(HOST_ETC / "instances" / f"{i.port}.env"):
+           instance_env(cfg, i, HOST_METRICS, HOST_CONTROL) + fleet.instance_env(cfg, i, fleet.HOST_TLS)
+           for i in fleet.host_instances(cfg, host)},
         at(HOST_SYSTEMD / "parse@.service.d" / "parse-toml.conf"): systemd_dropin(cfg),
     }
+    if not me.loopback:
+        files[at(HOST_SYSTEMD / "parse@.service.d" / "fleet.conf")] = fleet.systemd_dropin(cfg, me)
+    if host == cfg.nginx.host:
+        nginx = at(HOST_NGINX / "parse")
+        files |= {
+            nginx / "http.conf": nginx_http(cfg),
+            nginx / "server.conf": nginx_server(cfg, HOST_LOG / "parse.access.json"),
+            nginx / "limit_req.conf": nginx_limit_req(cfg),
+            nginx / "jobs.conf": nginx_jobs(cfg),
+            nginx / "pass.conf": fleet.nginx_pass(cfg),
+            nginx / "tls.conf": fleet.nginx_tls(cfg, fleet.HOST_TLS, nginx_read_timeout_s(cfg)),
+            nginx / "metrics.conf": fleet.nginx_metrics(cfg),
+        }
+        if fleet.uses_tls(cfg):
+            files[at(Path("/etc/sysctl.d/60-parse.conf"))] = fleet.sysctl_conf(cfg)
     for path, text in files.items():
         _write(path, text)
     # Instances no longer declared lose their environment file (make install disables their units).
@@ -298,6 +320,14 @@ def render_host(cfg: Settings, destdir: Path = Path("/")) -> list[Path]:
         if old not in files:
             old.unlink()
     return sorted(files)
+
+
+def render_fleet(cfg: Settings, out: Path) -> dict[str, list[Path]]:
+    """Every host's files, each under out/NAME/ as they lie under / there, and the Prometheus
+    scrape configuration: what to review (or ship) before `sudo make install` on each host."""
+    rendered = {h.name: render_host(cfg, out / h.name, h.name) for h in cfg.hosts}
+    _write(out / "prometheus.yml", fleet.prometheus(cfg))
+    return rendered
 
 
 # --- the dev stack: start, stop and ask every process by its PID --------------------------------
@@ -409,10 +439,12 @@ def up(cfg: Settings, run: Path) -> DevLayout:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m service.deploy", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["render", "up", "down", "status", "ports"])
+    parser.add_argument("command", choices=["render", "up", "down", "status", "ports", "fleet"])
     parser.add_argument("--run-dir", type=Path, default=ROOT / "run", help="the dev stack's folder (default run/)")
     parser.add_argument("--host", action="store_true", help="render a real host's files (with render)")
     parser.add_argument("--destdir", type=Path, default=Path("/"), help="root to render host files under")
+    parser.add_argument("--out", type=Path, default=ROOT / "run" / "fleet",
+                        help="fleet: render every host's files under OUT/NAME/ (default run/fleet)")
     args = parser.parse_args(argv)
     cfg = settings_mod.load()
     layout = DevLayout(args.run_dir.resolve())
@@ -420,8 +452,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "ports":
         print("\n".join(str(i.port) for i in cfg.instances))
     elif args.command == "render" and args.host:
-        for path in render_host(cfg, args.destdir):
+        for path in render_host(cfg, args.destdir, fleet.whoami(cfg).name):
             print(path)
+    elif args.command == "fleet":
+        for host, paths in render_fleet(cfg, args.out).items():
+            print(f"{host}:\n" + "".join(f"  {p}\n" for p in paths), end="")
+        print(args.out / "prometheus.yml")
     elif args.command == "render":
         render_dev(cfg, args.run_dir)
         print(f"rendered into {layout.run}")

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
+import ssl
 import struct
 import sys
 import time
+from pathlib import Path
 
 from .. import settings as settings_mod
+from . import fleet
 
 
 def _vars(pairs: dict[str, str]) -> bytes:
@@ -27,13 +31,16 @@ def _vars(pairs: dict[str, str]) -> bytes:
     return out
 
 
-def request(port: int, path: str = "/readyz", host: str = "127.0.0.1", timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET `path` from a uWSGI socket; returns (status, body). Raises OSError when nothing answers."""
+def request(port: int, path: str = "/readyz", host: str = "127.0.0.1", timeout: float = 5.0,
+            tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    """GET `path` from a uWSGI socket (over TLS with `tls`, as instances on a network speak);
+    returns (status, body). Raises OSError when nothing answers, ssl.SSLError is one."""
     body = _vars({"REQUEST_METHOD": "GET", "PATH_INFO": path, "REQUEST_URI": path, "QUERY_STRING": "",
                   "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": host, "SERVER_PORT": str(port),
                   "HTTP_HOST": host, "REMOTE_ADDR": "127.0.0.1"})
     packet = struct.pack("<BHB", 0, len(body), 0) + body  # modifier1 0 = WSGI, then the vars
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as raw_sock:
+        sock = tls.wrap_socket(raw_sock, server_hostname=fleet.INSTANCE_NAME) if tls else raw_sock
         sock.sendall(packet)
         chunks = []
         while chunk := sock.recv(65536):
@@ -42,14 +49,14 @@ def request(port: int, path: str = "/readyz", host: str = "127.0.0.1", timeout: 
     head, _, payload = raw.partition(b"\r\n\r\n")
     status_line = head.split(b"\r\n", 1)[0].split()
     if len(status_line) < 2:
-        raise OSError(f"no HTTP answer from 127.0.0.1:{port}")
+        raise OSError(f"no HTTP answer from {host}:{port}")
     return int(status_line[1]), payload
 
 
-def state(port: int) -> tuple[bool, str]:
+def state(port: int, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> tuple[bool, str]:
     """(ready, one line saying why) for the instance on `port`."""
     try:
-        status, payload = request(port)
+        status, payload = request(port, host=host, tls=tls)
     except OSError as exc:
         return False, f"not answering ({exc.strerror or exc})"
     try:
@@ -63,23 +70,23 @@ def state(port: int) -> tuple[bool, str]:
     return ready, f"{inst['workers_ready']}/{inst['workers']} workers ready"
 
 
-def wait_ready(ports: list[int], timeout: float) -> None:
+def wait_ready(ports: list[int], timeout: float, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
     """Return once every instance is ready; TimeoutError (saying which are not) after `timeout`."""
     deadline = time.monotonic() + timeout
     pending = list(ports)
     while pending:
-        pending = [p for p in pending if not state(p)[0]]
+        pending = [p for p in pending if not state(p, host, tls)[0]]
         if pending and time.monotonic() > deadline:
-            raise TimeoutError("; ".join(f"127.0.0.1:{p}: {state(p)[1]}" for p in pending))
+            raise TimeoutError("; ".join(f"{host}:{p}: {state(p, host, tls)[1]}" for p in pending))
         if pending:
             time.sleep(0.25)
 
 
-def report(ports: list[int]) -> bool:
+def report(ports: list[int], host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> bool:
     """Print each instance's readiness; True when all are ready."""
-    results = {p: state(p) for p in ports}
+    results = {p: state(p, host, tls) for p in ports}
     for port, (ready, why) in results.items():
-        print(f"instance 127.0.0.1:{port}: {'ready' if ready else 'NOT READY'} ({why})")
+        print(f"instance {host}:{port}: {'ready' if ready else 'NOT READY'} ({why})")
     return all(ready for ready, _ in results.values())
 
 
@@ -88,14 +95,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("ports", nargs="*", type=int, help="instance ports (default: every declared one)")
     parser.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for readiness")
     args = parser.parse_args(argv)
-    ports = args.ports or [i.port for i in settings_mod.load().instances]
+    cfg = settings_mod.load()
+    # Under systemd the instance's environment file names its address and TLS folder (fleet.py);
+    # without them, this machine's instances as the declaration places them.
+    me = cfg.host(os.environ["PARSE_HOST"]) if os.environ.get("PARSE_HOST") else fleet.whoami(cfg)
+    host = os.environ.get("PARSE_BIND") or me.bind
+    tls_dir = os.environ.get("PARSE_TLS_DIR") or (str(fleet.HOST_TLS) if fleet.uses_tls(cfg) else "")
+    tls = fleet.client_context(Path(tls_dir)) if tls_dir else None
+    ports = args.ports or [i.port for i in fleet.host_instances(cfg, me.name)]
     if args.wait is None:
-        sys.exit(0 if report(ports) else 1)
+        sys.exit(0 if report(ports, host, tls) else 1)
     try:
-        wait_ready(ports, args.wait)
+        wait_ready(ports, args.wait, host, tls)
     except TimeoutError as exc:
         sys.exit(f"not ready after {args.wait:.0f}s: {exc}")
-    report(ports)
+    report(ports, host, tls)
 
 
 if __name__ == "__main__":
