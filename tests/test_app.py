@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import re
 import logging
+import re
 
 import pytest
 from PIL import Image
 
-from service.web import metrics
 from service import settings as settings_mod
+from service.web import metrics
 from service.web.app import create_app
 from service.web.state import WorkerState
+from tests.formats_check import check_alto, check_hocr, check_pdf, check_words
 from tests.stack import default_family
 from tests.support import multipart, sha256sums
 
@@ -178,11 +179,9 @@ def test_openapi_matches_the_routes(client, ready_app):
 
 def test_words_and_every_format_from_the_model(client, page, render, tmp_path):
     """?words=1 gives each line's words; each format carries them, one document for two images."""
-    from tests.formats_check import check_alto, check_hocr, check_pdf, check_words
-
     buf = io.BytesIO()
     Image.fromarray(render(["Second page"])).save(buf, format="PNG")
-    body, ctype = multipart([("image", page), ("image", buf.getvalue())])
+    body, ctype = multipart([("image", "a.png", page, "image/png"), ("image", "b.png", buf.getvalue(), "image/png")])
     r = client.post("/v1/parse?words=1", data=body, content_type=ctype)
     assert r.status_code == 200, r.get_json()
     images = r.get_json()["images"]
