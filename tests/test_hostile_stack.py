@@ -129,7 +129,7 @@ def test_chunked_upload(keyed: Stack) -> None:
 
 
 def test_header_and_url_too_large(keyed: Stack) -> None:
-    assert_json_error(request(*addr(keyed), "GET", "/healthz", {"X-Junk": "a" * 40_000}), 400, "header_too_large")
+    assert_json_error(request(*addr(keyed), "GET", "/healthz", {"X-Junk": "a" * 40_000}), 431, "header_too_large")
     assert_json_error(request(*addr(keyed), "GET", "/healthz?" + "a" * 40_000), 414, "uri_too_long")
 
 
