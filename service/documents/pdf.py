@@ -34,6 +34,7 @@ HEADER_WINDOW = 1024
 BREAKS = {"\r", "\n"}
 # A text layer's lines are exact: no model guessed them.
 TEXT_LAYER_CONFIDENCE = 1.0
+SLACK_PIXELS = 0.01
 
 
 def is_pdf(data: bytes) -> bool:
@@ -48,9 +49,12 @@ class PageSize:
     height: float
 
     def pixels(self, dpi: float) -> tuple[int, int]:
-        """The bitmap PDFium renders at `dpi` (it rounds each side up)."""
+        """The page's size in pixels at `dpi`: each side rounded up, as PDFium does, except for a
+        hundredth of a pixel, which is the page size's own rounding to points (a 192 px scan
+        stored at 200 dpi is 69.12 pt, which is 192.00000001 px back)."""
         scale = dpi / POINTS_PER_INCH
-        return max(1, math.ceil(self.width * scale)), max(1, math.ceil(self.height * scale))
+        return (max(1, math.ceil(self.width * scale - SLACK_PIXELS)),
+                max(1, math.ceil(self.height * scale - SLACK_PIXELS)))
 
 
 def fit_dpi(size: PageSize, dpi: float, number: int, limits: Limits, docs: DocumentSettings) -> float:
@@ -114,13 +118,16 @@ class PdfFile:
                 page.close()
 
     def render(self, index: int, dpi: float) -> np.ndarray:
-        """The page as an RGB uint8 array at `dpi`, over white paper; annotations drawn, no forms."""
+        """The page as an RGB uint8 array of `size(index).pixels(dpi)`, over white paper;
+        annotations drawn, no forms. PDFium's bitmap can be a pixel larger (it rounds up without
+        slack): that sliver of a row is cut off."""
+        width, height = self.size(index).pixels(dpi)
         with LOCK:
             page = self._page(index)
             try:
                 bitmap = page.render(scale=dpi / POINTS_PER_INCH, rev_byteorder=True, may_draw_forms=False)
                 try:
-                    pixels = np.array(bitmap.to_numpy()[:, :, :3], copy=True)  # the bitmap's buffer dies with it
+                    pixels = np.array(bitmap.to_numpy()[:height, :width, :3], copy=True)  # the bitmap's buffer dies with it
                 finally:
                     bitmap.close()
             except pdfium.PdfiumError as err:
