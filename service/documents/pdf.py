@@ -95,16 +95,19 @@ class PdfFile:
                 raise _load_error(err) from None
             try:
                 self.count = len(self._doc)
-            except Exception:
+            except pdfium.PdfiumError as err:
                 self.close()
-                raise
+                raise _load_error(err) from None
         if self.count <= 0:
             self.close()
             raise ClientError(400, "empty_document", "the PDF has no pages; send a document with at least one page")
 
     def size(self, index: int) -> PageSize:
         with LOCK:
-            w, h = self._doc.get_page_size(index)
+            try:
+                w, h = self._doc.get_page_size(index)
+            except pdfium.PdfiumError as err:
+                raise _page_error(index, err) from None
         return PageSize(float(w), float(h))
 
     def text_lines(self, index: int, dpi: float) -> list[Line] | None:
@@ -114,6 +117,8 @@ class PdfFile:
             page = self._page(index)
             try:
                 return _text_lines(page, dpi / POINTS_PER_INCH)
+            except pdfium.PdfiumError as err:
+                raise _page_error(index, err) from None
             finally:
                 page.close()
 
