@@ -4,6 +4,7 @@
 #   make bench-model  both model families on the SROIE dev pages, 2 threads
 #   make bench-rapidocr  PP-OCR against RapidOCR 3.10.0 itself, same pages, threads and machine
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
+#   make bench-documents a 20-page scanned PDF against the same pages as images (s/page, peak RSS), and the dpi sweep
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
 #   make stop         stops what `make run` started, by PID, gracefully
 #   make status       each instance's readiness
@@ -22,7 +23,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test bench-model bench-rapidocr bench-easyocr nginx run stop status bench install
+.PHONY: setup system-deps weights test bench-model bench-rapidocr bench-easyocr bench-documents nginx run stop status bench install
 
 setup: $(VENV)/.installed weights
 
@@ -52,6 +53,10 @@ weights: $(VENV)/.installed
 
 test: setup nginx
 	$(PY) -m pytest -q tests
+
+bench-documents: setup
+	$(PY) -m tests.bench_documents compare --pages 20
+	$(PY) -m tests.bench_documents dpi --pages 10
 
 bench-model: setup
 	$(PY) -m tests.devset --family easyocr --subset sroie --threads 2
