@@ -41,7 +41,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class DocumentSettings:
-    dpi: float = 200.0
+    dpi: float = 300.0
     min_dpi: float = 72.0
     max_dpi: float = 600.0
 

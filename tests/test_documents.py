@@ -58,7 +58,7 @@ def test_bad_page_ranges_say_how_to_write_them(spec):
 
 def test_a_scanned_pdf_gives_back_its_page_images():
     pages = [scan(i) for i in range(3)]
-    out = read(pdfs.scanned_pdf(pages, resolution=200))
+    out = read(pdfs.scanned_pdf(pages, resolution=200), dpi=200)
     assert [(p.page, p.source, p.dpi, p.width, p.height) for p in out] == [(i, "ocr", 200, 300, 420) for i in (1, 2, 3)]
     for page, original in zip(out, pages):
         # JPEG inside the PDF and PDFium's resampling move a few grey levels, not the bars.
@@ -67,7 +67,7 @@ def test_a_scanned_pdf_gives_back_its_page_images():
 
 def test_pages_picks_pages_in_the_order_asked():
     pages = [scan(i) for i in range(4)]
-    out = read(pdfs.scanned_pdf(pages), pages=documents.parse_pages("3-4,1"))
+    out = read(pdfs.scanned_pdf(pages), pages=documents.parse_pages("3-4,1"), dpi=200)
     assert [p.page for p in out] == [3, 4, 1]
     assert np.abs(out[2].rgb.astype(int) - pages[0]).mean() < 3
 
@@ -117,7 +117,7 @@ def test_invisible_text_counts_as_a_text_layer():
 
 
 def test_ocr_force_and_empty_text_layers_render_the_page():
-    (forced,) = read(pdfs.born_digital_pdf([["some text"]]), ocr="force")
+    (forced,) = read(pdfs.born_digital_pdf([["some text"]]), ocr="force", dpi=200)
     assert forced.source == "ocr" and forced.rgb.shape == (2200, 1700, 3)
     assert forced.rgb.min() < 128  # the text is drawn
     (blank,) = read(pdfs.born_digital_pdf([["   "]]))

@@ -79,7 +79,7 @@ def test_a_born_digital_page_returns_its_exact_text(client):
     lines = ["Quarterly report 2024", "Net revenue: 12,345.67 (+4.2%)"]
     resp = post(client, pdfs.born_digital_pdf([lines]))
     image = resp.get_json()["images"][0]
-    assert image["source"] == "text-layer" and image["dpi"] == 200
+    assert image["source"] == "text-layer" and image["dpi"] == settings_mod.load().documents.dpi
     assert [line["text"] for line in image["lines"]] == lines and image["text"] == "\n".join(lines)
     assert all(line["confidence"] == 1.0 for line in image["lines"])
     forced = post(client, pdfs.born_digital_pdf([lines]), "?ocr=force").get_json()["images"][0]
