@@ -6,6 +6,7 @@
 #   make bench-rapidocr  PP-OCR against RapidOCR 3.10.0 itself, same pages, threads and machine
 #   make reading-order  the page text's reading order scored on the dev set (score.py --order given)
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
+#   make bench-documents a 20-page scanned PDF against the same pages as images (s/page, peak RSS), and the dpi sweep
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
 #   make stop         stops what `make run` started, by PID, gracefully
 #   make reload       rolling reload of what `make run` started: Nginx, then each instance's workers in turn
@@ -27,7 +28,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr nginx poppler reading-order run stop reload status bench bench-jobs bench-load install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents nginx poppler reading-order run stop reload status bench bench-jobs bench-load install
 
 setup: $(VENV)/.installed weights
 
@@ -63,6 +64,9 @@ test: setup nginx poppler
 # The markers are in pytest.ini; a unit or model test that also starts a server is left to `make test`.
 test-fast: setup poppler
 	$(PY) -m pytest -q -m "(unit or model) and not (stack or browser)" tests
+bench-documents: setup
+	$(PY) -m tests.bench_documents compare --pages 20
+	$(PY) -m tests.bench_documents dpi --pages 10
 
 bench-model: setup
 	$(PY) -m tests.devset --family easyocr --subset sroie --threads 2

@@ -35,10 +35,19 @@ class Limits:
     deadline_seconds: float = 60.0
     seconds_per_request: float = 2.0
     worker_memory_mib: int = 3072
+    max_pages: int = 16
+    max_document_pages: int = 2000
 
     @property
     def worker_memory_bytes(self) -> int:
         return self.worker_memory_mib << 20
+
+
+@dataclass(frozen=True)
+class DocumentSettings:
+    dpi: float = 300.0
+    min_dpi: float = 72.0
+    max_dpi: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ class Settings:
     path: Path
     model: ModelSettings = field(default_factory=ModelSettings)
     limits: Limits = field(default_factory=Limits)
+    documents: DocumentSettings = field(default_factory=DocumentSettings)
     nginx: NginxSettings = field(default_factory=NginxSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     results: ResultsSettings = field(default_factory=ResultsSettings)
@@ -164,6 +174,14 @@ class Settings:
 def _path(value: str, base: Path) -> Path:
     p = Path(value)
     return p if p.is_absolute() else base / p
+
+
+def _documents(raw: dict, cfg_path: Path) -> DocumentSettings:
+    docs = DocumentSettings(**raw)
+    if not 0 < docs.min_dpi <= docs.dpi <= docs.max_dpi:
+        raise ValueError(f"[documents] in {cfg_path} needs 0 < min_dpi <= dpi <= max_dpi, "
+                         f"not {docs.min_dpi}, {docs.dpi}, {docs.max_dpi}")
+    return docs
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -211,6 +229,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         path=cfg_path,
         model=ModelSettings(**model),
         limits=limits,
+        documents=_documents(raw.get("documents", {}), cfg_path),
         nginx=nginx,
         auth=AuthSettings(**auth),
         results=ResultsSettings(**results),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from tests import pdfs
 from tests.support import BOUNDARY, multipart
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
@@ -98,16 +99,26 @@ def encoded(fmt: str, img: Image.Image | None = None) -> bytes:
     return buf.getvalue()
 
 
+def documents() -> dict[str, bytes]:
+    """Small real documents to mutate: a scanned PDF, a born-digital one, a 3-page TIFF."""
+    return {
+        "scanned_pdf": pdfs.scanned_pdf([page(), page(text="Yo 7")], resolution=72),
+        "text_pdf": pdfs.born_digital_pdf([["Hi 42"], ["page two"]], size=(160, 80), font_size=10),
+        "tiff_pages": pdfs.multipage_tiff([page(), page(text="B 2"), page(text="C 3")]),
+    }
+
+
 def bad_bodies(count: int, seed: int = 4) -> list[tuple[str, dict[str, str], bytes]]:
     """`count` (kind, headers, body) cases: random bytes, bit-flipped and truncated real images,
     and bodies whose headers lie about them. Deterministic for a seed, so a failure replays."""
     rng = random.Random(seed)
     reals = {fmt: encoded(fmt) for fmt in FORMATS}
+    docs = documents()
     ctypes = [*MEDIA.values(), "image/x-nonsense", "application/octet-stream", "text/plain", "", "image/",
               "multipart/form-data", "multipart/form-data; boundary=", "application/json"]
     cases: list[tuple[str, dict[str, str], bytes]] = []
     makers = ["random", "flipped", "truncated", "lying_type", "multipart_mangled", "multipart_misnamed",
-              "multipart_many"]
+              "multipart_many", "document_flipped", "document_truncated", "document_spliced"]
     for number in range(count):
         kind = makers[number % len(makers)]
         fmt = rng.choice(FORMATS)
@@ -138,6 +149,19 @@ def bad_bodies(count: int, seed: int = 4) -> list[tuple[str, dict[str, str], byt
             field = rng.choice(["img", "images", "upload", "", "IMAGE", "image[]"])
             body, ctype = multipart([(field, "x.png", real, MEDIA[fmt])])
             cases.append((kind, {"Content-Type": ctype}, body))
+        elif kind.startswith("document_"):
+            name = rng.choice(sorted(docs))
+            data = bytearray(docs[name])
+            ctype = "image/tiff" if name.startswith("tiff") else "application/pdf"
+            if kind == "document_flipped":
+                for _ in range(rng.randint(1, 12)):
+                    data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            elif kind == "document_truncated":
+                del data[rng.randrange(len(data)):]
+            else:  # a run of bytes replaced: objects, xref entries or directory offsets pointing anywhere
+                at = rng.randrange(len(data))
+                data[at:at + rng.randint(1, 64)] = rng.randbytes(rng.randint(0, 64))
+            cases.append((f"{kind}:{name}", {"Content-Type": ctype}, bytes(data)))
         else:  # many parts, some empty, some not images
             parts = [("image", f"{i}.bin", rng.choice([b"", rng.randbytes(50), real[:40]]), "image/png")
                      for i in range(rng.randint(2, 12))]

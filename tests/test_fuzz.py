@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from service.errors import ClientError
-from service.documents.images import decode
-from service.settings import ROOT, Limits
+from service import documents
+from service.settings import ROOT, DocumentSettings, Limits
 from tests.hostile import Reply, bad_bodies, request, workers
 from tests.stack import Stack
 
@@ -43,13 +43,13 @@ def send_all(stack: Stack, cases: list[tuple[str, dict[str, str], bytes]]) -> li
 
 
 def decodable(cases: list[tuple[str, dict[str, str], bytes]]) -> list[tuple[str, dict[str, str], bytes]]:
-    """The cases whose body still decodes as an image (they reach the model)."""
+    """The cases whose raw body still reads as pages, images or documents (they reach the model)."""
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's complaints about the corrupt ones are expected
         for case in cases:
             try:
-                decode(case[2], Limits())
+                list(documents.read_pages([case[2]], Limits(), documents.ReadOptions(documents=DocumentSettings())))
             except ClientError:
                 continue
             out.append(case)

@@ -10,7 +10,7 @@ import sys
 import pytest
 from PIL import Image
 
-from service.documents.pages import count_pages
+from service.documents import count_pages
 from service.errors import ClientError
 from service.jobs.plan import plan
 from service.jobs.store import Store
@@ -46,7 +46,9 @@ def test_count_pages():
 
 def test_plan():
     assert plan([2, 1], None) == [(0, 1), (0, 2), (1, 1)]
-    assert plan([3, 2], "2-3") == [(0, 2), (0, 3), (1, 2)]
+    assert plan([3, 3], "2-3") == [(0, 2), (0, 3), (1, 2), (1, 3)]
+    with pytest.raises(ClientError, match="file 2 has 2 pages"):
+        plan([3, 2], "2-3")
     for bad in ("0", "3-1", "x", "1,,2"):
         with pytest.raises(ClientError):
             plan([3], bad)

@@ -341,3 +341,29 @@ def test_busy_service_says_when_to_retry(stack: Stack, browser, page_file: Path)
     WebDriverWait(browser, WAIT_S).until(lambda d: "done" in card.get_attribute("class"))
     assert not by_css(card, ".error")[0].is_displayed()
     assert len(by_css(card, "svg.overlay polygon")) == len(LINES)
+
+
+def test_a_pdf_shows_every_page_with_its_boxes(stack: Stack, browser, render, tmp_path: Path):
+    from tests import pdfs
+
+    texts = [["FIRST PAGE 101"], ["SECOND PAGE 202", "more text"]]
+    path = tmp_path / "two-pages.pdf"
+    path.write_bytes(pdfs.scanned_pdf([render(lines) for lines in texts], resolution=200))
+    browser.get(stack.url + "/")
+    card = upload(browser, path)
+    assert "done" in card.get_attribute("class"), card.text
+    assert "2 pages" in by_css(card, ".badge")[0].text
+    assert by_css(card, ".page-of")[0].text == "Page 1 of 2"
+    assert "101" in by_css(card, ".fulltext")[0].get_attribute("value")
+    assert len(by_css(card, "svg.overlay polygon")) == 1
+    # The page is shown as the server drew it (a browser shows no PDF as an image).
+    WebDriverWait(browser, WAIT_S).until(lambda _: browser.execute_script(
+        "const i = arguments[0].querySelector('.photo'); return i.complete && i.naturalWidth > 0", card))
+    by_css(card, "button.next")[0].click()
+    assert by_css(card, ".page-of")[0].text == "Page 2 of 2"
+    assert "202" in by_css(card, ".fulltext")[0].get_attribute("value")
+    assert len(by_css(card, "svg.overlay polygon")) == len(by_css(card, ".lines .line")) == 2
+    assert by_css(card, "button.next")[0].get_attribute("disabled") is not None
+    by_css(card, "button.prev")[0].click()
+    assert by_css(card, ".page-of")[0].text == "Page 1 of 2"
+    assert csp_violations(browser) == []

@@ -38,6 +38,18 @@ def decode(data: bytes, limits: Limits) -> np.ndarray:
     Raises ClientError: 400 for empty, truncated or corrupt files and zero-sized images, 413 for images
     past the pixel or side limit, 415 for anything that is not one of the accepted formats.
     """
+    with open_image(data, limits) as img:
+        img.seek(0)
+        try:
+            return _to_rgb(img)
+        except MemoryError:
+            raise
+        except Exception as err:  # truncated data, bad Huffman tables, broken EXIF, odd modes...
+            raise _corrupt(img.format or "image", err) from None
+
+
+def open_image(data: bytes, limits: Limits) -> Image.Image:
+    """The file opened by Pillow (header only, no pixel decoded), its first page's size checked."""
     if not data:
         raise ClientError(400, "empty_image", "the image file is empty (0 bytes); attach the file's contents")
     try:
@@ -51,14 +63,65 @@ def decode(data: bytes, limits: Limits) -> np.ndarray:
         raise _too_large(str(err), limits) from None
     except Exception as err:  # any parser failure on client bytes is a broken file, not our fault
         raise _corrupt("image", err) from None
+    try:
+        check_size(img.size, limits)
+    except ClientError:
+        img.close()
+        raise
+    return img
+
+
+def tiff_frames(data: bytes, limits: Limits) -> int:
+    """How many pages an image holds: a TIFF's frames, 1 for any other accepted format (a GIF's
+    frames are an animation, not pages), from the headers alone; refusals as `decode` words them.
+
+    Pillow finds frame N by walking the chain of image directories, so the count stops at
+    `max_document_pages` + 1: a file of a million empty directories is refused in as many steps."""
+    with open_image(data, limits) as img:
+        if img.format != "TIFF":
+            return 1
+        count = 1
+        while count <= limits.max_document_pages:
+            try:
+                img.seek(count)
+            except EOFError:
+                return count
+            except Exception as err:  # a broken directory chain: the pages before it are readable
+                raise _corrupt(f"TIFF page {count + 1} of the", err) from None
+            count += 1
+    raise ClientError(413, "too_many_pages",
+                      f"the TIFF has more than {limits.max_document_pages:,} pages, the most a document may "
+                      "have; split it")
+
+
+def tiff_page(data: bytes, index: int, limits: Limits) -> bytes:
+    """Frame `index` of a multi-page TIFF as a TIFF of its own, pixels unchanged (lossless)."""
+    out = io.BytesIO()
+    Image.fromarray(decode_frame(data, index, limits)).save(out, format="TIFF", compression="tiff_deflate")
+    return out.getvalue()
+
+
+def decode_frame(data: bytes, index: int, limits: Limits) -> np.ndarray:
+    """Page `index` (0-based) of a multi-page TIFF as RGB, with the same checks as `decode`."""
+    if index == 0:
+        return decode(data, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=["TIFF"])
+            img.seek(index)
+    except Image.DecompressionBombError as err:
+        raise _too_large(f"page {index + 1}: {err}", limits) from None
+    except Exception as err:
+        raise _corrupt(f"TIFF page {index + 1} of the", err) from None
     with img:
         check_size(img.size, limits)
         try:
             return _to_rgb(img)
         except MemoryError:
             raise
-        except Exception as err:  # truncated data, bad Huffman tables, broken EXIF, odd modes...
-            raise _corrupt(img.format or "image", err) from None
+        except Exception as err:
+            raise _corrupt(f"TIFF page {index + 1} of the", err) from None
 
 
 def check_size(size: tuple[int, int], limits: Limits) -> None:
@@ -71,8 +134,8 @@ def check_size(size: tuple[int, int], limits: Limits) -> None:
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
-    """First frame (TIFF page, GIF frame), upright, in 8-bit RGB; transparency shows as white paper."""
-    img.seek(0)
+    """The current frame (first unless the caller seeks), upright, in 8-bit RGB; transparency
+    shows as white paper."""
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B"):
         # 16-bit grey: Pillow's convert("RGB") clips at 255 (all white); keep the top 8 bits.

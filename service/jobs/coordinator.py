@@ -1,7 +1,7 @@
 """The coordinator: a uWSGI mule that runs jobs by posting their pages back through Nginx.
 
 Every instance runs one (conf/uwsgi/parse.ini, `mule =`). A mule holds no model: it claims a job
-from the store, then sends each page, as the original upload file with ?pages=K, to Nginx's
+from the store, then sends each page, as a file of its own (service/documents: single_page), to Nginx's
 /v1/parse, the same weighted upstream and workers that interactive clients use; so a job spreads
 over the whole fleet, and at most [jobs] workers of its pages are in flight at once, leaving every
 other worker to interactive requests. Each answer is kept on disk before the next page is counted
@@ -27,9 +27,11 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from .. import documents
 from .. import settings as settings_mod
 from ..settings import Settings
 from . import internal_key
+from .plan import page_query
 from . import metrics as job_metrics
 from .store import Job, PageTask, Store, holder
 
@@ -141,10 +143,11 @@ class Runner:
     def _read_page(self, task: PageTask) -> bytes:
         """POST one page through Nginx until it is read; returns the answer to keep."""
         data = self.store.upload_path(self.job.id, task.file).read_bytes()
-        query = self.job.query
         if task.of_pages > 1:
-            query = "&".join(q for q in (query, f"pages={task.page}") if q)
-        url = self.url + (f"?{query}" if query else "")
+            # The page alone, as a file of its own: a 500-page upload is not sent 500 times, and
+            # each post stays within /v1/parse's own body and page limits.
+            data = documents.single_page(data, task.page - 1, self.cfg.limits)
+        url = f"{self.url}?{page_query(self.job.query)}"
         tries = 0
         while True:
             if self.stop.is_set():

@@ -1,37 +1,29 @@
 """Which pages a job reads: every page of every file, or the `pages` the client selected.
 
-`pages` has the same shape for a job as for /v1/parse: 1-based page numbers and ranges
-("3", "1-4", "1,3,7-9"), applied to each file of the upload.
+`pages` is parsed as for /v1/parse (service/documents/pages.py) and applied to each file, so a
+job and a synchronous request read the same pages of the same upload.
 """
 
 from __future__ import annotations
 
-import re
+import urllib.parse
 
-from ..errors import ClientError
+from ..documents.pages import parse_pages
 
-_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
-
-
-def _selected(spec: str) -> list[tuple[int, int]]:
-    ranges = []
-    for part in spec.split(","):
-        match = _PART.match(part.strip())
-        first, last = (int(match.group(1)), int(match.group(2) or match.group(1))) if match else (0, 0)
-        if not match or first < 1 or last < first:
-            raise ClientError(400, "invalid_pages", f"pages={spec!r} is not accepted: give 1-based page numbers "
-                                                    "and ranges, e.g. pages=1-3,7")
-        ranges.append((first, last))
-    return ranges
+# Query parameters that shape the job's result, not the reading of a page: they are applied when
+# the result is assembled, and each page is read as JSON with its words, which every format needs.
+OUTPUT_PARAMS = ("format", "words")
 
 
 def plan(counts: list[int], spec: str | None) -> list[tuple[int, int]]:
-    """(file index, 1-based page) for each page to read, in reading order."""
-    if not spec:
-        return [(f, p) for f, n in enumerate(counts) for p in range(1, n + 1)]
-    ranges = _selected(spec)
-    pages = [(f, p) for f, n in enumerate(counts) for p in range(1, n + 1) if any(a <= p <= b for a, b in ranges)]
-    if not pages:
-        raise ClientError(400, "invalid_pages", f"pages={spec!r} selects no page: the files have "
-                                                f"{', '.join(map(str, counts))} pages")
-    return pages
+    """(file index, 1-based page) for each page to read, in reading order; a page past the end of
+    a file is a 400 that says how many pages it has."""
+    selection = parse_pages(spec)
+    return [(f, i + 1) for f, n in enumerate(counts)
+            for i in selection.pick(n, f"file {f + 1}" if len(counts) > 1 else "the file")]
+
+
+def page_query(job_query: str) -> str:
+    """The query each page of a job is posted to /v1/parse with."""
+    kept = [(k, v) for k, v in urllib.parse.parse_qsl(job_query) if k not in OUTPUT_PARAMS]
+    return urllib.parse.urlencode([*kept, ("words", "1")])

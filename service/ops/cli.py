@@ -1,9 +1,12 @@
-"""Command line: run the configured model on image files, for people and for benchmarks.
+"""Command line: run the configured model on image, PDF and TIFF files, for people and benchmarks.
 
-    .venv/bin/python -m service.cli IMAGE... [--out DIR] [--threads N] [--device D] [--recognize-only]
+    .venv/bin/python -m service.cli FILE... [--out DIR] [--threads N] [--device D] [--recognize-only]
+        [--pages 2-4,7] [--dpi N] [--ocr auto|force]
 
-With --out, each image gives DIR/<stem>.json = {"lines": [...], "seconds": <parse call alone>},
-the format the dev-set scorer reads (tests/devset.py); without it the text is printed.
+With --out, each file gives DIR/<stem>.json. A single image: {"lines": [...], "seconds": <parse
+call alone>}, the format the dev-set scorer reads (tests/devset.py). A PDF or a multi-page TIFF: the same keys
+for its first page, plus "pages": one such record per page (with "page", "source", "width",
+"height" and, for PDFs, "dpi"). Without --out the text is printed, page by page.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import logging
 import time
 from pathlib import Path
 
+from .. import documents
 from .. import settings as settings_mod
-from ..documents.images import decode_page
+from ..errors import ClientError
 from ..ocr import allocator
 from ..ocr.model import load_model
 
@@ -24,8 +28,11 @@ from ..ocr.model import load_model
 def main(argv: list[str] | None = None) -> None:
     cfg = settings_mod.load()
     parser = argparse.ArgumentParser(prog="python -m service.cli", description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, help="write <stem>.json per image here")
+    parser.add_argument("files", nargs="+", type=Path, help="images, PDFs, multi-page TIFFs")
+    parser.add_argument("--out", type=Path, help="write <stem>.json per file here")
+    parser.add_argument("--pages", help="pages to read from each file, e.g. 2-4,7 (default all)")
+    parser.add_argument("--dpi", help=f"PDF rendering resolution (default {cfg.documents.dpi:g})")
+    parser.add_argument("--ocr", default="auto", help="auto (a PDF page's text layer where it has one) or force")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--recognize-only", action="store_true", help="treat each image as one text line")
@@ -40,19 +47,50 @@ def main(argv: list[str] | None = None) -> None:
     run = model.recognize if args.recognize_only else model.parse
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-    for path in args.images:
-        image, grey = decode_page(path.read_bytes(), cfg.limits, grey=model.reads_grey)
-        start = time.perf_counter()
-        page = run([image], [grey])[0]
-        seconds = time.perf_counter() - start
-        allocator.release_above(cfg.limits.worker_memory_bytes)  # a worker's allowance (service/web/api.py)
+    try:
+        # A command line has no request deadline: a long document is read whole.
+        limits = dataclasses.replace(cfg.limits, max_pages=cfg.limits.max_document_pages)
+        options = documents.ReadOptions(pages=documents.parse_pages(args.pages),
+                                        dpi=documents.parse_dpi(args.dpi, cfg.documents),
+                                        ocr=documents.parse_ocr(args.ocr), grey=model.reads_grey,
+                                        documents=cfg.documents)
+    except ClientError as err:
+        parser.error(err.message)
+    failed = False
+    for path in args.files:
+        try:
+            records = [read_page(doc, run, cfg) for doc in documents.read_pages([path.read_bytes()], limits, options)]
+        except ClientError as err:
+            print(f"{path.name}: refused: {err.message}")
+            failed = True
+            continue
         if args.out:
-            record = {"lines": [line.to_json() for line in page.lines], "seconds": round(seconds, 4)}
+            record = {"lines": records[0]["lines"], "seconds": records[0]["seconds"]}
+            if len(records) > 1 or records[0].get("dpi") is not None:
+                record["pages"] = records
             (args.out / f"{path.stem}.json").write_text(json.dumps(record, ensure_ascii=False))
-            print(f"{path.name}: {len(page.lines)} lines in {seconds:.3f}s")
+            lines = sum(len(r["lines"]) for r in records)
+            print(f"{path.name}: {len(records)} page(s), {lines} lines in {sum(r['seconds'] for r in records):.3f}s")
         else:
-            print(f"== {path.name} ({seconds:.3f}s)\n{page.text}")
+            for r in records:
+                print(f"== {path.name} page {r['page']} ({r['source']}, {r['seconds']:.3f}s)\n"
+                      + "\n".join(line["text"] for line in r["lines"]))
+    raise SystemExit(1 if failed else 0)
 
+
+def read_page(doc: documents.PageImage, run, cfg: settings_mod.Settings) -> dict:
+    """One page's record: the model's reading of its pixels, or its text layer as it is."""
+    start = time.perf_counter()
+    if doc.lines is not None:
+        lines = doc.lines
+    else:
+        lines = run([doc.rgb], [doc.grey])[0].lines
+        allocator.release_above(cfg.limits.worker_memory_bytes)  # a worker's allowance (service/web/api.py)
+    record = {"page": doc.page, "source": doc.source, "width": doc.width, "height": doc.height,
+              "lines": [line.to_json() for line in lines], "seconds": round(time.perf_counter() - start, 4)}
+    if doc.dpi is not None:
+        record["dpi"] = doc.dpi
+    return record
 
 if __name__ == "__main__":
     main()

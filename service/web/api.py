@@ -1,8 +1,8 @@
 """The OCR API: POST /v1/parse and GET /v1/models.
 
-A parse request goes through three steps, each timed: decode (uploaded bytes -> RGB arrays,
-service/documents/images.py), predict (the model's detect + recognise, service/ocr/model.py) and encode (pages ->
-the JSON a client gets).
+A parse request goes through three steps, each timed: decode (uploads -> pages, one at a time:
+service/documents), predict (the model's detect + recognise, service/ocr/model.py) and encode
+(pages -> the JSON a client gets). A PDF page with a text layer skips the model.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, g, jsonify, request
 
-from ..documents.images import decode_page
+from .. import documents, formats
+from ..documents import PageImage
 from ..errors import ClientError
-from .. import formats
 from ..ocr import allocator
 from ..ocr.model import OcrModel
 from ..ocr.types import Page
 from . import annotate, guards, metrics, state
-from .guards import Deadline
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.before_request(guards.check_upload)
@@ -28,12 +27,13 @@ bp.teardown_request(guards.leave)
 
 # Multipart fields that may carry images: `image` is documented, `file` is what many clients send.
 FIELDS = ("image", "file")
-HOW_TO_SEND = ("send the image as a multipart/form-data field 'image' (or 'file'; several files allowed), "
-               "or as the raw request body with Content-Type image/*")
+HOW_TO_SEND = ("send the image or PDF as a multipart/form-data field 'image' (or 'file'; several files "
+               "allowed), or as the raw request body with Content-Type image/* or application/pdf")
+RAW_TYPES = ("application/pdf",)
 
 
 def uploads(max_files: int | None = None) -> list[bytes]:
-    """The uploaded files' bytes, from multipart fields or from a raw image/* body.
+    """The uploaded files' bytes, from multipart fields or from a raw image/* or PDF body.
 
     At most `max_files` (default [limits] max_images; a job allows as many as its pages)."""
     if request.mimetype == "multipart/form-data":
@@ -42,7 +42,7 @@ def uploads(max_files: int | None = None) -> list[bytes]:
             sent = ", ".join(repr(name) for name in request.files) or "none"
             raise ClientError(400, "missing_image", f"no file in the form (file fields sent: {sent}): {HOW_TO_SEND}")
         blobs = [f.read() for f in files]
-    elif request.mimetype.startswith("image/"):
+    elif request.mimetype.startswith("image/") or request.mimetype in RAW_TYPES:
         blobs = [request.get_data()]
     else:
         raise ClientError(415, "unsupported_media_type",
@@ -72,17 +72,18 @@ def read_format() -> str:
     return formats.check(request.args.get("format", "json"))
 
 
-def decode_all(blobs: list[bytes], with_grey: bool,
-               deadline: Deadline) -> tuple[list[np.ndarray], list[np.ndarray | None] | None]:
-    """RGB pages, plus the file-decoded grey pages when the model reads grey (model.reads_grey)."""
-    limits = state.current().cfg.limits
-    images, greys = [], []
-    for number, blob in enumerate(blobs, 1):
-        deadline.check(f"decoding image {number}")
-        rgb, grey = decode_page(blob, limits, with_grey)
-        images.append(rgb)
-        greys.append(grey)
-    return images, greys if with_grey else None
+def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
+    """?pages=, ?dpi= and ?ocr=, checked before the body is read. `pixels`: render text-layer
+    pages too, for an output that draws them (the searchable PDF, ?annotate=1)."""
+    docs = state.current().cfg.documents
+    return documents.ReadOptions(
+        pages=documents.parse_pages(request.args.get("pages")),
+        dpi=documents.parse_dpi(request.args.get("dpi"), docs),
+        ocr=documents.parse_ocr(request.args.get("ocr")),
+        grey=model.reads_grey,
+        documents=docs,
+        pixels=pixels,
+    )
 
 
 def predict(model: OcrModel, images: list[np.ndarray], greys: list[np.ndarray | None] | None,
@@ -96,13 +97,20 @@ def model_json(model: OcrModel) -> dict[str, Any]:
             "weights_sha256": dict(model.info.weights_sha256)}
 
 
-def encode(model: OcrModel, pages: list[Page], timing: dict[str, float], words: bool = False) -> dict[str, Any]:
-    return {
-        "request_id": g.request_id,
-        "model": model_json(model),
-        "images": [formats.image_json(p, words) for p in pages],
-        "timing_ms": {stage: round(seconds * 1000, 3) for stage, seconds in timing.items()},
-    }
+def page_json(doc: PageImage, page: Page, words: bool) -> dict[str, Any]:
+    """One page's entry: the single-image keys first, unchanged, then where the page came from."""
+    out = formats.image_json(page, words)
+    out |= {"file": doc.file, "page": doc.page, "source": doc.source}
+    if doc.dpi is not None:
+        out["dpi"] = doc.dpi
+    return out
+
+
+def read(model: OcrModel, doc: PageImage, mode: str) -> Page:
+    """The page's text: its text layer as it is, or the model's reading of its pixels."""
+    if doc.lines is not None:
+        return Page(doc.width, doc.height, doc.lines)
+    return predict(model, [doc.rgb], [doc.grey], mode)[0]
 
 
 @bp.post("/parse")
@@ -112,37 +120,60 @@ def parse():
     worker = state.current()
     deadline = guards.deadline()
     model = worker.await_model(deadline.remaining())  # a fresh worker's model may still be loading
+    annotated = request.args.get("annotate") == "1"
+    options = read_options(model, pixels=annotated or fmt == "pdf")
     start = time.perf_counter()  # the stages time the work, not the wait for a model
-    images, greys = decode_all(uploads(), model.reads_grey, deadline)
-    decoded = time.perf_counter()
-    deadline.check("the model call")
-    pages = predict(model, images, greys, mode)
-    # The page's tensors are freed by now: memory past the worker's allowance goes back to the kernel.
-    allocator.release_above(worker.cfg.limits.worker_memory_bytes)
+    limits = worker.cfg.limits
+    entries: list[dict[str, Any]] = []
+    # The searchable PDF draws every page's image under its text: only then are pixels kept.
+    backgrounds: list[np.ndarray | None] = []
+    timing = {"decode": 0.0, "detect": 0.0, "recognize": 0.0}
+    ocr_pages = lines = 0
+    pages = documents.read_pages(uploads(), limits, options)
+    while True:
+        deadline.check(f"reading page {len(entries) + 1}")
+        doc = next(pages, None)
+        if doc is None:
+            break
+        timing["decode"] += doc.decode_seconds
+        deadline.check(f"the model call on page {len(entries) + 1}")
+        page = read(model, doc, mode)
+        if doc.lines is None:
+            ocr_pages += 1
+            # The page's tensors are freed by now: memory past the worker's allowance goes back to the kernel.
+            allocator.release_above(limits.worker_memory_bytes)
+        timing["detect"] += page.timing.get("detect", 0.0)
+        timing["recognize"] += page.timing.get("recognize", 0.0)
+        lines += len(page.lines)
+        # Other formats are built from the entries, with every word's box.
+        entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
+        # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
+        if annotated:
+            entry["annotated_url"] = annotate.annotate(doc.rgb, [line.quad for line in page.lines], worker.cfg.results)
+        if fmt == "pdf":
+            backgrounds.append(doc.rgb)
+        entries.append(entry)
+        doc = None  # the page's pixels go before the next page is rendered
     deadline.check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
-    timing = {
-        "decode": decoded - start,
-        "detect": sum(p.timing.get("detect", 0.0) for p in pages),
-        "recognize": sum(p.timing.get("recognize", 0.0) for p in pages),
-        "total": time.perf_counter() - start,
-    }
+    timing["total"] = time.perf_counter() - start
     for stage, seconds in timing.items():
-        if not (stage == "detect" and mode == "line"):  # no detection ran: a 0 would skew the histogram
-            metrics.STAGE_SECONDS.labels(stage).observe(seconds)
-    metrics.IMAGES.inc(len(pages))
-    metrics.LINES.inc(sum(len(p.lines) for p in pages))
+        # No detection ran in line mode, no model on text-layer pages: a 0 would skew the histogram.
+        if stage in ("detect", "recognize") and (ocr_pages == 0 or (stage == "detect" and mode == "line")):
+            continue
+        metrics.STAGE_SECONDS.labels(stage).observe(seconds)
+    metrics.IMAGES.inc(len(entries))
+    metrics.LINES.inc(lines)
     if fmt != "json":
-        document, media_type = formats.render(pages, fmt, images)
+        document, media_type = formats.render(entries, fmt, backgrounds or None)
         name = f"parse-{g.request_id}.{formats.FORMATS[fmt][1]}"
         return Response(document, mimetype=None, content_type=media_type,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
-    body = encode(model, pages, timing, words=request.args.get("words") == "1")
-    # ?annotate=1 also keeps each image with its boxes as /results/<id>.png (service/web/annotate.py).
-    if request.args.get("annotate") == "1":
-        results = worker.cfg.results
-        for image, page, out in zip(images, pages, body["images"]):
-            out["annotated_url"] = annotate.annotate(image, [line.quad for line in page.lines], results)
-    return jsonify(body)
+    return jsonify({
+        "request_id": g.request_id,
+        "model": model_json(model),
+        "images": entries,
+        "timing_ms": {stage: round(seconds * 1000, 3) for stage, seconds in timing.items()},
+    })
 
 
 @bp.get("/models")

@@ -13,10 +13,12 @@ import re
 import urllib.parse
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
+from .. import documents, formats
 from ..apikeys import digest
-from ..documents.pages import count_pages
+from ..documents import count_pages
+from ..documents.pages import PageSelection
 from ..errors import ClientError
 from ..jobs.plan import plan
 from ..jobs.store import FINISHED, Job
@@ -64,7 +66,8 @@ def submit():
     worker = state.current()
     cfg = worker.cfg
     _check_body()
-    api.read_mode()  # a bad mode is refused now, not at the first page
+    api.read_mode()  # a bad mode or format is refused now, not at the first page
+    formats.check(request.args.get("format", "json"))
     files = api.uploads(max_files=cfg.jobs.max_pages)
     counts = [count_pages(data, cfg.limits) for data in files]
     pages = plan(counts, request.args.get("pages"))
@@ -80,7 +83,9 @@ def submit():
     if not store.make_room(size):
         raise ClientError(503, "jobs_storage_full", "the job store is full of unfinished jobs; retry later",
                           {"Retry-After": "60"})
-    # Every other query parameter (mode, annotate, ...) goes with each page to /v1/parse as sent.
+    # Every other query parameter (mode, dpi, ocr, format, words) is kept with the job: each page
+    # goes to /v1/parse with it, less the output ones, which apply to the assembled result
+    # (service/jobs/plan.py: page_query).
     query = urllib.parse.urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "pages"])
     job = store.create(owner, query, files, counts, pages)
     g.job_id = job.id
@@ -105,11 +110,38 @@ def result(job_id: str):
         raise ClientError(409, "job_not_done", f"job {job.id} is {job.status} ({job.pages_done} of "
                                                f"{job.pages_total} pages read){detail}; the result exists once "
                                                "its status is done", {"Retry-After": "2"} if job.status not in FINISHED else None)
-    return jsonify(assemble(state.current().jobs.results(job.id)))
+    store = state.current().jobs
+    kept = dict(urllib.parse.parse_qsl(job.query))
+    fmt = formats.check(request.args.get("format", kept.get("format", "json")))
+    words = request.args.get("words", kept.get("words")) == "1"
+    body = assemble(store.results(job.id), words)
+    if fmt == "json":
+        return jsonify(body)
+    backgrounds = [page_pixels(store.upload_path(job.id, e["file"]).read_bytes(), e) for e in body["images"]] \
+        if fmt == "pdf" else None
+    document, media_type = formats.render(body["images"], fmt, backgrounds)
+    return Response(document, content_type=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="parse-{job.id}.{formats.FORMATS[fmt][1]}"'})
 
 
-def assemble(answers: list[dict[str, Any]]) -> dict[str, Any]:
-    """The body /v1/parse gives for the whole upload, from its pages' answers in page order."""
+def page_pixels(upload: bytes, entry: dict[str, Any]):
+    """A page's pixels again, at the dpi it was read at: the searchable PDF's background."""
+    cfg = state.current().cfg
+    page = entry.get("page", 1)
+    options = documents.ReadOptions(pages=PageSelection(((page, page),)), dpi=entry.get("dpi"), ocr="force",
+                                    documents=cfg.documents)
+    return next(documents.read_pages([upload], cfg.limits, options)).rgb
+
+
+def assemble(answers: list[dict[str, Any]], words: bool) -> dict[str, Any]:
+    """The body /v1/parse gives for the whole upload, from its pages' answers in page order.
+
+    Pages are read with their words (page_query); they stay only where the client asked for them."""
+    if not words:
+        for answer in answers:
+            for image in answer.get("images", []):
+                for line in image.get("lines", []):
+                    line.pop("words", None)
     timing: dict[str, float] = {}
     for answer in answers:
         for stage, ms in answer.get("timing_ms", {}).items():

@@ -77,7 +77,7 @@ SCHEMAS: dict[str, Any] = {
              "description": "Corners clockwise from top-left, in the image's pixels",
              "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}}},
     "Image": {
-        "type": "object", "required": ["width", "height", "text", "lines"],
+        "type": "object", "required": ["width", "height", "text", "lines", "file", "page", "source"],
         "properties": {
             "width": {"type": "integer", "minimum": 1},
             "height": {"type": "integer", "minimum": 1},
@@ -88,6 +88,15 @@ SCHEMAS: dict[str, Any] = {
             "blocks": {"type": "array", "description": "Columns, paragraphs or a table, in reading order: "
                                                         "each the indices into lines of its lines, in reading order",
                        "items": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
+            "file": {"type": "integer", "minimum": 0, "description": "0-based index of the upload this page is from"},
+            "page": {"type": "integer", "minimum": 1, "description": "1-based page in that file (1 for a single image)"},
+            "source": {"type": "string", "enum": ["ocr", "text-layer"],
+                       "description": "ocr: read by the model; text-layer: a PDF page's own text, exactly, "
+                                      "with confidence 1"},
+            "dpi": {"type": "number", "minimum": 0,
+                    "description": "PDF pages only: the dpi the page was rendered (or measured) at; width, "
+                                   "height and quads are pixels at this dpi. Lower than asked when the page "
+                                   "would pass the pixel limit"},
             # Only with ?annotate=1; null when the PNG alone is over [results] max_bytes.
             "annotated_url": {"type": "string", "nullable": True, "pattern": "^/results/[A-Za-z0-9_-]{22}\\.png$",
                               "description": ("With ?annotate=1: the image with its quads drawn, a PNG served at "
@@ -100,7 +109,7 @@ SCHEMAS: dict[str, Any] = {
             "request_id": {"type": "string", "description": "Also in the X-Request-ID header and the logs"},
             "model": {"$ref": "#/components/schemas/Model"},
             "images": {"type": "array", "items": {"$ref": "#/components/schemas/Image"},
-                       "description": "One entry per uploaded image, in upload order"},
+                       "description": "One entry per page: in upload order, then page order"},
             "timing_ms": {
                 "type": "object", "required": ["decode", "detect", "recognize", "total"],
                 "properties": {k: {"type": "number", "minimum": 0} for k in ("decode", "detect", "recognize", "total")},
@@ -158,8 +167,9 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
-    """The OpenAPI document for this deployment's limits."""
+def document(max_body_bytes: int, max_images: int, max_pages: int,
+             dpi: tuple[float, float, float]) -> dict[str, Any]:
+    """The OpenAPI document for this deployment's limits (dpi: min, default, max)."""
     images = {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1, "maxItems": max_images}
     return {
         "openapi": "3.0.3",
@@ -167,9 +177,13 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
                  "description": "Self-hosted OCR: post images, get their text lines with quads and confidences."},
         "paths": {
             "/v1/parse": {"post": {
-                "summary": "Read the text lines of one or more images",
+                "summary": "Read the text lines of one or more images or documents (PDF, multi-page TIFF)",
                 "description": (f"Multipart field `image` (or `file`), one or more files, at most {max_images}; "
-                                f"or the raw body with Content-Type image/*. Bodies up to {max_body_bytes} bytes."),
+                                f"or the raw body with Content-Type image/* or application/pdf. Bodies up to "
+                                f"{max_body_bytes} bytes. Every page of a PDF or TIFF is read, at most "
+                                f"{max_pages} pages per request (longer documents: POST /v1/jobs). A PDF page "
+                                "that carries text (visible or an earlier OCR's hidden text) returns it "
+                                "as it is, unless ocr=force."),
                 # Results as files.
                 "parameters": [{"name": "annotate", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": ["0", "1"]},
@@ -187,23 +201,40 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
                                                "document."},
                                {"name": "words", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": ["0", "1"]},
-                                "description": "json: 1 adds each line's words, with their quads"}],
+                                "description": "json: 1 adds each line's words, with their quads"},
+                               {"name": "pages", "in": "query", "required": False,
+                                "schema": {"type": "string", "pattern": "^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$",
+                                           "maxLength": 200},
+                                "description": "Pages to read from each file, 1-based and inclusive, e.g. 2-4,7; "
+                                               "default every page. A page past the end is a 400 that says how "
+                                               "many there are"},
+                               {"name": "dpi", "in": "query", "required": False,
+                                "schema": {"type": "number", "minimum": dpi[0], "maximum": dpi[2], "default": dpi[1]},
+                                "description": "Resolution PDF pages are rendered at"},
+                               {"name": "ocr", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["auto", "force"], "default": "auto"},
+                                "description": "auto: a PDF page's text layer where it has one, OCR elsewhere; "
+                                               "force: OCR every page"}],
                 "requestBody": {"required": True, "content": {
                     "multipart/form-data": {"schema": {"type": "object", "properties": {"image": images, "file": images}}},
                     "image/*": {"schema": {"type": "string", "format": "binary"}},
+                    "application/pdf": {"schema": {"type": "string", "format": "binary"}},
                 }},
                 "responses": {
                     "200": {"description": "The text of every image, in the format asked for",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ParseResult"}},
                                         **{FORMATS[f][0].partition(";")[0]: {"schema": {"type": "string"}}
                                            for f in FORMATS if f != "json"}}},
-                    "400": _error("No image in the request, an empty file, bytes that are not a readable image, "
-                                  "or an unknown mode or format"),
+                    "400": _error("No image in the request, an empty file, bytes that are not a readable image "
+                                  "or PDF, a password-protected or page-less PDF, a page past the end, or a bad "
+                                  "mode, format, pages, dpi or ocr"),
                     "401": _error("API keys are on and the Authorization header is missing or wrong"),
                     # Nginx de-chunks bodies; a client talking to uWSGI directly must send a length.
                     "411": _error("A chunked body sent to an instance directly, without Nginx"),
-                    "413": _error("Body, pixel count, side or number of images over the limit"),
-                    "415": _error("Not multipart/form-data or image/*, or an image format that is not accepted"),
+                    "413": _error("Body, pixel count, side, number of images or of pages over the limit, or a "
+                                  "PDF page too large even at the lowest dpi"),
+                    "415": _error("Not multipart/form-data, image/* or application/pdf, or a format that is not "
+                                  "accepted"),
                     "429": _error("Over the rate limit", retry_after=True),
                     "500": INTERNAL,
                     "503": UNAVAILABLE,
@@ -280,5 +311,7 @@ def document(max_body_bytes: int, max_images: int) -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi_json():
-    limits = state.current().cfg.limits
-    return jsonify(document(limits.max_body_bytes, limits.max_images))
+    cfg = state.current().cfg
+    docs = cfg.documents
+    return jsonify(document(cfg.limits.max_body_bytes, cfg.limits.max_images, cfg.limits.max_pages,
+                            (docs.min_dpi, docs.dpi, docs.max_dpi)))

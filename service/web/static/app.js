@@ -127,7 +127,8 @@
 
       const form = new FormData();
       form.append("image", job.file, job.file.name || "pasted-image.png");
-      xhr.open("POST", API + (els.annotate.checked ? "?annotate=1" : ""));
+      // A browser shows no PDF (nor a TIFF) as an <img>: their pages come back drawn as PNGs.
+      xhr.open("POST", API + (els.annotate.checked || isDocument(job.file) ? "?annotate=1" : ""));
       const key = els.key.value.trim();
       if (key) xhr.setRequestHeader("Authorization", `Bearer ${key}`);
       xhr.timeout = REQUEST_TIMEOUT_MS;
@@ -317,15 +318,44 @@
     els.announcer.textContent = `${job.file.name || "Pasted image"}: ${text}`;
   }
 
+  function isDocument(file) {
+    return /^(application\/pdf|image\/tiff)$/.test(file.type) || /\.(pdf|tiff?)$/i.test(file.name || "");
+  }
+
   function showResult(job, body, elapsed) {
     job.state = "done";
-    const image = body.images[0];
-    const lines = image.lines || [];
+    job.body = body;
+    job.elapsed = elapsed;
     const { card } = job;
     card.setAttribute("aria-busy", "false");
     card.classList.add("done");
     $(".status", card).hidden = true;
-    $(".badge", card).textContent = `${lines.length} line${lines.length === 1 ? "" : "s"}`;
+    const total = body.images.reduce((n, image) => n + (image.lines || []).length, 0);
+    const pages = body.images.length;
+    $(".badge", card).textContent = `${total} line${total === 1 ? "" : "s"}` + (pages > 1 ? ` · ${pages} pages` : "");
+    const pager = $(".pager", card);
+    pager.hidden = pages < 2;
+    if (!job.pagerBound) {
+      job.pagerBound = true;
+      $(".prev", card).addEventListener("click", () => showPage(job, job.index - 1));
+      $(".next", card).addEventListener("click", () => showPage(job, job.index + 1));
+    }
+    showPage(job, 0);
+    if (body.model) showModel(body.model);
+    $(".card-body", card).hidden = false;
+    announce(job, `${total} line${total === 1 ? "" : "s"} read` + (pages > 1 ? ` on ${pages} pages` : ""));
+  }
+
+  // One page of the answer on the card: its image and boxes, its lines, its text.
+  function showPage(job, index) {
+    const { card, body, elapsed } = job;
+    const pages = body.images.length;
+    job.index = Math.max(0, Math.min(pages - 1, index));
+    const image = body.images[job.index];
+    const lines = image.lines || [];
+    $(".page-of", card).textContent = `Page ${job.index + 1} of ${pages}`;
+    $(".prev", card).disabled = job.index === 0;
+    $(".next", card).disabled = job.index === pages - 1;
 
     // Stage: the image at its own aspect ratio, the quads in its own pixel space on top.
     const stage = $(".stage", card);
@@ -335,8 +365,11 @@
     const photo = $(".photo", card);
     photo.alt = `${job.file.name || "Pasted image"} with ${lines.length} text line${lines.length === 1 ? "" : "s"} outlined`;
     // Browsers cannot show some accepted formats (TIFF): the boxes then stand on a blank page.
+    stage.classList.remove("no-preview");
     photo.addEventListener("error", () => stage.classList.add("no-preview"), { once: true });
-    photo.src = job.url;
+    // The file itself where the browser can show it; a document's page as the server drew it.
+    photo.src = isDocument(job.file) ? image.annotated_url || "" : job.url;
+    if (!photo.getAttribute("src")) stage.classList.add("no-preview");
     const svg = $(".overlay", card);
     svg.setAttribute("viewBox", `0 0 ${image.width} ${image.height}`);
     svg.replaceChildren(...lines.map((line, i) => {
@@ -346,7 +379,8 @@
       poly.dataset.i = String(i);
       return poly;
     }));
-    $(".dims", card).textContent = `${image.width} × ${image.height} px`;
+    $(".dims", card).textContent = `${image.width} × ${image.height} px` + (image.dpi ? ` at ${image.dpi} dpi` : "")
+      + (image.source === "text-layer" ? " · text layer" : "");
 
     // Lines, each with its confidence.
     $(".count", card).textContent = `(${lines.length})`;
@@ -356,7 +390,7 @@
     } else {
       const li = document.createElement("li");
       li.className = "none";
-      li.textContent = "No text found in this image.";
+      li.textContent = pages > 1 ? "No text found on this page." : "No text found in this image.";
       list.replaceChildren(li);
     }
 
@@ -376,10 +410,6 @@
       ...timingItem("Server total", t.total),
       ...timingItem("Round trip", elapsed),
     );
-
-    if (body.model) showModel(body.model);
-    $(".card-body", card).hidden = false;
-    announce(job, `${lines.length} line${lines.length === 1 ? "" : "s"} read`);
   }
 
   function lineItem(line, i) {
