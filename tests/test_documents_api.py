@@ -76,7 +76,9 @@ def test_a_born_digital_page_returns_its_exact_text(client):
     resp = post(client, pdfs.born_digital_pdf([lines]))
     image = resp.get_json()["images"][0]
     assert image["source"] == "text-layer" and image["dpi"] == settings_mod.load().documents.dpi
-    assert [line["text"] for line in image["lines"]] == lines and image["text"] == "\n".join(lines)
+    assert [line["text"] for line in image["lines"]] == lines
+    # The page text is in reading order: these two lines may stand as two blocks, a blank line apart.
+    assert [row for row in image["text"].split("\n") if row] == lines
     assert all(line["confidence"] == 1.0 for line in image["lines"])
     forced = post(client, pdfs.born_digital_pdf([lines]), "?ocr=force").get_json()["images"][0]
     assert forced["source"] == "ocr" and "Quarterly" in forced["text"]

@@ -2,8 +2,8 @@
 (weight 2) and "b" (weight 1), uwsgi over mutual TLS between them, all rendered from one
 parse.toml the way `python -m service.deploy` renders it for real hosts.
 
-Needs root (ip netns add); skipped with the reason otherwise. Run under the heavy lock:
-    flock /tmp/parse-heavy.lock .venv/bin/python -m pytest -q -x tests/test_fleet_netns.py -s
+Needs root (ip netns add); skipped with the reason otherwise:
+    .venv/bin/python -m pytest -q -x tests/test_fleet_netns.py -s
 """
 
 from __future__ import annotations
