@@ -125,6 +125,15 @@ class Stack:
         with socket.create_connection((host, int(port)), timeout=5) as s:
             return json.loads(b"".join(iter(lambda: s.recv(65536), b"")))
 
+    def wait_busy(self, inst: Instance, timeout: float = 30) -> None:
+        """Return once a worker of `inst` is serving a request (or after `timeout` seconds), so a
+        fault can be injected while work is in flight."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(w["status"] == "busy" for w in self.stats(inst)["workers"]):
+                return
+            time.sleep(0.02)
+
     def stats_ports(self) -> list[int]:
         """Every instance's uWSGI stats port, for tests/hostile.py's `workers`."""
         return [int(deploy.stats_address(i).split(":")[1]) for i in self.cfg.instances]

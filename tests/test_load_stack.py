@@ -232,11 +232,7 @@ def test_graceful_stop_under_burst_loses_nothing(stack: Stack, page: bytes):
     stopped: list[bool] = []
 
     def stop_b_while_busy():
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if any(w["status"] == "busy" for w in stack.stats(b)["workers"]):
-                break
-            time.sleep(0.02)
+        stack.wait_busy(b)
         stopped.append(deploy.stop_pid(b_pid, signal.SIGTERM, 60))
 
     results = burst(stack, page, 8 * workers(stack), stop_b_while_busy)

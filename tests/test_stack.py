@@ -182,11 +182,7 @@ def test_graceful_stop_loses_nothing_in_flight(stack: Stack, slow_page: bytes):
     stop_result: list[bool] = []
 
     def stop_b_while_busy():
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if any(w["status"] == "busy" for w in stack.stats(b)["workers"]):
-                break
-            time.sleep(0.02)
+        stack.wait_busy(b)
         stopped.set()
         stop_result.append(deploy.stop_pid(b_pid, signal.SIGTERM, 60))
 
