@@ -29,12 +29,15 @@ class Line:
 
 @dataclass
 class Page:
-    """One image's result: lines in reading order, and seconds spent per stage."""
+    """One image's result: lines in reading order, seconds spent per stage, and the rotation that
+    was applied before reading (degrees counter-clockwise: 0, 90, 180 or 270; a page scanned
+    turned 90 degrees clockwise reports 90). Quads are in the image's own pixels whatever the angle."""
 
     width: int
     height: int
     lines: list[Line]
     timing: dict[str, float] = field(default_factory=dict)
+    angle: int = 0
 
     @property
     def text(self) -> str:

@@ -1,6 +1,7 @@
 """Command line: run the configured model on image files, for people and for benchmarks.
 
     .venv/bin/python -m service.cli IMAGE... [--out DIR] [--threads N] [--device D] [--recognize-only]
+        [--pipeline parse|rapidocr]
 
 With --out, each image gives DIR/<stem>.json = {"lines": [...], "seconds": <parse call alone>},
 the format ../shared/tools/score.py reads; without it the text is printed.
@@ -31,10 +32,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recognize-only", action="store_true", help="treat each image as one text line")
     parser.add_argument("--model", default=cfg.model.family, help=f"model family (default {cfg.model.family})")
     parser.add_argument("--precision", default=cfg.model.precision, help="auto, fp32 or a family's opt-in (README; default from config)")
+    parser.add_argument("--pipeline", default=cfg.model.pipeline, choices=settings_mod.PIPELINES,
+                        help=f"ppocr: parse's own pipeline or RapidOCR's exact one (default {cfg.model.pipeline})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    model_cfg = dataclasses.replace(cfg.model, family=args.model, precision=args.precision)
+    model_cfg = dataclasses.replace(cfg.model, family=args.model, precision=args.precision,
+                                    pipeline=args.pipeline)
     model = load_model(model_cfg, device=args.device, threads=args.threads)
     model.warmup()
     run = model.recognize if args.recognize_only else model.parse

@@ -91,7 +91,7 @@ def encode(model: OcrModel, pages: list[Page], timing: dict[str, float]) -> dict
     return {
         "request_id": g.request_id,
         "model": model_json(model),
-        "images": [{"width": p.width, "height": p.height, "text": p.text,
+        "images": [{"width": p.width, "height": p.height, "angle": p.angle, "text": p.text,
                     "lines": [line.to_json() for line in p.lines]} for p in pages],
         "timing_ms": {stage: round(seconds * 1000, 3) for stage, seconds in timing.items()},
     }

@@ -63,10 +63,13 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Image": {
-        "type": "object", "required": ["width", "height", "text", "lines"],
+        "type": "object", "required": ["width", "height", "angle", "text", "lines"],
         "properties": {
             "width": {"type": "integer", "minimum": 1},
             "height": {"type": "integer", "minimum": 1},
+            "angle": {"type": "integer", "enum": [0, 90, 180, 270],
+                      "description": ("Degrees counter-clockwise the image was turned before reading (a page "
+                                      "scanned 90 degrees clockwise gives 90); quads stay in the image's pixels")},
             "text": {"type": "string", "description": "The lines in reading order, joined by newlines"},
             "lines": {"type": "array", "items": {"$ref": "#/components/schemas/Line"}},
             # Only with ?annotate=1; null when the PNG alone is over [results] max_bytes.

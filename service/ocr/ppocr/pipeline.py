@@ -1,6 +1,9 @@
 """PpOcr: PP-OCRv6 small det + mobile cls + PP-OCRv6 small rec behind the OcrModel interface.
 
-Reproduces RapidOCR 3.10.0's default pipeline (its reference outputs are in
+Two pipelines share the networks ([model] pipeline). "parse", the default: detection, then the
+page's orientation decided once (orient.py) and every line read in that frame, in width-grouped
+recognizer batches; small images are enlarged only as far as detection needs. "rapidocr"
+reproduces RapidOCR 3.10.0's default pipeline (its reference outputs are in
 ../shared/ocr-dev-reference-rapidocr): bounds/letterbox -> det (short side 736) -> DB boxes ->
 perspective crops -> 0/180 classifier -> rec in ratio-sorted batches of 6 -> CTC -> drop empty and
 low-confidence lines -> quads mapped back to the original image. RapidOCR works on BGR, so the RGB
@@ -21,7 +24,7 @@ import torch
 from ...settings import ModelSettings
 from ..types import Line, ModelInfo, Page, as_quad
 from ..weights import load_state_dict, verify
-from . import db, geometry, recognize
+from . import db, geometry, orient, recognize
 from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
 from .nets import ClsNet, DetNet, RecNet
 
@@ -82,13 +85,15 @@ class PpOcr:
     reads_grey = False
 
     def __init__(self, det: DetNet, cls_net: ClsNet, rec: RecNet, alphabet: list[str], device: torch.device,
-                 precision: str, sums: dict[str, str]) -> None:
+                 precision: str, sums: dict[str, str], pipeline: str = "parse") -> None:
         self.det, self.cls_net, self.rec = det, cls_net, rec
         self.alphabet = alphabet
         self.device = device
         self.precision = precision
+        self.pipeline = pipeline
         self.memory_format = memory_format(device)
-        self.info = ModelInfo(name="ppocrv6-small", version="rapidocr-3.10.0-defaults", weights_sha256=sums)
+        version = "rapidocr-3.10.0-defaults" if pipeline == "rapidocr" else "parse-oriented"
+        self.info = ModelInfo(name="ppocrv6-small", version=version, weights_sha256=sums)
 
     @classmethod
     def load(cls, settings: ModelSettings, device: torch.device) -> PpOcr:
@@ -107,7 +112,7 @@ class PpOcr:
         sums[DICT_FILE] = verify(dict_path)
         chars = dict_path.read_text(encoding="utf-8").split("\n")[:-1]
         alphabet = ["blank", *chars, " "]  # CTC blank first; RapidOCR appends the space class last
-        return cls(*nets, alphabet, device, precision, sums)
+        return cls(*nets, alphabet, device, precision, sums, settings.pipeline)
 
     @contextlib.contextmanager
     def _mode(self, net: Net) -> Iterator[None]:
@@ -126,7 +131,8 @@ class PpOcr:
 
     def _det_input(self, img: np.ndarray) -> torch.Tensor:
         """BGR uint8 page -> normalised (1,3,H,W) float32; 2x-1 in float32 rounds like Paddle's float64 path."""
-        h, w = geometry.det_size(*img.shape[:2])
+        upscale = geometry.DET_MAX_UPSCALE if self.pipeline == "parse" else None
+        h, w = geometry.det_size(*img.shape[:2], max_upscale=upscale)
         resized = cv2.resize(img, (w, h))
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
         return x.mul_(np.float32(1 / 255)).mul_(2).sub_(1)
@@ -159,6 +165,9 @@ class PpOcr:
             frames.append(frame)
         maps = self._detect(pages)
         per_page = (time.perf_counter() - start) / max(1, len(images))
+        if self.pipeline == "parse":
+            return [self._read_page(rgb, page, frame, prob, per_page)
+                    for rgb, page, frame, prob in zip(images, pages, frames, maps)]
         results = []
         for rgb, page, frame, prob in zip(images, pages, frames, maps):
             t0 = time.perf_counter()
@@ -173,6 +182,39 @@ class PpOcr:
                      for q, (text, conf) in zip(quads, read) if text.strip() and conf >= TEXT_SCORE]
             results.append(Page(w, h, lines, {"detect": per_page + t1 - t0, "recognize": t2 - t1}))
         return results
+
+    def _read_page(self, rgb: np.ndarray, page: np.ndarray, frame: geometry.Frame, prob: np.ndarray,
+                   detect_seconds: float) -> Page:
+        """The parse pipeline after detection: orientation, reading order, width-grouped reading."""
+        t0 = time.perf_counter()
+        h, w = page.shape[:2]
+        quads = db.detect_quads(prob, w, h)
+        k = 1 if orient.sideways(quads) else 0  # sideways text reads upright a quarter turn CCW (or CW, below)
+        view = orient.turn(page, k)
+        turned = [orient.corner_order(orient.rotate_points(q, k, w, h)) for q in quads]
+        crops = [geometry.crop(view, q) for q in turned]
+        t1 = time.perf_counter()
+        voters = orient.voters(crops)
+        if voters and orient.upside_down(recognize.cls_probs([crops[i] for i in voters],
+                                                             self._runner(self.cls_net, "cls"))):
+            k += 2
+            vw, vh = view.shape[1], view.shape[0]
+            turned = [orient.corner_order(orient.rotate_points(q, 2, vw, vh)) for q in turned]
+            crops = [orient.turn_crop(c) for c in crops]
+        # Reading order in the upright frame, with tilted lines levelled.
+        index = {id(q): i for i, q in enumerate(turned)}  # reading_order returns the same arrays, reordered
+        ranks = [index[id(q)] for q in db.reading_order(turned, orient.skew(turned))]
+        t2 = time.perf_counter()
+        read = recognize.read([crops[i] for i in ranks], self._runner(self.rec, "rec"), self.alphabet, grouped=True)
+        t3 = time.perf_counter()
+        oh, ow = rgb.shape[:2]
+        lines = []
+        for i, (text, conf) in zip(ranks, read):
+            if text.strip() and conf >= TEXT_SCORE:
+                back = orient.unrotate_points(turned[i], k, w, h)
+                lines.append(Line(text, conf, as_quad(geometry.to_original(back, frame, ow, oh))))
+        return Page(ow, oh, lines, {"detect": detect_seconds + t1 - t0, "recognize": t3 - t1},
+                    angle=90 * (k % 4))
 
     def recognize(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None = None) -> list[Page]:
         """Each image is one line: bounds only (no letterbox, no classifier), as RapidOCR's rec-only call."""
