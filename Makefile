@@ -1,8 +1,8 @@
 # parse: set up, run, test and measure the OCR service.
 #   make setup        .venv from requirements.txt, plus the verified weights (idempotent)
 #   make test         setup, then the whole test suite (what .ci/run calls)
-#   make bench-model  both model families on the SROIE dev pages, 2 threads
-#   make bench-rapidocr  PP-OCR against RapidOCR 3.10.0 itself, same pages, threads and machine
+#   make bench-model  both model families (ppocr in both pipelines) on the SROIE dev pages, 2 threads
+#   make bench-rapidocr  PP-OCR (both pipelines) against RapidOCR 3.10.0 (defaults, use_cls off), same pages, threads, machine
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
 #   make stop         stops what `make run` started, by PID, gracefully
@@ -55,11 +55,12 @@ test: setup nginx
 
 bench-model: setup
 	$(PY) -m tests.devset --family easyocr --subset sroie --threads 2
-	$(PY) -m tests.devset --family ppocr --subset sroie --threads 2
+	$(PY) -m tests.devset --family ppocr --subset sroie --threads 2 --pipeline parse
+	$(PY) -m tests.devset --family ppocr --subset sroie --threads 2 --pipeline rapidocr
 
 # RapidOCR and ONNX Runtime, the versions its reference outputs were made with, go in a venv of
-# their own (serving needs neither); then both engines read the same 10 SROIE pages at 2 threads,
-# one process after the other.
+# their own (serving needs neither); then ours (pipelines parse and rapidocr) and RapidOCR (defaults
+# and use_cls off) read the same 10 SROIE pages at 2 threads, taking turns page by page.
 BENCH_VENV := build/bench-venv
 bench-rapidocr: setup $(BENCH_VENV)/.installed
 	$(PY) -m tests.compare_original --family ppocr --pages 10 --threads 2 --original-python $(BENCH_VENV)/bin/python
