@@ -189,9 +189,15 @@ class PpOcr:
         t0 = time.perf_counter()
         h, w = page.shape[:2]
         quads = db.detect_quads(prob, w, h)
-        k = 1 if orient.sideways(quads) else 0  # sideways text reads upright a quarter turn CCW (or CW, below)
-        view = orient.turn(page, k)
-        turned = [orient.corner_order(orient.rotate_points(q, k, w, h)) for q in quads]
+        k = 0
+        view, turned = page, quads
+        if orient.sideways(quads):
+            # The detector finds fewer lines on standing text than on the same page lying (see
+            # docs/benchmarks-accuracy.md), so a sideways page is turned a quarter (CCW; the vote
+            # below may make it three) and detected again, as lying text.
+            k = 1
+            view = orient.turn(page, k)
+            turned = db.detect_quads(self._detect([view])[0], h, w)
         crops = [geometry.crop(view, q) for q in turned]
         t1 = time.perf_counter()
         voters = orient.voters(crops)
