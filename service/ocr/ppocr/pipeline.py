@@ -183,34 +183,41 @@ class PpOcr:
             results.append(Page(w, h, lines, {"detect": per_page + t1 - t0, "recognize": t2 - t1}))
         return results
 
+    @staticmethod
+    def _upside_down(crops: list[np.ndarray], classify: recognize.Runner) -> bool:
+        """The classifier's vote over the page's longest lines (orient.voters)."""
+        voters = orient.voters(crops)
+        return bool(voters) and orient.upside_down(recognize.cls_probs([crops[i] for i in voters], classify))
+
     def _read_page(self, rgb: np.ndarray, page: np.ndarray, frame: geometry.Frame, prob: np.ndarray,
                    detect_seconds: float) -> Page:
         """The parse pipeline after detection: orientation, reading order, width-grouped reading."""
         t0 = time.perf_counter()
         h, w = page.shape[:2]
         quads = db.detect_quads(prob, w, h)
+        classify = self._runner(self.cls_net, "cls")
         k = 0
         view, turned = page, quads
         if orient.sideways(quads):
-            # The detector finds fewer lines on standing text than on the same page lying (see
-            # docs/benchmarks-accuracy.md), so a sideways page is turned a quarter (CCW; the vote
-            # below may make it three) and detected again, as lying text.
+            # The detector finds fewer lines on standing text than on the same text lying (see
+            # docs/benchmarks-accuracy.md): the vote picks the quarter turn (CCW or CW) from the
+            # standing boxes, and the page is detected again, turned upright.
             k = 1
+            first = orient.turn(page, k)
+            standing = [orient.corner_order(orient.rotate_points(q, k, w, h)) for q in quads]
+            if self._upside_down([geometry.crop(first, q) for q in standing], classify):
+                k = 3
             view = orient.turn(page, k)
             turned = db.detect_quads(self._detect([view])[0], h, w)
         crops = [geometry.crop(view, q) for q in turned]
         t1 = time.perf_counter()
-        voters = orient.voters(crops)
-        if voters and orient.upside_down(recognize.cls_probs([crops[i] for i in voters],
-                                                             self._runner(self.cls_net, "cls"))):
-            k += 2
-            vw, vh = view.shape[1], view.shape[0]
-            turned = [orient.corner_order(orient.rotate_points(q, 2, vw, vh)) for q in turned]
+        if k == 0 and self._upside_down(crops, classify):
+            k = 2
+            turned = [orient.corner_order(orient.rotate_points(q, 2, w, h)) for q in turned]
             crops = [orient.turn_crop(c) for c in crops]
         # Reading order in the upright frame, with tilted lines levelled.
         index = {id(q): i for i, q in enumerate(turned)}  # reading_order returns the same arrays, reordered
         ranks = [index[id(q)] for q in db.reading_order(turned, orient.skew(turned))]
-        t2 = time.perf_counter()
         read = recognize.read([crops[i] for i in ranks], self._runner(self.rec, "rec"), self.alphabet, grouped=True)
         t3 = time.perf_counter()
         oh, ow = rgb.shape[:2]

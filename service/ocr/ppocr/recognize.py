@@ -21,7 +21,7 @@ CLS_WIDTH = 192
 REC_MIN_RATIO = 320 / 48
 CLS_THRESH = 0.9  # rotate a crop when "180" wins with more than this
 # Width groups (the parse pipeline): see width_groups and docs/benchmarks-accuracy.md.
-GROUP_MIN_WIDTH = 320  # crops narrower than this are padded to it, as the recognizer was trained
+GROUP_MIN_WIDTH = 160  # narrower crops are padded to this: less padding read better and faster (docs/benchmarks-accuracy.md)
 GROUP_SPREAD = 1.3
 GROUP_PIXELS = 320 * 24  # padded width x batch size
 
