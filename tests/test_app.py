@@ -86,6 +86,7 @@ def test_parse_multipart_raw_and_file_field(client, page):
         assert list(body) == ["request_id", "model", "images", "timing_ms"]
         [image] = body["images"]
         assert (image["width"], image["height"]) == Image.open(io.BytesIO(page)).size
+        assert image["angle"] == 0  # an upright page is read as it came
         assert "hello" in image["text"].lower() and "12.00" in image["text"]
         assert image["text"] == "\n".join(line["text"] for line in image["lines"])
 
