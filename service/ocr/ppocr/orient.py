@@ -5,7 +5,9 @@ ones; a page is either upright or not as a whole. So the decision is taken per p
 1. Sideways or not, from the detected boxes' shapes: text lines are long, so a page whose long
    boxes mostly stand upright is turned by 90 or 270 degrees.
 2. Upright or upside down (in the frame step 1 chose), by the classifier's votes over the page's
-   longer lines: one line's vote is often wrong, the sum of many is not.
+   longer lines: one line's vote is often wrong, the sum of many is not. A page with few lines
+   can still be outvoted, so a "turned" verdict is checked by the recognizer's confidence on the
+   widest lines read both ways (pipeline.PpOcr._upside_down).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 LONG = 1.5  # a box is a line across (or down) the page when one side is this much longer
 VOTE_RATIO = 2.0  # only crops at least this wide for their height vote: short ones carry few letters
 VOTERS = 24  # the widest crops vote; more change nothing on a page, and cost classifier time
+CHECKERS = 8  # when the vote says "turned", the recognizer reads this many of them both ways
 
 
 def rotate_points(points: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
