@@ -149,3 +149,16 @@ def test_width_groups_bound_padding_and_size():
         widths = [max(recognize.GROUP_MIN_WIDTH, crops[i].shape[1]) for i in g]
         assert max(widths) <= recognize.GROUP_SPREAD * min(widths)
         assert max(widths) * len(g) <= max(recognize.GROUP_PIXELS, max(widths))
+
+
+def test_auto_precision_is_bf16_only_for_the_parse_pipeline_on_native_bf16_cpus():
+    import torch
+
+    from service.ocr.ppocr import pipeline
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    # The exact reproduction of RapidOCR and every GPU stay fp32.
+    assert pipeline.auto_precision(cpu, "rapidocr") == "fp32"
+    assert pipeline.auto_precision(cuda, "parse") == "fp32"
+    assert pipeline.auto_precision(cpu, "parse") == ("bf16" if pipeline.native_bf16() else "fp32")
+    assert pipeline.PRECISIONS["bf16"].cls is None  # the page-turning vote is read in fp32

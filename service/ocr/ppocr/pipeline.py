@@ -13,8 +13,10 @@ input is flipped once per page.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Iterator, Literal, NamedTuple, Sequence
 
 import cv2
@@ -45,14 +47,31 @@ class NetDtypes(NamedTuple):
 
 PRECISIONS: dict[str, NetDtypes] = {
     "fp32": NetDtypes(None, None, None),
-    # bf16 detection moves boxes enough to lose lines, so on CPUs only rec may be bf16.
     "bf16-rec": NetDtypes(None, None, torch.bfloat16),
+    # The classifier stays fp32: it is a small share of the time, and its votes turn whole pages.
+    "bf16": NetDtypes(torch.bfloat16, None, torch.bfloat16),
     "fp16": NetDtypes(torch.float16, torch.float16, torch.float16),
 }
 
-# What "auto" means on every device: fp32 is the only precision that kept the family's accuracy
-# goals on the dev set; the faster opt-ins and what they cost are in docs/benchmarks.md.
-AUTO_PRECISION = "fp32"
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 itself (AVX512-BF16 or AMX); elsewhere oneDNN emulates it,
+    many times slower than fp32."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
+
+
+def auto_precision(device: torch.device, pipeline: str) -> str:
+    """What "auto" means: bf16 for the parse pipeline on CPUs with native bf16, where it kept the
+    accuracy goals and is the faster default (docs/benchmarks-accuracy.md); fp32 everywhere else,
+    the rapidocr pipeline included, whose purpose is to read exactly as RapidOCR does."""
+    if device.type == "cpu" and pipeline == "parse" and native_bf16():
+        return "bf16"
+    return "fp32"
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -97,8 +116,8 @@ class PpOcr:
 
     @classmethod
     def load(cls, settings: ModelSettings, device: torch.device) -> PpOcr:
-        precision = AUTO_PRECISION if settings.precision == "auto" else settings.precision
-        allowed = ("fp32", "fp16") if device.type == "cuda" else ("fp32", "bf16-rec")
+        precision = auto_precision(device, settings.pipeline) if settings.precision == "auto" else settings.precision
+        allowed = ("fp32", "fp16") if device.type == "cuda" else ("fp32", "bf16-rec", "bf16")
         if precision not in allowed:
             raise ValueError(f"precision {settings.precision!r} is not available on {device.type}: "
                              f"use auto or one of {allowed}")
