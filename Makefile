@@ -2,8 +2,8 @@
 #   make setup        .venv from requirements.txt, plus the verified weights (idempotent)
 #   make test         setup, then the whole test suite (what .ci/run calls)
 #   make test-fast    the unit and model tests only, no server started (under 2 minutes on 2 cores)
-#   make bench-model  both model families on the SROIE dev pages, 2 threads
-#   make bench-rapidocr  PP-OCR against RapidOCR 3.10.0 itself, same pages, threads and machine
+#   make bench-model  both model families (ppocr in both pipelines) on the SROIE dev pages, 2 threads
+#   make bench-rapidocr  PP-OCR (both pipelines) against RapidOCR 3.10.0 (defaults, use_cls off), same pages, threads, machine
 #   make reading-order  the page text's reading order scored on the dev set (score.py --order given)
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
 #   make bench-documents a 20-page scanned PDF against the same pages as images (s/page, peak RSS), and the dpi sweep
@@ -70,11 +70,12 @@ bench-documents: setup
 
 bench-model: setup
 	$(PY) -m tests.devset --family easyocr --subset sroie --threads 2
-	$(PY) -m tests.devset --family ppocr --subset sroie --threads 2
+	$(PY) -m tests.devset --family ppocr --subset sroie --threads 2 --pipeline parse
+	$(PY) -m tests.devset --family ppocr --subset sroie --threads 2 --pipeline rapidocr
 
 # RapidOCR and ONNX Runtime, the versions its reference outputs were made with, go in a venv of
-# their own (serving needs neither); then both engines read the same 10 SROIE pages at 2 threads,
-# one process after the other.
+# their own (serving needs neither); then ours (pipelines parse and rapidocr) and RapidOCR (defaults
+# and use_cls off) read the same 10 SROIE pages at 2 threads, taking turns page by page.
 BENCH_VENV := build/bench-venv
 bench-rapidocr: setup $(BENCH_VENV)/.installed
 	$(PY) -m tests.compare_original --family ppocr --pages 10 --threads 2 --original-python $(BENCH_VENV)/bin/python

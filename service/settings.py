@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "conf" / "parse.toml"
 # The uWSGI stats server of the instance on port P listens on 127.0.0.1:P+STATS_OFFSET.
 STATS_OFFSET = 1000
+PIPELINES = ("parse", "rapidocr")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class ModelSettings:
     weights_dir: Path = ROOT / "weights"
     precision: str = "auto"
     winograd: bool = True
+    # ppocr only: "parse" (page orientation, width-grouped batches) or "rapidocr" (RapidOCR
+    # 3.10.0's default pipeline reproduced exactly, per-line 180-degree classifier included).
+    pipeline: str = "parse"
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         model["weights_dir"] = _path(model["weights_dir"], base)
     if not isinstance(model.get("winograd", True), bool):  # a quoted "false" would read as true
         raise ValueError(f"[model] winograd in {cfg_path} must be true or false, not {model['winograd']!r}")
+    if model.get("pipeline", "parse") not in PIPELINES:
+        raise ValueError(f"[model] pipeline in {cfg_path} must be one of {PIPELINES}, not {model['pipeline']!r}")
     auth = dict(raw.get("auth", {}))
     auth["keys_file"] = _path(auth["keys_file"], base) if auth.get("keys_file") else None
     auth["metrics_allow"] = tuple(auth.get("metrics_allow", ()))

@@ -3,6 +3,9 @@
     python -m tests.compare_original --family ppocr [--pages 10] [--threads 2] [--precision fp32]
         [--original-python build/bench-venv/bin/python]
 
+For ppocr four engines take turns: ours with pipeline "parse" and with "rapidocr", and RapidOCR
+with its defaults and with use_cls off (its fastest setting, and as accurate as it gets).
+
 The original is RapidOCR 3.10.0 (ppocr) or EasyOCR 1.7.2 (easyocr), run as its reference outputs
 were made (the README beside each reference folder, tests/devset.py: REFERENCE), but timed as ours is: one call per page, from
 the file to the result, after a warm-up. Each engine runs in its own process; they take turns on
@@ -41,7 +44,7 @@ def pages(count: int) -> list[Path]:
 Engine = Callable[[Path], list[dict]]  # image file -> its lines as {text, confidence, quad}
 
 
-def ours(family: str, precision: str, threads: int) -> Engine:
+def ours(family: str, precision: str, threads: int, pipeline: str = "parse") -> Engine:
     from service.ocr import allocator
     from service import settings as settings_mod
     from service.documents.images import decode_page
@@ -49,7 +52,8 @@ def ours(family: str, precision: str, threads: int) -> Engine:
     from service.ocr.model import load_model
 
     cfg = settings_mod.load()
-    model = load_model(dataclasses.replace(cfg.model, family=family, precision=precision), "cpu", threads)
+    model = load_model(dataclasses.replace(cfg.model, family=family, precision=precision, pipeline=pipeline),
+                       "cpu", threads)
     model.warmup()
 
     def run(path: Path) -> list[dict]:
@@ -61,7 +65,7 @@ def ours(family: str, precision: str, threads: int) -> Engine:
     return run
 
 
-def original(family: str, threads: int) -> Engine:
+def original(family: str, threads: int, use_cls: bool = True) -> Engine:
     if family == "easyocr":
         import easyocr
         import torch
@@ -80,7 +84,7 @@ def original(family: str, threads: int) -> Engine:
     from rapidocr import RapidOCR
 
     engine = RapidOCR(params={"EngineConfig.onnxruntime.intra_op_num_threads": threads,
-                              "EngineConfig.onnxruntime.inter_op_num_threads": 1})
+                              "EngineConfig.onnxruntime.inter_op_num_threads": 1, "Global.use_cls": use_cls})
 
     def run(path: Path) -> list[dict]:
         out = engine(str(path))
@@ -92,7 +96,8 @@ def original(family: str, threads: int) -> Engine:
 
 def serve(args: argparse.Namespace) -> None:
     """One engine in this process: reads page paths from stdin, answers a JSON line per page."""
-    run = ours(args.family, args.precision, args.threads) if args.engine == "ours" else original(args.family, args.threads)
+    run = (ours(args.family, args.precision, args.threads, args.pipeline) if args.engine == "ours"
+           else original(args.family, args.threads, not args.no_cls))
     run(pages(1)[0])  # warm-up, as the references had
     print("ready", flush=True)
     for line in sys.stdin:
@@ -104,18 +109,28 @@ def serve(args: argparse.Namespace) -> None:
         print(json.dumps({"seconds": seconds, "same": compare(lines, ref)[0], "ref_lines": len(ref)}), flush=True)
 
 
+def engines(args: argparse.Namespace) -> dict[str, list[str]]:
+    """Each engine's name and the flags of its serving process."""
+    if args.family == "easyocr":
+        return {"ours": ["--engine", "ours"], "original": ["--engine", "original"]}
+    return {"parse": ["--engine", "ours", "--pipeline", "parse"],
+            "rapidocr": ["--engine", "ours", "--pipeline", "rapidocr"],
+            "RapidOCR": ["--engine", "original"],
+            "RapidOCR-nocls": ["--engine", "original", "--no-cls"]}
+
+
 def interleaved(args: argparse.Namespace) -> dict[str, dict]:
-    """Both engines loaded side by side, each page timed by one then the other, the order alternating.
+    """The engines loaded side by side, each page timed by one after the other, the order turning.
 
     Only one engine computes at a time (the other waits on its stdin), so neither's threads compete
     with the other's; and a shared machine's speed drifting over the run (it does: docs/benchmarks.md, Machines)
     slows both alike instead of whichever engine happened to run second.
     """
     children = {}
-    for engine in ("ours", "original"):
-        python = sys.executable if engine == "ours" else str(args.original_python)
+    for engine, flags in engines(args).items():
+        python = sys.executable if flags[1] == "ours" else str(args.original_python)
         cmd = [python, "-m", "tests.compare_original", "--family", args.family, "--threads", str(args.threads),
-               "--precision", args.precision, "--engine", engine]
+               "--precision", args.precision, *flags]
         # stdout carries the answers; stderr (logs, a traceback) goes straight to the terminal.
         children[engine] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     results = {engine: {"seconds": [], "same": 0, "ref_lines": 0} for engine in children}
@@ -123,8 +138,9 @@ def interleaved(args: argparse.Namespace) -> dict[str, dict]:
         for engine, child in children.items():
             if child.stdout.readline().strip() != "ready":
                 sys.exit(f"{engine} failed to start (its error is above)")
+        names = list(children)
         for i, path in enumerate(pages(args.pages)):
-            for engine in (("ours", "original") if i % 2 == 0 else ("original", "ours")):
+            for engine in names[i % len(names):] + names[:i % len(names)]:
                 child = children[engine]
                 child.stdin.write(f"{path}\n")
                 child.stdin.flush()
@@ -152,6 +168,8 @@ def main() -> None:
     parser.add_argument("--original-python", type=Path,
                         help="interpreter that has the original package (default: the family's bench venv)")
     parser.add_argument("--engine", choices=("ours", "original"), help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline", default="parse", help=argparse.SUPPRESS)
+    parser.add_argument("--no-cls", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not DEV.is_dir():
         sys.exit(f"skipped: the dev set {DEV} is absent")
@@ -167,13 +185,15 @@ def main() -> None:
     print(f"{args.family}, {args.pages} SROIE pages, {args.threads} threads, ours at precision {args.precision}")
     for engine, r in results.items():
         s = r["seconds"]
-        print(f"  {engine:<9} median {statistics.median(s):6.3f} s  p90 {percentile(s, 0.9):6.3f} s"
+        print(f"  {engine:<15} median {statistics.median(s):6.3f} s  p90 {percentile(s, 0.9):6.3f} s"
               f"  parity {r['same']}/{r['ref_lines']}")
-    ratio = statistics.median(results["original"]["seconds"]) / statistics.median(results["ours"]["seconds"])
-    per_page = [o / u for o, u in zip(results["original"]["seconds"], results["ours"]["seconds"])]
-    total = sum(results["original"]["seconds"]) / sum(results["ours"]["seconds"])
-    print(f"  original/ours: {ratio:.2f}x on medians, {statistics.median(per_page):.2f}x median per page,"
-          f" {total:.2f}x on total time")
+    pairs = ([("ours", "original")] if args.family == "easyocr" else
+             [("parse", "RapidOCR-nocls"), ("parse", "RapidOCR"), ("rapidocr", "RapidOCR")])
+    for mine, theirs in pairs:
+        a, b = results[mine]["seconds"], results[theirs]["seconds"]
+        per_page = [x / y for x, y in zip(a, b)]
+        print(f"  {mine}/{theirs}: {statistics.median(a) / statistics.median(b):.2f}x on medians,"
+              f" {statistics.median(per_page):.2f}x median per page, {sum(a) / sum(b):.2f}x on total time")
 
 
 if __name__ == "__main__":

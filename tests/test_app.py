@@ -91,6 +91,7 @@ def test_parse_multipart_raw_and_file_field(client, page):
         assert list(body) == ["request_id", "model", "images", "timing_ms"]
         [image] = body["images"]
         assert (image["width"], image["height"]) == Image.open(io.BytesIO(page)).size
+        assert image["angle"] == 0  # an upright page is read as it came
         assert "hello" in image["text"].lower() and "12.00" in image["text"]
         assert sorted(i for block in image["blocks"] for i in block) == list(range(len(image["lines"])))
         assert image["text"].split() == [w for block in image["blocks"] for i in block

@@ -1,4 +1,5 @@
-"""PP-OCR against RapidOCR 3.10.0's own outputs on a few dev images (skipped without the dev set)."""
+"""PP-OCR's pipeline = "rapidocr" against RapidOCR 3.10.0's own outputs on a few dev images (skipped
+without the dev set)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ CROPS = ["sroieline_098_0", "sroieline_102_1", "recword_1058892"]
 @pytest.fixture(scope="module")
 def ppocr():
     cfg = settings_mod.load()
-    return load_model(dataclasses.replace(cfg.model, family="ppocr", precision="fp32"), "cpu", threads=1)
+    return load_model(dataclasses.replace(cfg.model, family="ppocr", precision="fp32", pipeline="rapidocr"), "cpu", threads=1)
 
 
 def _ref(stem: str) -> list[dict]:

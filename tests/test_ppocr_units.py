@@ -7,7 +7,7 @@ import pytest
 import numpy as np
 
 from service.ocr import ctc
-from service.ocr.ppocr import db, geometry, recognize
+from service.ocr.ppocr import db, geometry, orient, recognize
 
 pytestmark = pytest.mark.unit
 
@@ -92,3 +92,77 @@ def test_det_input_short_side_736_in_multiples_of_32():
     assert geometry.det_size(1004, 439) == (1696, 736)  # sroie_001: 736/439 upscales, sides rounded to 32
     assert geometry.det_size(1528, 1080) == (1536, 1088)  # no scaling, only rounding
     assert geometry.det_size(2000, 30) == (4000, 64)  # a thin strip: enlargement stops at DET_MAX_SIDE
+
+
+def test_det_input_of_the_parse_pipeline_enlarges_at_most_twice():
+    assert geometry.det_size(1004, 439, max_upscale=2.0) == (1696, 736)  # receipts: as before
+    assert geometry.det_size(40, 300, max_upscale=2.0) == (64, 608)  # one line: 2x (80 rounds to 64), not 18x
+    assert geometry.det_size(3000, 2000, max_upscale=2.0) == (3008, 1984)  # only rounds to 32, never shrinks
+
+
+def test_points_turn_with_the_image_and_back():
+    img = np.zeros((30, 50), np.uint8)
+    img[5, 40] = 1  # pixel at x=40, y=5
+    pts = np.array([[40.5, 5.5]], np.float32)  # its centre
+    for k in range(4):
+        turned = np.rot90(img, k)
+        (x, y), = orient.rotate_points(pts, k, 50, 30)
+        assert turned[int(y), int(x)] == 1
+        back = orient.unrotate_points(orient.rotate_points(pts, k, 50, 30), k, 50, 30)
+        assert np.allclose(back, pts)
+
+
+def test_sideways_from_box_shapes():
+    lying = np.array([[0, 0], [100, 0], [100, 20], [0, 20]], np.float32)
+    standing = np.array([[0, 0], [20, 0], [20, 100], [0, 100]], np.float32)
+    square = np.array([[0, 0], [30, 0], [30, 30], [0, 30]], np.float32)
+    assert not orient.sideways([lying, lying, standing])
+    assert orient.sideways([standing, standing, lying, square, square])
+    assert not orient.sideways([])
+
+
+def test_upside_down_by_summed_votes():
+    assert orient.upside_down(np.array([[0.05, 0.95], [0.6, 0.4], [0.55, 0.45]]))  # one sure vote outweighs two unsure
+    assert not orient.upside_down(np.array([[0.9, 0.1], [0.3, 0.7]]))
+    assert not orient.upside_down(np.zeros((0, 2)))
+
+
+def test_corner_order_after_a_turn():
+    quad = np.array([[10, 0], [20, 0], [20, 80], [10, 80]], np.float32)  # standing box, TL TR BR BL
+    turned = orient.corner_order(orient.rotate_points(quad, 1, 100, 100))
+    assert turned.tolist() == [[0, 80], [80, 80], [80, 90], [0, 90]]
+
+
+def test_reading_order_levels_skewed_lines():
+    """Two lines tilted 8 degrees, two boxes each: the tilt would split each line's boxes without levelling."""
+    import math
+    t = math.tan(math.radians(8))
+    def box(x, y):
+        return np.array([[x, y + x * t], [x + 100, y + (x + 100) * t], [x + 100, y + 20 + (x + 100) * t],
+                         [x, y + 20 + x * t]], np.float32)
+    a1, a2, b1, b2 = box(0, 0), box(300, 0), box(0, 30), box(300, 30)
+    order = db.reading_order([b2, a2, b1, a1], skew=orient.skew([a1, a2, b1, b2]))
+    assert [id(q) for q in order] == [id(a1), id(a2), id(b1), id(b2)]
+
+
+def test_width_groups_bound_padding_and_size():
+    crops = [np.zeros((48, w, 3), np.uint8) for w in (100, 330, 2000, 340, 1000, 300)]
+    groups = recognize.width_groups(crops)
+    assert sorted(int(i) for g in groups for i in g) == list(range(6))
+    for g in groups:
+        widths = [max(recognize.GROUP_MIN_WIDTH, crops[i].shape[1]) for i in g]
+        assert max(widths) <= recognize.GROUP_SPREAD * min(widths)
+        assert max(widths) * len(g) <= max(recognize.GROUP_PIXELS, max(widths))
+
+
+def test_auto_precision_is_bf16_only_for_the_parse_pipeline_on_native_bf16_cpus():
+    import torch
+
+    from service.ocr.ppocr import pipeline
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    # The exact reproduction of RapidOCR and every GPU stay fp32.
+    assert pipeline.auto_precision(cpu, "rapidocr") == "fp32"
+    assert pipeline.auto_precision(cuda, "parse") == "fp32"
+    assert pipeline.auto_precision(cpu, "parse") == ("bf16" if pipeline.native_bf16() else "fp32")
+    assert pipeline.PRECISIONS["bf16"].cls is None  # the page-turning vote is read in fp32

@@ -33,8 +33,9 @@ def check(name: str) -> str:
 
 
 def image_json(page: Page, words: bool = False) -> dict[str, Any]:
-    """One image's JSON entry: its text in reading order, its lines as found, and its blocks."""
-    return {"width": page.width, "height": page.height, "text": page.text,
+    """One image's JSON entry: the turn it was read at, its text in reading order, its lines as
+    found, and its blocks."""
+    return {"width": page.width, "height": page.height, "angle": page.angle, "text": page.text,
             "lines": [line.to_json(words) for line in page.lines],
             "blocks": page.layout().block_lines()}
 

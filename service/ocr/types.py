@@ -49,12 +49,16 @@ class Line:
 
 @dataclass
 class Page:
-    """One image's result: lines in the order the family found them, and seconds spent per stage."""
+    """One image's result: lines in the order the family found them, seconds spent per stage, and
+    the rotation that was applied before reading (degrees counter-clockwise: 0, 90, 180 or 270; a
+    page scanned turned 90 degrees clockwise reports 90). Quads are in the image's own pixels
+    whatever the angle."""
 
     width: int
     height: int
     lines: list[Line]
     timing: dict[str, float] = field(default_factory=dict)
+    angle: int = 0
 
     def layout(self) -> Layout:
         """Rows and blocks in reading order, from the quads (service/layout)."""

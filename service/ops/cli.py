@@ -2,6 +2,7 @@
 
     .venv/bin/python -m service.cli FILE... [--out DIR] [--threads N] [--device D] [--recognize-only]
         [--pages 2-4,7] [--dpi N] [--ocr auto|force]
+        [--pipeline parse|rapidocr]
 
 With --out, each file gives DIR/<stem>.json. A single image: {"lines": [...], "seconds": <parse
 call alone>}, the format the dev-set scorer reads (tests/devset.py). A PDF or a multi-page TIFF: the same keys
@@ -38,10 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recognize-only", action="store_true", help="treat each image as one text line")
     parser.add_argument("--model", default=cfg.model.family, help=f"model family (default {cfg.model.family})")
     parser.add_argument("--precision", default=cfg.model.precision, help="auto, fp32 or a family's opt-in (README; default from config)")
+    parser.add_argument("--pipeline", default=cfg.model.pipeline, choices=settings_mod.PIPELINES,
+                        help=f"ppocr: parse's own pipeline or RapidOCR's exact one (default {cfg.model.pipeline})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    model_cfg = dataclasses.replace(cfg.model, family=args.model, precision=args.precision)
+    model_cfg = dataclasses.replace(cfg.model, family=args.model, precision=args.precision,
+                                    pipeline=args.pipeline)
     model = load_model(model_cfg, device=args.device, threads=args.threads)
     model.warmup()
     run = model.recognize if args.recognize_only else model.parse

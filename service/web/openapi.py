@@ -77,14 +77,18 @@ SCHEMAS: dict[str, Any] = {
              "description": "Corners clockwise from top-left, in the image's pixels",
              "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}}},
     "Image": {
-        "type": "object", "required": ["width", "height", "text", "lines", "file", "page", "source"],
+        "type": "object", "required": ["width", "height", "angle", "text", "lines", "file", "page", "source"],
         "properties": {
             "width": {"type": "integer", "minimum": 1},
             "height": {"type": "integer", "minimum": 1},
+            "angle": {"type": "integer", "enum": [0, 90, 180, 270],
+                      "description": ("Degrees counter-clockwise the image was turned before reading (a page "
+                                      "scanned 90 degrees clockwise gives 90; a text-layer page 0); quads stay "
+                                      "in the image's pixels")},
             "text": {"type": "string", "description": ("The lines in reading order: the parts of a row on one "
                                                         "line apart by spaces, blocks apart by a blank line")},
             "lines": {"type": "array", "items": {"$ref": "#/components/schemas/Line"},
-                      "description": "As found by the model (the order of earlier versions)"},
+                      "description": "In the model family's order (ppocr's parse pipeline: line by line down the upright page)"},
             "blocks": {"type": "array", "description": "Columns, paragraphs or a table, in reading order: "
                                                         "each the indices into lines of its lines, in reading order",
                        "items": {"type": "array", "items": {"type": "integer", "minimum": 0}}},

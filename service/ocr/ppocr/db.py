@@ -94,13 +94,22 @@ def order_and_clip(boxes: list[np.ndarray], img_w: int, img_h: int) -> list[np.n
     return kept
 
 
-def reading_order(quads: list[np.ndarray]) -> list[np.ndarray]:
-    """Top to bottom by top-left y; boxes chained by y steps < LINE_GAP form a line, read left to right."""
+def reading_order(quads: list[np.ndarray], skew: float = 0.0) -> list[np.ndarray]:
+    """Top to bottom by top-left y; boxes chained by y steps < LINE_GAP form a line, read left to right.
+
+    With a skew (radians, the page's text lines' slope), the top-left corners are first turned
+    back by it, so that the boxes of one tilted line still chain together.
+    """
     if not quads:
         return []
-    by_y = sorted(quads, key=lambda q: q[0][1])
-    ys = np.array([q[0][1] for q in by_y])
-    xs = np.array([q[0][0] for q in by_y])
+    cos, sin = np.float32(np.cos(skew)), np.float32(np.sin(skew))
+
+    def level(q: np.ndarray) -> tuple[float, float]:
+        return (q[0][0] * cos + q[0][1] * sin, q[0][1] * cos - q[0][0] * sin) if skew else (q[0][0], q[0][1])
+
+    by_y = sorted(quads, key=lambda q: level(q)[1])
+    ys = np.array([level(q)[1] for q in by_y])
+    xs = np.array([level(q)[0] for q in by_y])
     line = np.concatenate(([0], np.cumsum(np.diff(ys) >= LINE_GAP)))
     return [by_y[i] for i in np.lexsort((xs, line))]
 

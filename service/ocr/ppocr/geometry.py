@@ -20,6 +20,10 @@ DET_MIN_SIDE = 736  # detection input: short side brought up to this (never down
 # 30x2000 strip of a few hundred bytes would become a 736x49056 (36 MP) detector input. Pages up
 # to 1:5.4 (every receipt of the dev set, and RapidOCR's output on them) are unaffected.
 DET_MAX_SIDE = 4000
+# The parse pipeline enlarges a small image at most this much for detection: every dev page
+# needs less (the narrowest receipt 1.68x), and a one-line image brought to a 736 px short side
+# costs a detector pass on a 4000 px strip for text that is already legible at its own size.
+DET_MAX_UPSCALE = 2.0
 
 
 def _round32(side: int, ratio: float) -> int:
@@ -58,10 +62,12 @@ def letterbox(img: np.ndarray, frame: Frame) -> np.ndarray:
     return cv2.copyMakeBorder(img, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
 
 
-def det_size(h: int, w: int) -> tuple[int, int]:
-    """Detection input (h, w): short side up to DET_MIN_SIDE (long side at most DET_MAX_SIDE),
-    both sides rounded to multiples of 32."""
+def det_size(h: int, w: int, max_upscale: float | None = None) -> tuple[int, int]:
+    """Detection input (h, w): short side up to DET_MIN_SIDE (long side at most DET_MAX_SIDE, and
+    at most max_upscale times the image where given), both sides rounded to multiples of 32."""
     ratio = max(1.0, min(DET_MIN_SIDE / min(h, w), DET_MAX_SIDE / max(h, w))) if min(h, w) < DET_MIN_SIDE else 1.0
+    if max_upscale is not None:
+        ratio = min(ratio, max(1.0, max_upscale))
     return max(_round32(h, ratio), 32), max(_round32(w, ratio), 32)
 
 

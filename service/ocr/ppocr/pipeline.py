@@ -1,7 +1,10 @@
 """PpOcr: PP-OCRv6 small det + mobile cls + PP-OCRv6 small rec behind the OcrModel interface.
 
-Reproduces RapidOCR 3.10.0's default pipeline (tests/test_ppocr_parity.py compares it with
-RapidOCR's own outputs): bounds/letterbox -> det (short side 736) -> DB boxes ->
+Two pipelines share the networks ([model] pipeline). "parse", the default: detection, then the
+page's orientation decided once (orient.py) and every line read in that frame, in width-grouped
+recognizer batches; small images are enlarged only as far as detection needs. "rapidocr"
+reproduces RapidOCR 3.10.0's default pipeline (tests/test_ppocr_parity.py
+compares it with RapidOCR's own outputs): bounds/letterbox -> det (short side 736) -> DB boxes ->
 perspective crops -> 0/180 classifier -> rec in ratio-sorted batches of 6 -> CTC -> drop empty and
 low-confidence lines -> quads mapped back to the original image. RapidOCR works on BGR, so the RGB
 input is flipped once per page.
@@ -10,8 +13,10 @@ input is flipped once per page.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Iterator, Literal, NamedTuple, Sequence
 
 import cv2
@@ -22,7 +27,7 @@ from ...settings import ModelSettings
 from ..types import Line, ModelInfo, Page, as_quad
 from .. import words
 from ..weights import load_state_dict, verify
-from . import db, geometry, recognize
+from . import db, geometry, orient, recognize
 from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
 from .nets import ClsNet, DetNet, RecNet
 
@@ -43,14 +48,31 @@ class NetDtypes(NamedTuple):
 
 PRECISIONS: dict[str, NetDtypes] = {
     "fp32": NetDtypes(None, None, None),
-    # bf16 detection moves boxes enough to lose lines, so on CPUs only rec may be bf16.
     "bf16-rec": NetDtypes(None, None, torch.bfloat16),
+    # The classifier stays fp32: it is a small share of the time, and its votes turn whole pages.
+    "bf16": NetDtypes(torch.bfloat16, None, torch.bfloat16),
     "fp16": NetDtypes(torch.float16, torch.float16, torch.float16),
 }
 
-# What "auto" means on every device: fp32 is the only precision that kept the family's accuracy
-# goals on the dev set; the faster opt-ins and what they cost are in docs/benchmarks.md.
-AUTO_PRECISION = "fp32"
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 itself (AVX512-BF16 or AMX); elsewhere oneDNN emulates it,
+    many times slower than fp32."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
+
+
+def auto_precision(device: torch.device, pipeline: str) -> str:
+    """What "auto" means: bf16 for the parse pipeline on CPUs with native bf16, where it kept the
+    accuracy goals and is the faster default (docs/benchmarks.md); fp32 everywhere else,
+    the rapidocr pipeline included, whose purpose is to read exactly as RapidOCR does."""
+    if device.type == "cpu" and pipeline == "parse" and native_bf16():
+        return "bf16"
+    return "fp32"
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -82,18 +104,20 @@ class PpOcr:
     reads_grey = False
 
     def __init__(self, det: DetNet, cls_net: ClsNet, rec: RecNet, alphabet: list[str], device: torch.device,
-                 precision: str, sums: dict[str, str]) -> None:
+                 precision: str, sums: dict[str, str], pipeline: str = "parse") -> None:
         self.det, self.cls_net, self.rec = det, cls_net, rec
         self.alphabet = alphabet
         self.device = device
         self.precision = precision
+        self.pipeline = pipeline
         self.memory_format = memory_format(device)
-        self.info = ModelInfo(name="ppocrv6-small", version="rapidocr-3.10.0-defaults", weights_sha256=sums)
+        version = "rapidocr-3.10.0-defaults" if pipeline == "rapidocr" else "parse-oriented"
+        self.info = ModelInfo(name="ppocrv6-small", version=version, weights_sha256=sums)
 
     @classmethod
     def load(cls, settings: ModelSettings, device: torch.device) -> PpOcr:
-        precision = AUTO_PRECISION if settings.precision == "auto" else settings.precision
-        allowed = ("fp32", "fp16") if device.type == "cuda" else ("fp32", "bf16-rec")
+        precision = auto_precision(device, settings.pipeline) if settings.precision == "auto" else settings.precision
+        allowed = ("fp32", "fp16") if device.type == "cuda" else ("fp32", "bf16-rec", "bf16")
         if precision not in allowed:
             raise ValueError(f"precision {settings.precision!r} is not available on {device.type}: "
                              f"use auto or one of {allowed}")
@@ -107,7 +131,7 @@ class PpOcr:
         sums[DICT_FILE] = verify(dict_path)
         chars = dict_path.read_text(encoding="utf-8").split("\n")[:-1]
         alphabet = ["blank", *chars, " "]  # CTC blank first; RapidOCR appends the space class last
-        return cls(*nets, alphabet, device, precision, sums)
+        return cls(*nets, alphabet, device, precision, sums, settings.pipeline)
 
     @contextlib.contextmanager
     def _mode(self, net: Net) -> Iterator[None]:
@@ -126,7 +150,8 @@ class PpOcr:
 
     def _det_input(self, img: np.ndarray) -> torch.Tensor:
         """BGR uint8 page -> normalised (1,3,H,W) float32; 2x-1 in float32 rounds like Paddle's float64 path."""
-        h, w = geometry.det_size(*img.shape[:2])
+        upscale = geometry.DET_MAX_UPSCALE if self.pipeline == "parse" else None
+        h, w = geometry.det_size(*img.shape[:2], max_upscale=upscale)
         resized = cv2.resize(img, (w, h))
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
         return x.mul_(np.float32(1 / 255)).mul_(2).sub_(1)
@@ -159,6 +184,9 @@ class PpOcr:
             frames.append(frame)
         maps = self._detect(pages)
         per_page = (time.perf_counter() - start) / max(1, len(images))
+        if self.pipeline == "parse":
+            return [self._read_page(rgb, page, frame, prob, per_page)
+                    for rgb, page, frame, prob in zip(images, pages, frames, maps)]
         results = []
         for rgb, page, frame, prob in zip(images, pages, frames, maps):
             t0 = time.perf_counter()
@@ -178,6 +206,64 @@ class PpOcr:
                                   words.words(reading.chars, corners, recognize.confidence)))
             results.append(Page(w, h, lines, {"detect": per_page + t1 - t0, "recognize": t2 - t1}))
         return results
+
+    def _upside_down(self, crops: list[np.ndarray], classify: recognize.Runner) -> bool:
+        """The classifier's vote over the page's longest lines (orient.voters), confirmed by the
+        recognizer: a page is turned only when the voters read with more confidence turned. One
+        scene-text page with two words was turned by the vote alone, wrongly."""
+        voters = orient.voters(crops)
+        if not voters or not orient.upside_down(recognize.cls_probs([crops[i] for i in voters], classify)):
+            return False
+        sample = [crops[i] for i in voters[:orient.CHECKERS]]
+        run = self._runner(self.rec, "rec")
+        as_is = recognize.read(sample, run, self.alphabet, grouped=True)
+        turned = recognize.read([orient.turn_crop(c) for c in sample], run, self.alphabet, grouped=True)
+        return sum(r.confidence for r in turned) > sum(r.confidence for r in as_is)
+
+    def _read_page(self, rgb: np.ndarray, page: np.ndarray, frame: geometry.Frame, prob: np.ndarray,
+                   detect_seconds: float) -> Page:
+        """The parse pipeline after detection: orientation, reading order, width-grouped reading."""
+        t0 = time.perf_counter()
+        h, w = page.shape[:2]
+        quads = db.detect_quads(prob, w, h)
+        classify = self._runner(self.cls_net, "cls")
+        k = 0
+        view, turned = page, quads
+        if orient.sideways(quads):
+            # The detector finds fewer lines on standing text than on the same text lying (see
+            # docs/benchmarks.md): the vote picks the quarter turn (CCW or CW) from the
+            # standing boxes, and the page is detected again, turned upright.
+            k = 1
+            first = orient.turn(page, k)
+            standing = [orient.corner_order(orient.rotate_points(q, k, w, h)) for q in quads]
+            if self._upside_down([geometry.crop(first, q) for q in standing], classify):
+                k = 3
+            view = orient.turn(page, k)
+            turned = db.detect_quads(self._detect([view])[0], h, w)
+        crops = [geometry.crop(view, q) for q in turned]
+        t1 = time.perf_counter()
+        if k == 0 and self._upside_down(crops, classify):
+            k = 2
+            turned = [orient.corner_order(orient.rotate_points(q, 2, w, h)) for q in turned]
+            crops = [orient.turn_crop(c) for c in crops]
+        # Reading order in the upright frame, with tilted lines levelled.
+        index = {id(q): i for i, q in enumerate(turned)}  # reading_order returns the same arrays, reordered
+        ranks = [index[id(q)] for q in db.reading_order(turned, orient.skew(turned))]
+        read = recognize.read([crops[i] for i in ranks], self._runner(self.rec, "rec"), self.alphabet, grouped=True)
+        t3 = time.perf_counter()
+        oh, ow = rgb.shape[:2]
+        lines = []
+        for i, reading in zip(ranks, read):
+            if reading.text.strip() and reading.confidence >= TEXT_SCORE:
+                back = orient.unrotate_points(turned[i], k, w, h)
+                # The crop was cut from the upright view: its reading corners there, mapped back
+                # point by point, keep the word order of the text as read whatever the page angle.
+                reading_back = orient.unrotate_points(geometry.reading_corners(turned[i], False), k, w, h)
+                corners = geometry.to_original(reading_back, frame, ow, oh)
+                lines.append(Line(reading.text, reading.confidence, as_quad(geometry.to_original(back, frame, ow, oh)),
+                                  words.words(reading.chars, corners, recognize.confidence)))
+        return Page(ow, oh, lines, {"detect": detect_seconds + t1 - t0, "recognize": t3 - t1},
+                    angle=90 * (k % 4))
 
     def recognize(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None = None) -> list[Page]:
         """Each image is one line: bounds only (no letterbox, no classifier), as RapidOCR's rec-only call."""

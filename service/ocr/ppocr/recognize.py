@@ -20,6 +20,10 @@ HEIGHT = 48
 CLS_WIDTH = 192
 REC_MIN_RATIO = 320 / 48
 CLS_THRESH = 0.9  # rotate a crop when "180" wins with more than this
+# Width groups (the parse pipeline): see width_groups and docs/benchmarks.md.
+GROUP_MIN_WIDTH = 160  # narrower crops are padded to this: less padding read better and faster (docs/benchmarks.md)
+GROUP_SPREAD = 1.3
+GROUP_PIXELS = 320 * 24  # padded width x batch size
 
 Runner = Callable[[np.ndarray], np.ndarray]  # (N,3,48,W) float32 batch -> network output on the CPU
 
@@ -45,17 +49,24 @@ class Reading(NamedTuple):
     chars: list[words.Char]  # where each character lies along the crop, for word boxes
 
 
+def cls_probs(crops: Sequence[np.ndarray], run: Runner) -> np.ndarray:
+    """(N, 2) classifier probabilities [p0, p180] per crop, in input order."""
+    out = np.zeros((len(crops), 2), np.float32)
+    for idx in _batches(crops):
+        ratios = [crops[i].shape[1] / crops[i].shape[0] for i in idx]
+        batch = np.stack([_normalise(crops[i], min(CLS_WIDTH, math.ceil(HEIGHT * r)), CLS_WIDTH)
+                          for i, r in zip(idx, ratios)])
+        out[idx] = run(batch)
+    return out
+
+
 def classify(crops: list[np.ndarray], run: Runner) -> tuple[list[np.ndarray], list[bool]]:
     """Turn crops that the 0/180 classifier finds upside down (prob > 0.9); say which were turned,
     since their reading direction on the page is then reversed."""
     out = list(crops)
     turned = [False] * len(crops)
-    for idx in _batches(crops):
-        ratios = [crops[i].shape[1] / crops[i].shape[0] for i in idx]
-        batch = np.stack([_normalise(crops[i], min(CLS_WIDTH, math.ceil(HEIGHT * r)), CLS_WIDTH)
-                          for i, r in zip(idx, ratios)])
-        probs = run(batch)
-        for i, p in zip(idx, probs):
+    if crops:
+        for i, p in enumerate(cls_probs(crops, run)):
             if p.argmax() == 1 and p[1] > CLS_THRESH:
                 out[i] = cv2.rotate(crops[i], cv2.ROTATE_180)
                 turned[i] = True
@@ -67,12 +78,32 @@ def confidence(probs: np.ndarray) -> float:
     return round(float(np.mean([round(float(p), 5) for p in probs])), 5) if len(probs) else 0.0
 
 
-def read(crops: Sequence[np.ndarray], run: Runner, alphabet: list[str]) -> list[Reading]:
-    """Text, confidence and character positions per crop, in input order."""
+def width_groups(crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Crops sorted by aspect ratio, cut into batches whose widest crop is at most GROUP_SPREAD
+    times the narrowest (so little is computed on padding) and whose padded pixels stay under
+    GROUP_PIXELS (so batches of short words are large and those of long lines small)."""
+    order = np.argsort(np.array([c.shape[1] / float(c.shape[0]) for c in crops]), kind="stable")
+    groups: list[list[int]] = []
+    first = 0
+    for i in order:
+        width = max(GROUP_MIN_WIDTH, math.ceil(HEIGHT * crops[i].shape[1] / crops[i].shape[0]))
+        if groups and width <= GROUP_SPREAD * first and width * (len(groups[-1]) + 1) <= GROUP_PIXELS:
+            groups[-1].append(int(i))
+        else:
+            groups.append([int(i)])
+            first = width
+    return [np.array(g) for g in groups]
+
+
+def read(crops: Sequence[np.ndarray], run: Runner, alphabet: list[str],
+         grouped: bool = False) -> list[Reading]:
+    """Text, confidence and character positions per crop, in input order; RapidOCR's batches of
+    6, or width groups."""
     out: list[Reading] = [Reading("", 0.0, [])] * len(crops)
-    for idx in _batches(crops):
+    for idx in (width_groups(crops) if grouped else _batches(crops)):
         ratios = [crops[i].shape[1] / crops[i].shape[0] for i in idx]
-        padded = int(HEIGHT * max(REC_MIN_RATIO, *ratios))
+        padded = int(HEIGHT * max(REC_MIN_RATIO, *ratios)) if not grouped else \
+            max(GROUP_MIN_WIDTH, max(math.ceil(HEIGHT * r) for r in ratios))
         widths = [min(padded, math.ceil(HEIGHT * r)) for r in ratios]
         batch = np.stack([_normalise(crops[i], w, padded) for i, w in zip(idx, widths)])
         decoded = ctc.greedy(run(batch))
