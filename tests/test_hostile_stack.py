@@ -93,7 +93,8 @@ MALFORMED = [
     ("truncated png", encoded("PNG")[:120], "image/png", 400, "corrupt_image", "re-export"),
     ("zero-sized png", zero_png(), "image/png", 400, "corrupt_image", "zero-sized"),
     ("decompression bomb", bomb_png(), "image/png", 413, "image_too_large", "downscale"),
-    ("pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n", "application/pdf", 415, "unsupported_media_type", "image/"),
+    ("page-less pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n", "application/pdf", 400, "corrupt_pdf", "re-export"),
+    ("spreadsheet", b"PK\x03\x04" + b"\0" * 200, "application/vnd.ms-excel", 415, "unsupported_media_type", "application/pdf"),
     ("too many files", *multipart([("image", f"{i}.png", encoded("PNG"), "image/png") for i in range(9)]),
      413, "too_many_images", "8"),
 ]
