@@ -55,8 +55,10 @@ def test_a_scanned_pdf_reads_like_its_page_images(client, scans):
     assert texts(body) == [i["text"] for i in as_images]
     for page, image, scan in zip(body["images"], as_images, scans):
         assert (page["width"], page["height"]) == (scan.shape[1], scan.shape[0])
+        # Pillow's PDF writer stores each scan as a JPEG, so the detector sees the page's pixels
+        # a little changed: the boxes agree to a few pixels, not exactly.
         for a, b in zip(page["lines"], image["lines"]):
-            assert max(abs(p - q) for pa, pb in zip(a["quad"], b["quad"]) for p, q in zip(pa, pb)) < 3
+            assert max(abs(p - q) for pa, pb in zip(a["quad"], b["quad"]) for p, q in zip(pa, pb)) < 8
     assert "FIRST PAGE 101" in texts(body)[0]
 
 
