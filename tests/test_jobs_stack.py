@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests import pdfs
 from tests.stack import Response, Stack, http
 from tests.support import multipart, png
 
@@ -103,6 +104,24 @@ def test_job_gives_what_the_synchronous_call_gives(stack: Stack, pages: list[byt
     metrics = http(stack.url + "/metrics").body.decode()
     assert 'parse_jobs{status="done"}' in metrics and "parse_job_pages_waiting" in metrics
     assert 'parse_job_seconds_count{status="done"}' in metrics
+
+
+def test_a_pdf_job_reads_each_page_as_the_synchronous_call_does(stack: Stack, render):
+    """A 6-page scanned PDF: each page is posted as a one-page PDF of its own, and the result is
+    the synchronous call's, page for page; ?format=text renders the assembled result."""
+    scans = [render([f"Scan page {n}", f"Amount {n}.25"]) for n in range(1, 7)]
+    document = pdfs.scanned_pdf(scans, resolution=200)
+    body, ctype = multipart([("image", "scan.pdf", document, "application/pdf")])
+    sync = call(stack, "POST", "/v1/parse?dpi=200", KEY_A, body, ctype)
+    assert sync.status == 200, sync.body
+    r = call(stack, "POST", "/v1/jobs?dpi=200", KEY_A, body, ctype)
+    assert r.status == 202 and r.json()["pages_total"] == 6, r.body
+    result = done(stack, r.json()["id"])
+    assert [(i["file"], i["page"], i["dpi"]) for i in result["images"]] == [(0, n, 200) for n in range(1, 7)]
+    assert texts(result) == texts(sync.json())
+    text = call(stack, "GET", f"/v1/jobs/{r.json()['id']}/result?format=text")
+    assert text.status == 200 and text.headers["Content-Type"].startswith("text/plain"), text.body[:200]
+    assert text.body.decode().count("\f") == 5 and "Scan page 6" in text.body.decode()
 
 
 def test_errors_are_json(stack: Stack, pages: list[bytes]):
