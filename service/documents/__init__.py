@@ -101,8 +101,11 @@ def single_page(data: bytes, index: int, limits: Limits) -> bytes:
             return doc.extract(index)
         finally:
             doc.close()
-    if images.tiff_frames(data, limits) == 1:
-        return data
+    with images.open_image(data, limits) as img:
+        # The header says the format; counting a TIFF's frames for every page of a job would walk
+        # its chain of directories once per page.
+        if img.format != "TIFF":
+            return data
     return images.tiff_page(data, index, limits)
 
 

@@ -83,6 +83,13 @@ def check_upload() -> None:
         raise ClientError(504, "deadline_exceeded",
                           f"the request waited {waited:.1f} s in the queue, past the {limits.deadline_seconds:g} s "
                           "deadline, so it was not processed; the service is overloaded: retry later")
+    check_body(limits.max_body_bytes, "send fewer or smaller (recompressed) images")
+
+
+def check_body(limit: int, past_limit: str) -> None:
+    """Refuse an empty, chunked, oversized or boundary-less body before a route parses it: the
+    checks of every upload, /v1/parse's and a job's, each with its own byte limit. `past_limit`
+    says what to do about a body over it."""
     length = request.content_length
     if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         # Nginx de-chunks bodies and passes their length; uWSGI alone cannot read a chunked body.
@@ -94,13 +101,8 @@ def check_upload() -> None:
             "the request body is empty: send the image as a multipart/form-data field 'image' "
             "(curl -F image=@page.jpg), or as the raw body with Content-Type image/*",
         )
-    if length > limits.max_body_bytes:
-        raise ClientError(
-            413,
-            "body_too_large",
-            f"the body is {length:,} bytes; the limit is {limits.max_body_bytes:,}: "
-            "send fewer or smaller (recompressed) images",
-        )
+    if length > limit:
+        raise ClientError(413, "body_too_large", f"the body is {length:,} bytes; the limit is {limit:,}: {past_limit}")
     if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
         raise ClientError(
             400,

@@ -22,7 +22,7 @@ from ..documents.pages import PageSelection
 from ..errors import ClientError
 from ..jobs.plan import plan
 from ..jobs.store import FINISHED, Job
-from . import api, auth, state
+from . import api, auth, guards, state
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +49,11 @@ def _job(job_id: str) -> Job:
     return job
 
 
-def _check_body() -> None:
-    limit = state.current().cfg.jobs.max_bytes
-    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-        raise ClientError(411, "length_required", "send the body with a Content-Length header, not chunked")
-    if not request.content_length:
-        raise ClientError(400, "empty_body", "the request body is empty: send the document as a multipart/form-data "
-                                             "field 'image' (curl -F image=@scan.tiff), or as the raw body")
-    if request.content_length > limit:
-        raise ClientError(413, "body_too_large", f"the body is {request.content_length:,} bytes; "
-                                                 f"a job takes at most {limit:,}")
-
-
 @bp.post("")
 def submit():
     worker = state.current()
     cfg = worker.cfg
-    _check_body()
+    guards.check_body(cfg.jobs.max_bytes, "split the document into several jobs")
     api.read_mode()  # a bad mode or format is refused now, not at the first page
     formats.check(request.args.get("format", "json"))
     files = api.uploads(max_files=cfg.jobs.max_pages)
