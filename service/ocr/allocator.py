@@ -31,12 +31,21 @@ TRIM_THRESHOLD = 2**31 - 1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+class _MallInfo2(ctypes.Structure):
+    """struct mallinfo2 (glibc 2.33+): sizes in bytes, summed over every arena."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
 def _glibc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(name) if name else None
     if libc is None or not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):
         return None
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    if hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = _MallInfo2
     return libc
 
 
@@ -78,6 +87,19 @@ def resident_bytes() -> int:
     """This process's resident set size now (not its peak)."""
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * _PAGE
+
+
+def heap_in_use_bytes() -> int | None:
+    """Bytes in live malloc blocks (heap and mmap); None where glibc cannot tell.
+
+    Resident memory is the wrong leak signal here: the heap keeps what pages freed (above), so
+    resident memory follows the largest page seen and how the heap happened to fragment, while
+    live blocks stay where the model and its caches are unless something leaks.
+    """
+    if _LIBC is None or not hasattr(_LIBC, "mallinfo2"):
+        return None
+    info = _LIBC.mallinfo2()
+    return info.uordblks + info.hblkhd
 
 
 def release_above(limit_bytes: int) -> bool:

@@ -142,6 +142,9 @@ def parse():
             ocr_pages += 1
             # The page's tensors are freed by now: memory past the worker's allowance goes back to the kernel.
             allocator.release_above(limits.worker_memory_bytes)
+            heap = allocator.heap_in_use_bytes()
+            if heap is not None:
+                metrics.HEAP_BYTES.set(heap)
         timing["detect"] += page.timing.get("detect", 0.0)
         timing["recognize"] += page.timing.get("recognize", 0.0)
         lines += len(page.lines)

@@ -53,6 +53,11 @@ IN_FLIGHT = Gauge("parse_requests_in_flight", "API uploads being handled by the 
 WORKER_READY = Gauge("parse_worker_ready", "Workers whose model is loaded and warmed", ["instance"],
                      multiprocess_mode="livesum")
 
+# liveall: one value per worker (a pid label), each worker's own, gone when the worker is.
+HEAP_BYTES = Gauge("parse_worker_heap_bytes", "Bytes in live malloc blocks after the worker's last page; resident "
+                   "memory above it is freed memory kept for the next page, growth of this is a leak",
+                   multiprocess_mode="liveall")
+
 _LIVE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
 
 
