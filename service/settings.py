@@ -131,6 +131,10 @@ class Instance:
     device: str = "cpu"
     processes: int = 1
     threads: int = 1
+    # Batching across requests (service/ocr/batching.py): the most pages one model call gathers
+    # from a worker's concurrent requests, which is also its uWSGI request threads; 1 is none.
+    batch_pages: int = 1
+    batch_wait_ms: float = 5.0
 
     @property
     def stats_address(self) -> str:

@@ -145,14 +145,30 @@ def test_reading_order_levels_skewed_lines():
     assert [id(q) for q in order] == [id(a1), id(a2), id(b1), id(b2)]
 
 
-def test_width_groups_bound_padding_and_size():
-    crops = [np.zeros((48, w, 3), np.uint8) for w in (100, 330, 2000, 340, 1000, 300)]
-    groups = recognize.width_groups(crops)
-    assert sorted(int(i) for g in groups for i in g) == list(range(6))
-    for g in groups:
-        widths = [max(recognize.GROUP_MIN_WIDTH, crops[i].shape[1]) for i in g]
-        assert max(widths) <= recognize.GROUP_SPREAD * min(widths)
-        assert max(widths) * len(g) <= max(recognize.GROUP_PIXELS, max(widths))
+def test_width_buckets_bound_padding_and_size():
+    crops = [np.zeros((48, w, 3), np.uint8) for w in (100, 330, 2000, 340, 1000, 300, 161)]
+    batches = recognize.width_buckets(crops, max_pixels=700)
+    assert sorted(int(i) for _, idx in batches for i in idx) == list(range(len(crops)))
+    for padded, idx in batches:
+        for i in idx:
+            width = max(recognize.GROUP_MIN_WIDTH, crops[i].shape[1])
+            # Each crop's padding is its bucket's, whatever else is in the batch.
+            assert padded == recognize.bucket_width(crops[i].shape[1])
+            assert width <= padded <= recognize.GROUP_SPREAD * width + 16
+        assert padded * len(idx) <= max(700, padded)
+    assert recognize.bucket_width(1) == recognize.GROUP_MIN_WIDTH
+    assert all(b % 16 == 0 for b in map(recognize.bucket_width, range(161, 5000, 37)))
+
+
+def test_device_ctc_path_matches_numpy():
+    import torch
+
+    rng = np.random.default_rng(3)
+    probs = rng.random((3, 7, 11)).astype(np.float32)
+    probs[0, 2, [4, 9]] = 2.0  # a tie: the first class wins in both
+    a, b = ctc.greedy(probs), ctc.greedy_tensor(torch.from_numpy(probs))
+    assert (a.index == b.index).all() and (a.prob == b.prob).all() and (a.keep == b.keep).all()
+    assert a.index[0, 2] == 4
 
 
 def test_bf16_reads_the_page_turning_vote_in_fp32():

@@ -7,8 +7,12 @@ argmax and its probability, and which steps survive the collapse (not blank, not
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -21,7 +25,20 @@ class Greedy:
 def greedy(probs: np.ndarray) -> Greedy:
     """probs: (B, T, C) class probabilities per time step."""
     index = probs.argmax(axis=2)
-    prob = np.take_along_axis(probs, index[..., None], axis=2)[..., 0]
+    return from_path(index, np.take_along_axis(probs, index[..., None], axis=2)[..., 0])
+
+
+def greedy_tensor(probs: torch.Tensor) -> Greedy:
+    """`greedy` where the probabilities are, e.g. on the GPU: only the (B, T) path comes back,
+    not the (B, T, C) probabilities (C is 18k classes for PP-OCR). Ties go to the first class,
+    as numpy's argmax does."""
+    index = probs.argmax(dim=2)
+    prob = probs.gather(2, index[..., None])[..., 0]
+    return from_path(index.cpu().numpy(), prob.float().cpu().numpy())
+
+
+def from_path(index: np.ndarray, prob: np.ndarray) -> Greedy:
+    """The greedy path (argmax class per step and its probability) with the steps that emit."""
     keep = index != 0
     keep[:, 1:] &= index[:, 1:] != index[:, :-1]
     return Greedy(index=index, prob=prob, keep=keep)

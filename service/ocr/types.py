@@ -59,6 +59,7 @@ class Page:
     lines: list[Line]
     timing: dict[str, float] = field(default_factory=dict)
     angle: int = 0
+    batch_pages: int = 1  # pages read in the same model call (service/ocr/batching.py)
 
     def layout(self) -> Layout:
         """Rows and blocks in reading order, from the quads (service/layout)."""

@@ -78,8 +78,8 @@ def admitted(cfg: Settings, inst: Instance) -> int:
     """Requests an instance may hold at once, in flight and waiting: what its workers finish within
     the deadline at the measured time per request (the uWSGI docs' listen ~ workers x SLO / latency).
     One more would wait past its deadline, so Nginx refuses it at once instead (max_conns)."""
-    per_worker = max(1, math.floor(cfg.limits.deadline_seconds / cfg.limits.seconds_per_request))
-    return inst.processes * per_worker
+    per_slot = max(1, math.floor(cfg.limits.deadline_seconds / cfg.limits.seconds_per_request))
+    return inst.processes * inst.batch_pages * per_slot
 
 
 def somaxconn() -> int:
@@ -90,8 +90,8 @@ def somaxconn() -> int:
 
 
 def listen_queue(cfg: Settings, inst: Instance) -> int:
-    """The listen queue holds what is admitted beyond one request per worker (at least 1)."""
-    return max(1, admitted(cfg, inst) - inst.processes)
+    """The listen queue holds what is admitted beyond one request per worker thread (at least 1)."""
+    return max(1, admitted(cfg, inst) - inst.processes * inst.batch_pages)
 
 
 def check(cfg: Settings) -> None:
@@ -105,8 +105,10 @@ def check(cfg: Settings) -> None:
             raise ValueError(f"{cfg.path}: instance ports collide with stats ports (port + {STATS_OFFSET})")
     fleet.check(cfg)
     for inst in cfg.instances:
-        if inst.weight < 1 or inst.processes < 1 or inst.threads < 1:
-            raise ValueError(f"{cfg.path}: instance {inst.port} needs weight, processes and threads >= 1")
+        if inst.weight < 1 or inst.processes < 1 or inst.threads < 1 or inst.batch_pages < 1:
+            raise ValueError(f"{cfg.path}: instance {inst.port} needs weight, processes, threads and batch_pages >= 1")
+        if not 0 <= inst.batch_wait_ms <= 1000:
+            raise ValueError(f"{cfg.path}: instance {inst.port}: batch_wait_ms must be within 0..1000")
         if listen_queue(cfg, inst) > somaxconn():
             raise ValueError(f"{cfg.path}: instance {inst.port} would admit {admitted(cfg, inst)} requests; its listen "
                              f"queue exceeds net.core.somaxconn ({somaxconn()}): raise seconds_per_request or "
@@ -119,6 +121,7 @@ def instance_env(cfg: Settings, inst: Instance, metrics_dir: Path, fifo_dir: Pat
         "PARSE_PORT": inst.port,
         "PARSE_PROCESSES": inst.processes,
         "PARSE_THREADS": inst.threads,
+        "PARSE_REQUEST_THREADS": inst.batch_pages,
         "UWSGI_LISTEN": listen_queue(cfg, inst),  # conf/uwsgi/parse.ini says why not $(VAR)
         "PARSE_HARAKIRI": harakiri_s(cfg),
         "PARSE_WORKER_MEMORY_MIB": cfg.limits.worker_memory_mib,
@@ -137,10 +140,10 @@ def fifo_path(fifo_dir: Path, inst: Instance) -> Path:
 
 def max_conns(cfg: Settings, inst: Instance) -> int:
     """What Nginx sends an instance at once: what the deadline admits (`admitted`), which is a
-    request per worker plus its full listen queue. So a connect never waits on a full kernel queue
+    request per worker thread plus its full listen queue. So a connect never waits on a full kernel queue
     (Linux drops the SYN and the client hangs); with every instance full, Nginx fails over at once
     to "no live upstreams", answered as a 503 JSON with Retry-After in about a millisecond."""
-    return inst.processes + listen_queue(cfg, inst)
+    return inst.processes * inst.batch_pages + listen_queue(cfg, inst)
 
 
 def nginx_http(cfg: Settings) -> str:

@@ -10,8 +10,8 @@ one is new and has its model loaded, so at most one instance is ever short of a 
 sent to a worker that is being replaced wait in the instance's listen queue, and a new worker lets
 them wait for its model within their deadline (service/web/state.py), so nothing is refused.
 
-What a chain reload cannot change is the master's own: processes, threads, the listen queue and
-the socket (the environment file). Those take an instance restart (`systemctl restart parse@PORT`,
+What a chain reload cannot change is the master's own: processes, threads, request threads
+(batch_pages), the listen queue and the socket (the environment file). Those take an instance restart (`systemctl restart parse@PORT`,
 one at a time; under `make run`: make stop && make run).
 """
 

@@ -147,6 +147,9 @@ def parse():
                 metrics.HEAP_BYTES.set(heap)
         timing["detect"] += page.timing.get("detect", 0.0)
         timing["recognize"] += page.timing.get("recognize", 0.0)
+        if "batch_wait" in page.timing:  # batching across requests is on (service/ocr/batching.py)
+            timing["batch_wait"] = timing.get("batch_wait", 0.0) + page.timing["batch_wait"]
+            metrics.BATCH_PAGES.observe(page.batch_pages)
         lines += len(page.lines)
         # Other formats are built from the entries, with every word's box.
         entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
@@ -191,5 +194,6 @@ def models():
         "device": str(model.device),
         "threads": inst.threads,
         "instance": {"port": inst.port, "weight": inst.weight, "device": inst.device,
-                     "processes": inst.processes, "threads": inst.threads},
+                     "processes": inst.processes, "threads": inst.threads,
+                     "batch_pages": inst.batch_pages, "batch_wait_ms": inst.batch_wait_ms},
     })

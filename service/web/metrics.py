@@ -46,6 +46,9 @@ MODEL_LOAD_SECONDS = Histogram("parse_model_load_seconds", "Seconds a worker too
 QUEUE_SECONDS = Histogram("parse_queue_seconds", "Seconds a request waited between Nginx and a worker "
                           "(listen queue, and a retry's first attempt)",
                           buckets=(0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0))
+# Per page read by the model with batching across requests on: how many pages its model call read.
+BATCH_PAGES = Histogram("parse_batch_pages", "Pages read in the same model call as each page (batching across requests)",
+                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 # livesum: uploads a worker of the instance is handling now (waiting for its model included).
 IN_FLIGHT = Gauge("parse_requests_in_flight", "API uploads being handled by the instance's workers", ["instance"],
                   multiprocess_mode="livesum")

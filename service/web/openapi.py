@@ -116,7 +116,9 @@ SCHEMAS: dict[str, Any] = {
                        "description": "One entry per page: in upload order, then page order"},
             "timing_ms": {
                 "type": "object", "required": ["decode", "detect", "recognize", "total"],
-                "properties": {k: {"type": "number", "minimum": 0} for k in ("decode", "detect", "recognize", "total")},
+                "properties": {k: {"type": "number", "minimum": 0}
+                               for k in ("decode", "detect", "recognize", "batch_wait", "total")},
+                "description": "batch_wait: time the pages waited to join a batch, where batching is on",
             },
         },
     },
@@ -132,11 +134,14 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Instance": {
-        "type": "object", "required": ["port", "weight", "device", "processes", "threads"],
+        "type": "object", "required": ["port", "weight", "device", "processes", "threads", "batch_pages", "batch_wait_ms"],
         "properties": {
             "port": {"type": "integer"}, "weight": {"type": "integer", "minimum": 1},
             "device": {"type": "string", "description": "As declared; see Models.device for the one in use"},
             "processes": {"type": "integer", "minimum": 1}, "threads": {"type": "integer", "minimum": 1},
+            "batch_pages": {"type": "integer", "minimum": 1,
+                            "description": "Most pages one model call gathers from concurrent requests"},
+            "batch_wait_ms": {"type": "number", "minimum": 0},
         },
     },
     "JobCreated": {

@@ -14,6 +14,7 @@ from flask import current_app
 
 from ..errors import ClientError
 from ..jobs.store import Store
+from ..ocr import batching
 from ..ocr.model import OcrModel, load_model
 from ..settings import Settings
 from . import metrics
@@ -51,6 +52,8 @@ class WorkerState:
         try:
             model = load_model(self.cfg.model, self.instance.device, self.instance.threads)
             model.warmup()
+            # With request threads, their pages meet in one inference thread (batch_pages > 1).
+            model = batching.batched(model, self.instance.batch_pages, self.instance.batch_wait_ms)
         except Exception as exc:  # the worker stays up and says why in /readyz and the log
             log.exception("model load failed")
             self.error = f"{type(exc).__name__}: {exc}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Iterator, Literal, NamedTuple, Sequence
 
 import cv2
@@ -23,7 +24,7 @@ import torch
 
 from ...settings import ModelSettings
 from ..types import Line, ModelInfo, Page, as_quad
-from .. import words
+from .. import ctc, words
 from ..weights import load_state_dict, verify
 from . import db, geometry, orient, recognize
 from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
@@ -31,6 +32,9 @@ from .nets import ClsNet, DetNet, RecNet
 
 TEXT_SCORE = 0.5  # lines below this confidence are dropped (pages only, as RapidOCR does)
 DET_BATCH_CUDA = 4  # same-size pages detected together on a GPU
+# Padded pixels per row of a recognizer batch (recognize.width_buckets): a GPU reads hundreds of
+# lines in one call for about the time of a few, a CPU gains nothing past a small batch.
+REC_PIXELS = {"cpu": recognize.GROUP_PIXELS, "cuda": 320 * 512}
 
 
 Net = Literal["det", "cls", "rec"]
@@ -84,6 +88,19 @@ def without_cudnn() -> Iterator[None]:
         torch.backends.cudnn.enabled = previous
 
 
+@dataclass
+class PagePlan:
+    """One page of the parse pipeline, ready to read: quarter turns applied (CCW), the working
+    page's size, its quads in the upright frame and their crops, both in reading order."""
+
+    turns: int
+    width: int
+    height: int
+    quads: list[np.ndarray]
+    crops: list[np.ndarray]
+    seconds: float  # post-processing and orientation
+
+
 class PpOcr:
     """The three networks, resident on one device for the life of the process."""
 
@@ -97,6 +114,7 @@ class PpOcr:
         self.precision = precision
         self.pipeline = pipeline
         self.memory_format = memory_format(device)
+        self.rec_pixels = REC_PIXELS.get(device.type, recognize.GROUP_PIXELS)
         version = "rapidocr-3.10.0-defaults" if pipeline == "rapidocr" else "parse-oriented"
         self.info = ModelInfo(name="ppocrv6-small", version=version, weights_sha256=sums)
 
@@ -132,6 +150,14 @@ class PpOcr:
             with self._mode(which):
                 x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
                 return net(x).float().cpu().numpy()
+        return run
+
+    def _rec_runner(self) -> recognize.RecRunner:
+        """The recognizer, with the CTC argmax taken on its device: only the path comes back."""
+        def run(batch: np.ndarray) -> ctc.Greedy:
+            with self._mode("rec"):
+                x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
+                return ctc.greedy_tensor(self.rec(x))
         return run
 
     def _det_input(self, img: np.ndarray) -> torch.Tensor:
@@ -171,8 +197,19 @@ class PpOcr:
         maps = self._detect(pages)
         per_page = (time.perf_counter() - start) / max(1, len(images))
         if self.pipeline == "parse":
-            return [self._read_page(rgb, page, frame, prob, per_page)
-                    for rgb, page, frame, prob in zip(images, pages, frames, maps)]
+            plans = [self._plan_page(page, prob) for page, prob in zip(pages, maps)]
+            # Every page's lines through the recognizer together: a line's reading does not depend
+            # on what shares its batch (recognize.width_buckets), so pages of several requests can.
+            t0 = time.perf_counter()
+            read = recognize.read([c for plan in plans for c in plan.crops], self._rec_runner(), self.alphabet,
+                                  grouped=True, max_pixels=self.rec_pixels)
+            rec_per_page = (time.perf_counter() - t0) / len(plans)
+            results, at = [], 0
+            for rgb, frame, plan in zip(images, frames, plans):
+                results.append(self._finish_page(rgb, frame, plan, read[at:at + len(plan.crops)],
+                                                 per_page, rec_per_page))
+                at += len(plan.crops)
+            return results
         results = []
         for rgb, page, frame, prob in zip(images, pages, frames, maps):
             t0 = time.perf_counter()
@@ -180,7 +217,7 @@ class PpOcr:
             crops = [geometry.crop(page, q) for q in quads]
             t1 = time.perf_counter()
             upright, flipped = recognize.classify(crops, self._runner(self.cls_net, "cls")) if crops else ([], [])
-            read = recognize.read(upright, self._runner(self.rec, "rec"), self.alphabet)
+            read = recognize.read(upright, self._rec_runner(), self.alphabet)
             t2 = time.perf_counter()
             h, w = rgb.shape[:2]
             lines = []
@@ -201,14 +238,14 @@ class PpOcr:
         if not voters or not orient.upside_down(recognize.cls_probs([crops[i] for i in voters], classify)):
             return False
         sample = [crops[i] for i in voters[:orient.CHECKERS]]
-        run = self._runner(self.rec, "rec")
+        run = self._rec_runner()
         as_is = recognize.read(sample, run, self.alphabet, grouped=True)
         turned = recognize.read([orient.turn_crop(c) for c in sample], run, self.alphabet, grouped=True)
         return sum(r.confidence for r in turned) > sum(r.confidence for r in as_is)
 
-    def _read_page(self, rgb: np.ndarray, page: np.ndarray, frame: geometry.Frame, prob: np.ndarray,
-                   detect_seconds: float) -> Page:
-        """The parse pipeline after detection: orientation, reading order, width-grouped reading."""
+    def _plan_page(self, page: np.ndarray, prob: np.ndarray) -> PagePlan:
+        """The parse pipeline between detection and reading: boxes, the page's orientation, and
+        its line crops in reading order, cut upright."""
         t0 = time.perf_counter()
         h, w = page.shape[:2]
         quads = db.detect_quads(prob, w, h)
@@ -227,7 +264,6 @@ class PpOcr:
             view = orient.turn(page, k)
             turned = db.detect_quads(self._detect([view])[0], h, w)
         crops = [geometry.crop(view, q) for q in turned]
-        t1 = time.perf_counter()
         if k == 0 and self._upside_down(crops, classify):
             k = 2
             turned = [orient.corner_order(orient.rotate_points(q, 2, w, h)) for q in turned]
@@ -235,20 +271,24 @@ class PpOcr:
         # Reading order in the upright frame, with tilted lines levelled.
         index = {id(q): i for i, q in enumerate(turned)}  # reading_order returns the same arrays, reordered
         ranks = [index[id(q)] for q in db.reading_order(turned, orient.skew(turned))]
-        read = recognize.read([crops[i] for i in ranks], self._runner(self.rec, "rec"), self.alphabet, grouped=True)
-        t3 = time.perf_counter()
+        return PagePlan(k, w, h, [turned[i] for i in ranks], [crops[i] for i in ranks], time.perf_counter() - t0)
+
+    def _finish_page(self, rgb: np.ndarray, frame: geometry.Frame, plan: PagePlan, read: list[recognize.Reading],
+                     detect_seconds: float, recognize_seconds: float) -> Page:
+        """The page's lines from its readings, with quads back in the uploaded image's pixels."""
+        k, w, h = plan.turns, plan.width, plan.height
         oh, ow = rgb.shape[:2]
         lines = []
-        for i, reading in zip(ranks, read):
+        for quad, reading in zip(plan.quads, read):
             if reading.text.strip() and reading.confidence >= TEXT_SCORE:
-                back = orient.unrotate_points(turned[i], k, w, h)
+                back = orient.unrotate_points(quad, k, w, h)
                 # The crop was cut from the upright view: its reading corners there, mapped back
                 # point by point, keep the word order of the text as read whatever the page angle.
-                reading_back = orient.unrotate_points(geometry.reading_corners(turned[i], False), k, w, h)
+                reading_back = orient.unrotate_points(geometry.reading_corners(quad, False), k, w, h)
                 corners = geometry.to_original(reading_back, frame, ow, oh)
                 lines.append(Line(reading.text, reading.confidence, as_quad(geometry.to_original(back, frame, ow, oh)),
                                   words.words(reading.chars, corners, recognize.confidence)))
-        return Page(ow, oh, lines, {"detect": detect_seconds + t1 - t0, "recognize": t3 - t1},
+        return Page(ow, oh, lines, {"detect": detect_seconds + plan.seconds, "recognize": recognize_seconds},
                     angle=90 * (k % 4))
 
     def recognize(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None = None) -> list[Page]:
@@ -258,7 +298,7 @@ class PpOcr:
         results = []
         for rgb, crop in zip(images, crops):
             # One call per image, as the reference did: batch composition changes the output.
-            reading = recognize.read([crop], self._runner(self.rec, "rec"), self.alphabet)[0]
+            reading = recognize.read([crop], self._rec_runner(), self.alphabet)[0]
             h, w = rgb.shape[:2]
             quad = [[0.0, 0.0], [float(w), 0.0], [float(w), float(h)], [0.0, float(h)]]
             line = Line(reading.text, reading.confidence, quad, words.words(reading.chars, quad, recognize.confidence))

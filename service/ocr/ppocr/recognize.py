@@ -1,9 +1,13 @@
 """Line crops -> (text, confidence), with RapidOCR 3.10.0's classifier and recognizer batching.
 
-The rec network attends over the whole padded width, so its output depends on which crops share a
-batch and how wide the batch is padded. For identical text the batching is copied exactly: crops
-sorted by aspect ratio with numpy's default argsort, batches of 6, padded to 48 * max(320/48,
-widest ratio in the batch), zero (mid-grey) padding on the right.
+The rec network attends over the whole padded width, so its output depends on how wide a crop is
+padded. RapidOCR pads a batch to its widest crop, so a crop's reading depends on which crops share
+its batch. For identical text that batching is copied exactly: crops sorted by aspect ratio with
+numpy's default argsort, batches of 6, padded to 48 * max(320/48, widest ratio in the batch),
+zero (mid-grey) padding on the right. The parse pipeline pads each crop to a width bucket of its
+own instead (`width_buckets`), so that its reading is the same whatever shares its batch: pages
+of several requests can be read together (service/ocr/batching.py), and the network sees few
+distinct shapes.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ HEIGHT = 48
 CLS_WIDTH = 192
 REC_MIN_RATIO = 320 / 48
 CLS_THRESH = 0.9  # rotate a crop when "180" wins with more than this
-# Width groups (the parse pipeline): see width_groups and docs/benchmarks.md.
+# Width buckets (the parse pipeline): see width_buckets and docs/benchmarks.md.
 GROUP_MIN_WIDTH = 160  # narrower crops are padded to this: less padding read better and faster (docs/benchmarks.md)
-GROUP_SPREAD = 1.3
-GROUP_PIXELS = 320 * 24  # padded width x batch size
+GROUP_SPREAD = 1.3  # each bucket is at most this much wider than the one below
+GROUP_PIXELS = 320 * 24  # padded width x batch size, on a CPU: bigger batches gain nothing there
 
 Runner = Callable[[np.ndarray], np.ndarray]  # (N,3,48,W) float32 batch -> network output on the CPU
+# (N,3,48,W) float32 batch -> the greedy CTC path, taken where the network ran (see ctc.Greedy).
+RecRunner = Callable[[np.ndarray], ctc.Greedy]
 
 
 def _normalise(img: np.ndarray, width: int, padded: int) -> np.ndarray:
@@ -78,38 +84,44 @@ def confidence(probs: np.ndarray) -> float:
     return round(float(np.mean([round(float(p), 5) for p in probs])), 5) if len(probs) else 0.0
 
 
-def width_groups(crops: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Crops sorted by aspect ratio, cut into batches whose widest crop is at most GROUP_SPREAD
-    times the narrowest (so little is computed on padding) and whose padded pixels stay under
-    GROUP_PIXELS (so batches of short words are large and those of long lines small)."""
-    order = np.argsort(np.array([c.shape[1] / float(c.shape[0]) for c in crops]), kind="stable")
-    groups: list[list[int]] = []
-    first = 0
-    for i in order:
-        width = max(GROUP_MIN_WIDTH, math.ceil(HEIGHT * crops[i].shape[1] / crops[i].shape[0]))
-        if groups and width <= GROUP_SPREAD * first and width * (len(groups[-1]) + 1) <= GROUP_PIXELS:
-            groups[-1].append(int(i))
-        else:
-            groups.append([int(i)])
-            first = width
-    return [np.array(g) for g in groups]
+def bucket_width(width: int) -> int:
+    """The padded width of a crop `width` px wide at HEIGHT: GROUP_MIN_WIDTH, then each bucket
+    GROUP_SPREAD times the last, rounded up to 16 px."""
+    bucket = GROUP_MIN_WIDTH
+    while bucket < width:
+        bucket = 16 * math.ceil(bucket * GROUP_SPREAD / 16)
+    return bucket
 
 
-def read(crops: Sequence[np.ndarray], run: Runner, alphabet: list[str],
-         grouped: bool = False) -> list[Reading]:
+def width_buckets(crops: Sequence[np.ndarray], max_pixels: int = GROUP_PIXELS) -> list[tuple[int, np.ndarray]]:
+    """(padded width, crop indices) batches: crops of one width bucket, so at most GROUP_SPREAD
+    times their own width is computed, cut so that width x batch size stays within `max_pixels`
+    (large batches of short words, small ones of long lines)."""
+    by_bucket: dict[int, list[int]] = {}
+    for i, c in enumerate(crops):
+        by_bucket.setdefault(bucket_width(math.ceil(HEIGHT * c.shape[1] / c.shape[0])), []).append(i)
+    out = []
+    for width in sorted(by_bucket):
+        members = by_bucket[width]
+        step = max(1, max_pixels // width)
+        out += [(width, np.array(members[k:k + step])) for k in range(0, len(members), step)]
+    return out
+
+
+def read(crops: Sequence[np.ndarray], run: RecRunner, alphabet: list[str],
+         grouped: bool = False, max_pixels: int = GROUP_PIXELS) -> list[Reading]:
     """Text, confidence and character positions per crop, in input order; RapidOCR's batches of
-    6, or width groups."""
+    6, or width buckets (`grouped`, of at most `max_pixels` padded pixels per row)."""
     out: list[Reading] = [Reading("", 0.0, [])] * len(crops)
-    for idx in (width_groups(crops) if grouped else _batches(crops)):
-        ratios = [crops[i].shape[1] / crops[i].shape[0] for i in idx]
-        padded = int(HEIGHT * max(REC_MIN_RATIO, *ratios)) if not grouped else \
-            max(GROUP_MIN_WIDTH, max(math.ceil(HEIGHT * r) for r in ratios))
-        widths = [min(padded, math.ceil(HEIGHT * r)) for r in ratios]
+    batches = width_buckets(crops, max_pixels) if grouped else \
+        [(int(HEIGHT * max(REC_MIN_RATIO, *(crops[i].shape[1] / crops[i].shape[0] for i in idx))), idx)
+         for idx in _batches(crops)]
+    for padded, idx in batches:
+        widths = [min(padded, math.ceil(HEIGHT * crops[i].shape[1] / crops[i].shape[0])) for i in idx]
         batch = np.stack([_normalise(crops[i], w, padded) for i, w in zip(idx, widths)])
-        decoded = ctc.greedy(run(batch))
+        decoded = run(batch)
         stride = padded / decoded.index.shape[1]
         for row, (i, text) in enumerate(zip(idx, ctc.texts(decoded, alphabet))):
             out[i] = Reading(text, confidence(decoded.prob[row][decoded.keep[row]]),
                              words.chars(decoded, row, alphabet, stride, widths[row], repeats=False))
     return out
-

@@ -1,0 +1,149 @@
+"""Batching across requests: one inference thread reads the pages of all of a worker's requests.
+
+A GPU reads a batch of pages in little more time than one page, but a worker that serves one
+request at a time only ever has one page to give it. With `batch_pages` > 1 the worker runs that
+many uWSGI request threads; each hands its page to `Batched`, whose single inference thread takes
+the first page waiting, gathers what the other threads hand in within `batch_wait_ms` (up to
+`batch_pages`), and reads them in one model call: pages through the detector together, and every
+page's lines through the recognizer together. The model stays one per worker and is only ever used
+by that thread, so nothing in it needs to be thread-safe.
+
+Each page's result is its own: the families pad every page and line crop to a shape that depends
+on it alone (service/ocr/ppocr/recognize.py), so what shares its batch does not change its reading
+(tests/test_batching.py). On a CPU a batch saves nothing (docs/benchmarks.md, GPU), so batching is
+off there by default (batch_pages = 1) and the model is called directly, without this thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .model import OcrModel
+from .types import ModelInfo, Page
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Item:
+    kind: str  # "parse" or "recognize": only pages of one kind share a model call
+    rgb: np.ndarray
+    grey: np.ndarray | None
+    future: Future = field(default_factory=Future)
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class Batched:
+    """An OcrModel whose calls from many threads are served together by one inference thread."""
+
+    def __init__(self, model: OcrModel, max_pages: int, max_wait_ms: float) -> None:
+        self.model = model
+        self.max_pages = max_pages
+        self.max_wait = max_wait_ms / 1000
+        self._queue: queue.Queue[_Item] = queue.Queue()
+        self._held: _Item | None = None  # taken while gathering, but of the other kind: it leads the next batch
+        self._thread = threading.Thread(target=self._serve, name="inference", daemon=True)
+        self._thread.start()
+
+    # The OcrModel interface, as the wrapped model has it.
+    @property
+    def info(self) -> ModelInfo:
+        return self.model.info
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def precision(self) -> str:
+        return self.model.precision
+
+    @property
+    def reads_grey(self) -> bool:
+        return self.model.reads_grey
+
+    def parse(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None = None) -> list[Page]:
+        return self._submit("parse", images, greys)
+
+    def recognize(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None = None) -> list[Page]:
+        return self._submit("recognize", images, greys)
+
+    def warmup(self) -> None:
+        self.model.warmup()
+
+    def _submit(self, kind: str, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None) -> list[Page]:
+        """Hand every image to the inference thread and wait for its pages (the caller's thread blocks)."""
+        items = [_Item(kind, rgb, greys[i] if greys else None) for i, rgb in enumerate(images)]
+        for item in items:
+            self._queue.put(item)
+        # No timeout: what waits is bounded by the pages in flight (one per request thread), and a
+        # model call that never returns is uWSGI's harakiri to end.
+        return [item.future.result() for item in items]
+
+    # The inference thread.
+    def _gather(self) -> list[_Item]:
+        """The first page waiting, and those of its kind handed in within max_wait of it."""
+        first = self._held if self._held is not None else self._queue.get()
+        self._held = None
+        batch = [first]
+        until = time.perf_counter() + self.max_wait
+        while len(batch) < self.max_pages:
+            try:
+                item = self._queue.get(timeout=max(0.0, until - time.perf_counter()))
+            except queue.Empty:
+                break
+            if item.kind != first.kind:
+                self._held = item
+                break
+            batch.append(item)
+        return batch
+
+    def _serve(self) -> None:
+        while True:
+            batch = self._gather()
+            call = self.model.parse if batch[0].kind == "parse" else self.model.recognize
+            started = time.perf_counter()
+            try:
+                pages = call([i.rgb for i in batch], [i.grey for i in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to the requests that sent the pages
+                if len(batch) == 1:
+                    log.exception("model call failed")
+                    batch[0].future.set_exception(exc)
+                    continue
+                # One bad page must not fail the pages it was batched with.
+                log.warning("a batch of %d pages failed (%s); reading each alone", len(batch), exc)
+                for item in batch:
+                    self._serve_alone(call, item)
+                continue
+            for item, page in zip(batch, pages):
+                self._done(item, page, started, len(batch))
+
+    def _serve_alone(self, call, item: _Item) -> None:
+        started = time.perf_counter()
+        try:
+            page = call([item.rgb], [item.grey])[0]
+        except Exception as exc:  # noqa: BLE001 - handed to the request that sent the page
+            log.exception("model call failed")
+            item.future.set_exception(exc)
+            return
+        self._done(item, page, started, 1)
+
+    @staticmethod
+    def _done(item: _Item, page: Page, started: float, pages: int) -> None:
+        page.timing["batch_wait"] = started - item.queued
+        page.batch_pages = pages
+        item.future.set_result(page)
+
+
+def batched(model: OcrModel, max_pages: int, max_wait_ms: float) -> OcrModel:
+    """The model itself where batching is off (batch_pages = 1), else the model behind one inference thread."""
+    return model if max_pages <= 1 else Batched(model, max_pages, max_wait_ms)
