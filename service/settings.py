@@ -28,6 +28,10 @@ class ModelSettings:
     # ppocr only: "parse" (page orientation, width-grouped batches) or "rapidocr" (RapidOCR
     # 3.10.0's default pipeline reproduced exactly, per-line 180-degree classifier included).
     pipeline: str = "parse"
+    # ppocr, parse pipeline: detector inputs padded to multiples of this many px (0: not padded),
+    # and on CUDA cuDNN instead of PyTorch's own kernels.
+    det_bucket: int = 0
+    cudnn: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,8 +207,12 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     model = dict(raw.get("model", {}))
     if "weights_dir" in model:
         model["weights_dir"] = _path(model["weights_dir"], base)
-    if not isinstance(model.get("winograd", True), bool):  # a quoted "false" would read as true
-        raise ValueError(f"[model] winograd in {cfg_path} must be true or false, not {model['winograd']!r}")
+    for flag in ("winograd", "cudnn"):
+        if not isinstance(model.get(flag, True), bool):  # a quoted "false" would read as true
+            raise ValueError(f"[model] {flag} in {cfg_path} must be true or false, not {model[flag]!r}")
+    if model.get("det_bucket", 0) not in (0, *range(32, 1025, 32)):
+        raise ValueError(f"[model] det_bucket in {cfg_path} must be 0 or a multiple of 32 up to 1024, "
+                         f"not {model['det_bucket']!r}")
     if model.get("pipeline", "parse") not in PIPELINES:
         raise ValueError(f"[model] pipeline in {cfg_path} must be one of {PIPELINES}, not {model['pipeline']!r}")
     auth = dict(raw.get("auth", {}))

@@ -47,7 +47,8 @@ def default_family() -> str:
 def write_config(folder: Path, instances: list[dict], family: str | None = None,
                  deadline_seconds: float = 20, seconds_per_request: float = 2.0,
                  rate: tuple[int, int] = (10000, 10000), keys: tuple[str, ...] = (), extra: str = "") -> Settings:
-    """A parse.toml in `folder` for these instances (weight/processes/threads), on free ports.
+    """A parse.toml in `folder` for these instances (weight, processes, threads, batch_pages,
+    batch_wait_ms), on free ports.
 
     The rate limit is out of the way unless `rate` (per second, burst) is given: most tests measure
     the stack, not the limit. `keys` turns API keys on, with a keys file holding these keys.
@@ -57,7 +58,9 @@ def write_config(folder: Path, instances: list[dict], family: str | None = None,
     nginx_port = free_port(used)
     blocks = "".join(
         f"[[instances]]\nport = {free_port(used)}\nweight = {i.get('weight', 1)}\ndevice = \"cpu\"\n"
-        f"processes = {i.get('processes', 1)}\nthreads = {i.get('threads', 1)}\n\n" for i in instances)
+        f"processes = {i.get('processes', 1)}\nthreads = {i.get('threads', 1)}\n"
+        + "".join(f"{key} = {i[key]}\n" for key in ("batch_pages", "batch_wait_ms") if key in i) + "\n"
+        for i in instances)
     auth = ""
     if keys:
         (folder / "keys").write_text("".join(f"{digest(key)} test-{n}\n" for n, key in enumerate(keys)))

@@ -31,7 +31,8 @@ from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
 from .nets import ClsNet, DetNet, RecNet
 
 TEXT_SCORE = 0.5  # lines below this confidence are dropped (pages only, as RapidOCR does)
-DET_BATCH_CUDA = 4  # same-size pages detected together on a GPU
+# Pages of one input shape detected in one forward pass: on a CPU one at a time gains as much.
+DET_BATCH = {"cpu": 1, "cuda": 16}
 # Padded pixels per row of a recognizer batch (recognize.width_buckets): a GPU reads hundreds of
 # lines in one call for about the time of a few, a CPU gains nothing past a small batch.
 REC_PIXELS = {"cpu": recognize.GROUP_PIXELS, "cuda": 320 * 512}
@@ -75,10 +76,11 @@ def memory_format(device: torch.device) -> torch.memory_format:
 def without_cudnn() -> Iterator[None]:
     """PyTorch's own CUDA kernels instead of cuDNN, for one inference.
 
-    Every page and every rec batch has a new input shape, and cuDNN plans each new shape of these
-    depthwise networks from scratch, which costs many times the page's own inference time
-    (docs/benchmarks.md, GPU). The flag is process-global: safe because a worker runs one
-    inference at a time (the uWSGI ini starts no request threads).
+    Without shape buckets every page and every rec batch has a new input shape, and cuDNN plans
+    each new shape of these depthwise networks from scratch, which costs many times the page's own
+    inference time (docs/benchmarks.md, GPU); `[model] cudnn` turns it back on for the bucketed
+    shapes. The flag is process-global: safe because a worker's model runs on one thread only (the
+    request thread, or the inference thread of service/ocr/batching.py).
     """
     previous = torch.backends.cudnn.enabled
     torch.backends.cudnn.enabled = False
@@ -107,7 +109,8 @@ class PpOcr:
     reads_grey = False
 
     def __init__(self, det: DetNet, cls_net: ClsNet, rec: RecNet, alphabet: list[str], device: torch.device,
-                 precision: str, sums: dict[str, str], pipeline: str = "parse") -> None:
+                 precision: str, sums: dict[str, str], pipeline: str = "parse", cudnn: bool = False,
+                 det_bucket: int = 0) -> None:
         self.det, self.cls_net, self.rec = det, cls_net, rec
         self.alphabet = alphabet
         self.device = device
@@ -115,6 +118,12 @@ class PpOcr:
         self.pipeline = pipeline
         self.memory_format = memory_format(device)
         self.rec_pixels = REC_PIXELS.get(device.type, recognize.GROUP_PIXELS)
+        # [model] det_bucket: detector inputs padded (with zeros, as the network's own convolutions
+        # pad a page's edges; the map is cut back to the page) so that pages share a few shapes.
+        self.det_bucket = det_bucket if pipeline == "parse" else 0
+        self.pad_rows = device.type == "cuda"  # recognizer batches padded to a power of two (_rec_runner)
+        # cuDNN on a GPU only where shapes repeat (the parse pipeline's buckets) and when asked.
+        self.cudnn = cudnn and pipeline == "parse"
         version = "rapidocr-3.10.0-defaults" if pipeline == "rapidocr" else "parse-oriented"
         self.info = ModelInfo(name="ppocrv6-small", version=version, weights_sha256=sums)
 
@@ -135,14 +144,17 @@ class PpOcr:
         sums[DICT_FILE] = verify(dict_path)
         chars = dict_path.read_text(encoding="utf-8").split("\n")[:-1]
         alphabet = ["blank", *chars, " "]  # CTC blank first; RapidOCR appends the space class last
-        return cls(*nets, alphabet, device, precision, sums, settings.pipeline)
+        if device.type == "cuda" and settings.cudnn:
+            # Plan each input shape once and keep the fastest; the buckets keep the shapes few.
+            torch.backends.cudnn.benchmark = True
+        return cls(*nets, alphabet, device, precision, sums, settings.pipeline, settings.cudnn, settings.det_bucket)
 
     @contextlib.contextmanager
     def _mode(self, net: Net) -> Iterator[None]:
         """Inference mode, with autocast where the precision asks for it on that network."""
         dtype = getattr(PRECISIONS[self.precision], net)
         with (torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None),
-              without_cudnn() if self.device.type == "cuda" else contextlib.nullcontext()):
+              without_cudnn() if self.device.type == "cuda" and not self.cudnn else contextlib.nullcontext()):
             yield
 
     def _runner(self, net: torch.nn.Module, which: Net) -> recognize.Runner:
@@ -153,37 +165,47 @@ class PpOcr:
         return run
 
     def _rec_runner(self) -> recognize.RecRunner:
-        """The recognizer, with the CTC argmax taken on its device: only the path comes back."""
+        """The recognizer, with the CTC argmax taken on its device: only the path comes back. On
+        a GPU a batch is padded with blank rows to a power of two, so that its shapes repeat."""
         def run(batch: np.ndarray) -> ctc.Greedy:
+            rows = len(batch)
             with self._mode("rec"):
-                x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
-                return ctc.greedy_tensor(self.rec(x))
+                x = torch.from_numpy(batch).to(self.device)
+                if self.pad_rows and rows & (rows - 1):
+                    x = torch.cat([x, x.new_zeros((1 << rows.bit_length()) - rows, *x.shape[1:])])
+                return ctc.greedy_tensor(self.rec(x.contiguous(memory_format=self.memory_format))[:rows])
         return run
 
-    def _det_input(self, img: np.ndarray) -> torch.Tensor:
-        """BGR uint8 page -> normalised (1,3,H,W) float32; 2x-1 in float32 rounds like Paddle's float64 path."""
+    def _det_input(self, img: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """BGR uint8 page -> normalised (1,3,H,W) float32, padded to the device's bucket, and the
+        page's own (h, w) in it; 2x-1 in float32 rounds like Paddle's float64 path."""
         upscale = geometry.DET_MAX_UPSCALE if self.pipeline == "parse" else None
         h, w = geometry.det_size(*img.shape[:2], max_upscale=upscale)
         resized = cv2.resize(img, (w, h))
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
-        return x.mul_(np.float32(1 / 255)).mul_(2).sub_(1)
+        x = x.mul_(np.float32(1 / 255)).mul_(2).sub_(1)
+        if self.det_bucket:
+            x = torch.nn.functional.pad(x, (0, -w % self.det_bucket, 0, -h % self.det_bucket))
+        return x, (h, w)
 
     def _detect(self, pages: list[np.ndarray]) -> list[np.ndarray]:
-        """Probability maps, one per page; same-size pages share a forward pass on CUDA."""
+        """Probability maps, one per page; pages of one input shape share forward passes where
+        the device gains from it (DET_BATCH)."""
         inputs = [self._det_input(p) for p in pages]
         maps: list[np.ndarray | None] = [None] * len(pages)
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, x in enumerate(inputs):
+        for i, (x, _) in enumerate(inputs):
             groups[tuple(x.shape)].append(i)
-        step = DET_BATCH_CUDA if self.device.type == "cuda" else 1
+        step = DET_BATCH.get(self.device.type, 1)
         for idx in groups.values():
             for k in range(0, len(idx), step):
                 chunk = idx[k:k + step]
                 with self._mode("det"):
-                    x = torch.cat([inputs[i] for i in chunk]).contiguous(memory_format=self.memory_format)
+                    x = torch.cat([inputs[i][0] for i in chunk]).contiguous(memory_format=self.memory_format)
                     out = self.det(x)[:, 0].float().cpu().numpy()
                 for i, m in zip(chunk, out):
-                    maps[i] = m
+                    h, w = inputs[i][1]
+                    maps[i] = m[:h, :w]
         return maps
 
     def parse(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None = None) -> list[Page]:

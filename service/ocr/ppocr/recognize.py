@@ -26,7 +26,7 @@ REC_MIN_RATIO = 320 / 48
 CLS_THRESH = 0.9  # rotate a crop when "180" wins with more than this
 # Width buckets (the parse pipeline): see width_buckets and docs/benchmarks.md.
 GROUP_MIN_WIDTH = 160  # narrower crops are padded to this: less padding read better and faster (docs/benchmarks.md)
-GROUP_SPREAD = 1.3  # each bucket is at most this much wider than the one below
+GROUP_SPREAD = 1.15  # each bucket is at most this much wider than the one below
 GROUP_PIXELS = 320 * 24  # padded width x batch size, on a CPU: bigger batches gain nothing there
 
 Runner = Callable[[np.ndarray], np.ndarray]  # (N,3,48,W) float32 batch -> network output on the CPU

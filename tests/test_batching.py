@@ -1,0 +1,120 @@
+"""Batching across requests (service/ocr/batching.py): pages from many threads read in one model
+call, each given exactly its own result, with the real PP-OCR model on the CPU."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from service.ocr.batching import Batched, batched
+from service.ocr.types import Page
+
+pytestmark = pytest.mark.model
+
+TEXTS = [["Invoice 2026-0042", "Total: 12.50 EUR"], ["Thank you", "Table 7"], ["ORDER 1138"],
+         ["Receipt No. 55", "Cash 3.20", "Change 0.80"], ["parse service"], ["Line mode 99"]]
+
+
+@pytest.fixture(scope="module")
+def ppocr(load_family):
+    return load_family("ppocr", 1)
+
+
+@pytest.fixture(scope="module")
+def pages(render) -> list[np.ndarray]:
+    return [render(lines) for lines in TEXTS]
+
+
+def same(a: Page, b: Page) -> None:
+    """One page read alone and in a batch: the same lines, quads and words; confidences equal
+    but for float rounding of a batched convolution."""
+    assert [line.text for line in a.lines] == [line.text for line in b.lines]
+    assert [line.quad for line in a.lines] == [line.quad for line in b.lines]
+    assert [[w.text for w in line.words] for line in a.lines] == [[w.text for w in line.words] for line in b.lines]
+    assert [line.confidence for line in a.lines] == pytest.approx([line.confidence for line in b.lines], abs=2e-4)
+    assert (a.width, a.height, a.angle) == (b.width, b.height, b.angle)
+
+
+def submit_together(model, calls: list[tuple[str, np.ndarray]]) -> list[Page | BaseException]:
+    """Each call from its own thread, all released at once: how a worker's request threads meet."""
+    out: list[Page | BaseException] = [None] * len(calls)  # type: ignore[list-item]
+    start = threading.Barrier(len(calls))
+
+    def one(i: int, kind: str, image: np.ndarray) -> None:
+        start.wait()
+        try:
+            out[i] = getattr(model, kind)([image])[0]
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            out[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i, kind, img)) for i, (kind, img) in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return out
+
+
+def test_batch_of_one_is_the_model_itself(ppocr):
+    assert batched(ppocr, 1, 5) is ppocr
+
+
+def test_pages_from_several_threads_each_get_their_own_result(ppocr, pages):
+    alone = [ppocr.parse([p])[0] for p in pages]
+    model = Batched(ppocr, max_pages=8, max_wait_ms=500)
+    results = submit_together(model, [("parse", p) for p in pages])
+    for a, b in zip(alone, results):
+        assert isinstance(b, Page), b
+        same(a, b)
+    # They met: at least some pages were read in a call with others.
+    assert max(r.batch_pages for r in results) > 1
+    assert all(r.timing["batch_wait"] >= 0 for r in results)
+
+
+def test_batches_stop_at_max_pages(ppocr, pages):
+    model = Batched(ppocr, max_pages=2, max_wait_ms=500)
+    results = submit_together(model, [("parse", p) for p in pages])
+    assert all(isinstance(r, Page) and r.batch_pages <= 2 for r in results)
+
+
+def test_a_bad_page_fails_alone(ppocr, pages):
+    """A page the model cannot read (here a 2-D array where pages are HxWx3) fails its own
+    request; the pages batched with it are read again alone and succeed."""
+    model = Batched(ppocr, max_pages=8, max_wait_ms=500)
+    calls = [("parse", pages[0]), ("parse", np.zeros((40, 60), np.uint8)), ("parse", pages[2])]
+    good0, bad, good2 = submit_together(model, calls)
+    assert isinstance(bad, Exception)
+    same(ppocr.parse([pages[0]])[0], good0)
+    same(ppocr.parse([pages[2]])[0], good2)
+    # The inference thread lives on.
+    same(ppocr.parse([pages[1]])[0], model.parse([pages[1]])[0])
+
+
+def test_line_mode_and_page_mode_share_the_thread(ppocr, pages, render):
+    crop = render(["Line mode 99"], margin=6)
+    model = Batched(ppocr, max_pages=8, max_wait_ms=200)
+    results = submit_together(model, [("parse", pages[0]), ("recognize", crop), ("parse", pages[1]), ("recognize", crop)])
+    same(ppocr.parse([pages[0]])[0], results[0])
+    same(ppocr.parse([pages[1]])[0], results[2])
+    for r in (results[1], results[3]):
+        assert [line.text for line in r.lines] == ["Line mode 99"]
+
+
+def test_gpu_shapes_read_the_same_on_the_cpu(ppocr, pages):
+    """What a GPU worker does to make shapes repeat, done here on the CPU: recognizer batches
+    padded with blank rows to a power of two change nothing; detector inputs padded to 128 px
+    steps (`det_bucket`) read the same text with quads within a few pixels."""
+    alone = [ppocr.parse([p])[0] for p in pages]
+    try:
+        ppocr.pad_rows = True
+        for a, b in zip(alone, ppocr.parse(pages)):
+            same(a, b)
+        ppocr.det_bucket = 128
+        for a, b in zip(alone, ppocr.parse(pages)):
+            assert [line.text for line in a.lines] == [line.text for line in b.lines]
+            for la, lb in zip(a.lines, b.lines):
+                assert np.abs(np.array(la.quad) - np.array(lb.quad)).max() <= 3
+    finally:
+        ppocr.pad_rows, ppocr.det_bucket = False, 0
