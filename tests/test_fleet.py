@@ -70,8 +70,8 @@ def test_one_host_stays_plain_loopback(tmp_path):
 
 def test_wildcard_bind_is_refused(tmp_path):
     cfg = fleet_cfg(tmp_path)
-    text = (tmp_path / "parse.toml").read_text().replace('bind = "10.251.0.2"', 'bind = "0.0.0.0"\naddress = "10.251.0.2"')
-    (tmp_path / "parse.toml").write_text(text)
+    text = (tmp_path / "parse.toml").read_text()
+    (tmp_path / "parse.toml").write_text(text.replace('bind = "10.251.0.2"', 'bind = "0.0.0.0"\naddress = "10.251.0.2"'))
     with pytest.raises(ValueError, match="127.0.0.1"):
         deploy.check(settings_mod.load(tmp_path / "parse.toml"))
     deploy.check(cfg)

@@ -18,6 +18,7 @@ import ssl
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import wait
 from pathlib import Path
 
@@ -222,6 +223,21 @@ def _burst(fs: Fleet, page: bytes, n: int, during) -> list:
     return [f.result() for f in futures]
 
 
+def _once_busy(fs: Fleet, host: str, action: Callable[[], None]) -> Callable[[], None]:
+    """`action`, run once a worker of `host` is in the middle of a request (its stats server says
+    so), so that the failure catches a request in flight, not only new connections."""
+    address = deploy.stats_address(fs.cfg.instance(PORT, host))
+
+    def run() -> None:
+        deadline = time.monotonic() + 10
+        with fs.clients(1, host) as pool:
+            while not any(w["status"] == "busy" for w in pool.submit(reload.stats, address).result()["workers"]):
+                assert time.monotonic() < deadline, f"no worker of {host} became busy within 10 s"
+                time.sleep(0.02)
+        action()
+    return run
+
+
 def _report(label: str, results: list, log: list[dict]) -> None:
     """Print what the failure cost: each request's time beyond the burst's median (p99 and max),
     and for each request retried on another host, the time its attempts took (Nginx's log)."""
@@ -257,7 +273,7 @@ def _rejoins(fs: Fleet, host: str, within: float) -> bool:
 
 def test_pulling_a_hosts_link_loses_no_request(fleet_stack, page):
     offset = fleet_stack.access_log.stat().st_size
-    results = _burst(fleet_stack, page, 24, lambda: fleet_stack.net.link("b", "down"))
+    results = _burst(fleet_stack, page, 24, _once_busy(fleet_stack, "b", lambda: fleet_stack.net.link("b", "down")))
     _report("link of b pulled mid-burst", results, _log_since(fleet_stack, offset))
     assert [s for s, _, _ in results] == [200] * 24
     fleet_stack.net.link("b", "up")
@@ -267,7 +283,7 @@ def test_pulling_a_hosts_link_loses_no_request(fleet_stack, page):
 
 def test_killing_a_hosts_processes_loses_no_request(fleet_stack, page):
     offset = fleet_stack.access_log.stat().st_size
-    results = _burst(fleet_stack, page, 24, lambda: fleet_stack.kill("b"))
+    results = _burst(fleet_stack, page, 24, _once_busy(fleet_stack, "b", lambda: fleet_stack.kill("b")))
     _report("every process of b killed mid-burst", results, _log_since(fleet_stack, offset))
     assert [s for s, _, _ in results] == [200] * 24
     # systemd's Restart=always brings the instance back; here the test does what it would.

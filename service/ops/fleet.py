@@ -136,7 +136,8 @@ def nginx_tls(cfg: Settings, tls_dir: Path) -> str:
 
 def sysctl_conf(cfg: Settings) -> str:
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
-            "# A front host notices an instance host that vanished mid-request within 2 s (service/ops/fleet.py, FRONT_SYSCTL).\n"
+            "# A front host notices an instance host that vanished mid-request within 2 s\n"
+            "# (service/ops/fleet.py, FRONT_SYSCTL).\n"
             + "".join(f"{k} = {v}\n" for k, v in FRONT_SYSCTL.items()))
 
 
