@@ -33,7 +33,7 @@ PREFIX ?= /opt/parse
 setup: $(VENV)/.installed weights
 
 # What a fresh Debian/Ubuntu lacks to build the venv and uWSGI (C compiler, Python headers, venv,
-# and OpenSSL headers: uWSGI builds its ssl-socket, mutual TLS between hosts, only with them).
+# and OpenSSL headers: uWSGI builds its TLS, the sslrouter gateway between hosts, only with them).
 system-deps:
 	@missing=""; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
