@@ -33,7 +33,7 @@ PREFIX ?= /opt/parse
 setup: $(VENV)/.installed weights
 
 # What a fresh Debian/Ubuntu lacks to build the venv and uWSGI (C compiler, Python headers, venv,
-# and OpenSSL headers: uWSGI builds its ssl-socket, mutual TLS between hosts, only with them).
+# and OpenSSL headers: uWSGI builds its TLS, the sslrouter gateway between hosts, only with them).
 system-deps:
 	@missing=""; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
@@ -155,7 +155,7 @@ install: nginx
 		install -m 0644 $(CURDIR)/pki/hosts/$$host/host.crt $(CURDIR)/pki/hosts/$$host/ca.crt /etc/parse/tls/; \
 		install -m 0640 -g parse $(CURDIR)/pki/hosts/$$host/host.key /etc/parse/tls/; \
 	fi; \
-	if grep -qs PARSE_SSL_SOCKET /etc/parse/instances/*.env || [ -f /etc/sysctl.d/60-parse.conf ]; then \
+	if grep -qs PARSE_SSLROUTER /etc/parse/instances/*.env || [ -f /etc/sysctl.d/60-parse.conf ]; then \
 		[ -f /etc/parse/tls/host.crt ] || { echo "no /etc/parse/tls/host.crt: copy pki/hosts/$$host/ here first"; exit 1; }; \
 	fi
 	[ ! -f /etc/sysctl.d/60-parse.conf ] || sysctl -q -p /etc/sysctl.d/60-parse.conf

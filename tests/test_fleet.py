@@ -33,15 +33,19 @@ def test_each_host_gets_its_own_files(tmp_path):
     assert "etc/parse/instances/6001.env" in rel["a"] and not any("instances" in p for p in rel["front"])
     env = deploy.read_env(out / "a/etc/parse/instances/6001.env")
     assert env["PARSE_HOST"] == "a"
-    # A CA given with "!" is what makes uWSGI require a client certificate.
-    assert env["PARSE_SSL_SOCKET"] == (f"10.251.0.2:6001,{fleet.HOST_TLS}/host.crt,{fleet.HOST_TLS}/host.key,"
-                                       f"{fleet.CIPHERS},!{fleet.HOST_TLS}/ca.crt")
+    # A CA given with "!" is what makes uWSGI's gateway require a client certificate.
+    assert env["PARSE_SSLROUTER"] == (f"10.251.0.2:6001,{fleet.HOST_TLS}/host.crt,{fleet.HOST_TLS}/host.key,"
+                                      f"{fleet.CIPHERS},!{fleet.HOST_TLS}/ca.crt")
+    # The gateway outwaits Nginx, which decides when a request has taken too long.
+    assert int(env["PARSE_SSLROUTER_TIMEOUT"]) > deploy.nginx_read_timeout_s(cfg)
     assert "IPAddressAllow=10.251.0.1" in (out / "a/etc/systemd/system/parse@.service.d/fleet.conf").read_text()
     http = (out / "front/etc/nginx/parse/http.conf").read_text()
     assert re.findall(r"server (10\.251\.0\.\d:6001) weight=(\d)", http) == [("10.251.0.2:6001", "2"), ("10.251.0.3:6001", "1")]
     assert "uwsgi_pass suwsgi://parse_instances;" in (out / "front/etc/nginx/parse/pass.conf").read_text()
     tls = (out / "front/etc/nginx/parse/tls.conf").read_text()
     assert "uwsgi_ssl_verify on;" in tls and f"uwsgi_ssl_name {fleet.INSTANCE_NAME};" in tls
+    # The gateways handshake at once, so the connect timeout is short, not the read timeout.
+    assert f"uwsgi_connect_timeout {fleet.CONNECT_TIMEOUT_S}s;" in tls
     prom = (out / "prometheus.yml").read_text()
     assert prom.count("__metrics_path__") == 2 and '"/metrics/hosts/b"' in prom
 
@@ -59,8 +63,18 @@ def test_front_site_passes_nginx_t_with_certificates(tmp_path):
 def test_one_host_stays_plain_loopback(tmp_path):
     cfg = settings_mod.load(settings_mod.DEFAULT_CONFIG)
     assert not fleet.uses_tls(cfg) and [h.name for h in cfg.hosts] == ["local"]
-    assert fleet.instance_env(cfg, cfg.instances[0], fleet.HOST_TLS) == "PARSE_HOST=local\nPARSE_BIND=127.0.0.1\n"
+    assert fleet.instance_env(cfg, cfg.instances[0], fleet.HOST_TLS, deploy.gateway_timeout_s(cfg)) == \
+        "PARSE_HOST=local\nPARSE_BIND=127.0.0.1\n"
     assert fleet.nginx_pass(cfg).endswith("uwsgi_pass parse_instances;\ninclude parse/tls.conf;\n")
+
+
+def test_wildcard_bind_is_refused(tmp_path):
+    cfg = fleet_cfg(tmp_path)
+    text = (tmp_path / "parse.toml").read_text()
+    (tmp_path / "parse.toml").write_text(text.replace('bind = "10.251.0.2"', 'bind = "0.0.0.0"\naddress = "10.251.0.2"'))
+    with pytest.raises(ValueError, match="127.0.0.1"):
+        deploy.check(settings_mod.load(tmp_path / "parse.toml"))
+    deploy.check(cfg)
 
 
 def test_certificate_rotation_keeps_both_cas_trusted(tmp_path):

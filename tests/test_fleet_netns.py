@@ -1,6 +1,7 @@
 """Three hosts on one machine (network namespaces): Nginx on "front", one instance each on "a"
-(weight 2) and "b" (weight 1), uwsgi over mutual TLS between them, all rendered from one
-parse.toml the way `python -m service.deploy` renders it for real hosts.
+(weight 2) and "b" (weight 1), uwsgi over mutual TLS between them (each instance's sslrouter
+gateway in front of its loopback uwsgi socket), all rendered from one parse.toml the way
+`python -m service.deploy` renders it for real hosts.
 
 Needs root (ip netns add); skipped with the reason otherwise:
     .venv/bin/python -m pytest -q -x tests/test_fleet_netns.py -s
@@ -9,12 +10,15 @@ Needs root (ip netns add); skipped with the reason otherwise:
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
 import ssl
+import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import wait
 from pathlib import Path
 
@@ -22,7 +26,7 @@ import pytest
 from PIL import Image
 
 from service import settings as settings_mod
-from service.ops import certs, deploy, fleet, probe
+from service.ops import certs, deploy, fleet, probe, reload
 from service.settings import ROOT, Host
 from tests import netns
 from tests.stack import default_family, http
@@ -92,7 +96,8 @@ class Fleet:
         tls_dir = cfg.tls.dir / "hosts" / host
         env_file = run / "uwsgi" / f"{PORT}.env"
         env_file.parent.mkdir(parents=True, exist_ok=True)
-        env_file.write_text(deploy.instance_env(cfg, inst, run / "metrics", run / "control") + fleet.instance_env(cfg, inst, tls_dir))
+        env_file.write_text(deploy.instance_env(cfg, inst, run / "metrics", run / "control")
+                            + fleet.instance_env(cfg, inst, tls_dir, deploy.gateway_timeout_s(cfg)))
         self.groups[host] = self.spawn(host, deploy.uwsgi_command(), run / "log" / f"uwsgi-{PORT}.log",
                                        deploy.read_env(env_file))
 
@@ -108,8 +113,12 @@ class Fleet:
         while deploy.pid_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def clients(self, n: int):
-        return netns.pool(self.net.ns("front"), n)
+    def clients(self, n: int, host: str = "front"):
+        return netns.pool(self.net.ns(host), n)
+
+    @property
+    def access_log(self) -> Path:
+        return self.folder / "front" / "log" / "access.json"
 
     def stop(self) -> None:
         for name in list(self.groups):
@@ -180,6 +189,26 @@ def test_mutual_tls_refuses_plain_uncertified_and_foreign_clients(fleet_stack, t
     assert _refused(fleet_stack, fleet.client_context(tmp_path / "other"))
 
 
+def test_uwsgi_socket_listens_on_loopback_only(fleet_stack):
+    """The uwsgi socket (no authentication; magic variables) is on 127.0.0.1 of its host, where the
+    probe, the reload and the stats server reach it; the host's address has only the TLS gateway."""
+    fs = fleet_stack
+    inst = fs.cfg.instance(PORT, "a")
+    listening = subprocess.run(["ip", "netns", "exec", fs.net.ns("a"), "ss", "-H", "-l", "-t", "-n"],
+                               check=True, capture_output=True, text=True).stdout
+    local = {line.split()[3] for line in listening.splitlines()}
+    assert {addr for addr in local if not addr.startswith("127.")} == {f"{fs.net.address('a')}:{PORT}"}
+    assert f"127.0.0.1:{PORT}" in local
+    with fs.clients(1, "a") as pool:
+        status, _ = pool.submit(probe.request, PORT, "/readyz").result()
+        ready = pool.submit(reload.instance_ready, inst).result()
+        sockets = pool.submit(reload.stats, deploy.stats_address(inst)).result()["sockets"]
+    assert status == 200 and ready
+    # What the stats server (and so parse_requests_waiting) counts is the loopback socket's queue.
+    assert [s["name"] for s in sockets] == [f"127.0.0.1:{PORT}"]
+    # A plain request to the host's address meets the gateway's TLS: test_mutual_tls_... below.
+
+
 def _burst(fs: Fleet, page: bytes, n: int, during) -> list:
     """n parses, 4 at a time, from the front namespace; `during()` runs once the first are in flight."""
     def one() -> tuple[int, float, str]:
@@ -194,12 +223,39 @@ def _burst(fs: Fleet, page: bytes, n: int, during) -> list:
     return [f.result() for f in futures]
 
 
-def _report(label: str, results: list) -> None:
+def _once_busy(fs: Fleet, host: str, action: Callable[[], None]) -> Callable[[], None]:
+    """`action`, run once a worker of `host` is in the middle of a request (its stats server says
+    so), so that the failure catches a request in flight, not only new connections."""
+    address = deploy.stats_address(fs.cfg.instance(PORT, host))
+
+    def run() -> None:
+        deadline = time.monotonic() + 10
+        with fs.clients(1, host) as pool:
+            while not any(w["status"] == "busy" for w in pool.submit(reload.stats, address).result()["workers"]):
+                assert time.monotonic() < deadline, f"no worker of {host} became busy within 10 s"
+                time.sleep(0.02)
+        action()
+    return run
+
+
+def _report(label: str, results: list, log: list[dict]) -> None:
+    """Print what the failure cost: each request's time beyond the burst's median (p99 and max),
+    and for each request retried on another host, the time its attempts took (Nginx's log)."""
     times = sorted(t for _, t, _ in results)
-    retried = [t for _, t, up in results if "," in up]
+    median = statistics.median(times)
+    p99 = statistics.quantiles(times, n=100, method="inclusive")[98]
+    retried = [(e["upstream"], e["upstream_response_time"]) for e in log if "," in e["upstream"]]
     print(f"\n{label}: {len(results)} requests, statuses {sorted({s for s, _, _ in results})}, "
-          f"median {times[len(times) // 2]:.2f} s, max {times[-1]:.2f} s, "
-          f"retried on another host: {len(retried)} (max {max(retried, default=0):.2f} s)")
+          f"median {median:.2f} s, p99 {p99:.2f} s (+{p99 - median:.2f} s), "
+          f"max {times[-1]:.2f} s (+{times[-1] - median:.2f} s); retried on another host: {len(retried)}")
+    for upstreams, attempt_times in retried:
+        print(f"  tried {upstreams}: attempts took {attempt_times} s")
+
+
+def _log_since(fs: Fleet, offset: int) -> list[dict]:
+    with open(fs.access_log, "rb") as f:
+        f.seek(offset)
+        return [json.loads(line) for line in f.read().splitlines() if line.strip()]
 
 
 def _rejoins(fs: Fleet, host: str, within: float) -> bool:
@@ -216,8 +272,9 @@ def _rejoins(fs: Fleet, host: str, within: float) -> bool:
 
 
 def test_pulling_a_hosts_link_loses_no_request(fleet_stack, page):
-    results = _burst(fleet_stack, page, 24, lambda: fleet_stack.net.link("b", "down"))
-    _report("link of b pulled mid-burst", results)
+    offset = fleet_stack.access_log.stat().st_size
+    results = _burst(fleet_stack, page, 24, _once_busy(fleet_stack, "b", lambda: fleet_stack.net.link("b", "down")))
+    _report("link of b pulled mid-burst", results, _log_since(fleet_stack, offset))
     assert [s for s, _, _ in results] == [200] * 24
     fleet_stack.net.link("b", "up")
     # Nginx tries b again after fail_timeout; it answers, with no restart or reload anywhere.
@@ -225,8 +282,9 @@ def test_pulling_a_hosts_link_loses_no_request(fleet_stack, page):
 
 
 def test_killing_a_hosts_processes_loses_no_request(fleet_stack, page):
-    results = _burst(fleet_stack, page, 24, lambda: fleet_stack.kill("b"))
-    _report("every process of b killed mid-burst", results)
+    offset = fleet_stack.access_log.stat().st_size
+    results = _burst(fleet_stack, page, 24, _once_busy(fleet_stack, "b", lambda: fleet_stack.kill("b")))
+    _report("every process of b killed mid-burst", results, _log_since(fleet_stack, offset))
     assert [s for s, _, _ in results] == [200] * 24
     # systemd's Restart=always brings the instance back; here the test does what it would.
     fleet_stack.start_instance("b")

@@ -65,6 +65,13 @@ def nginx_read_timeout_s(cfg: Settings) -> int:
     return harakiri_s(cfg) + 10
 
 
+def gateway_timeout_s(cfg: Settings) -> int:
+    """The TLS gateway of an instance beyond loopback (fleet.py) drops a connection idle this long.
+    A request's connection is idle while a worker computes, so this stays above Nginx's read
+    timeout: Nginx, which can retry elsewhere and answer JSON, is the one that gives up."""
+    return nginx_read_timeout_s(cfg) + 10
+
+
 def stop_timeout_s(cfg: Settings) -> int:
     """A graceful stop waits for in-flight requests, which harakiri bounds; then the kill."""
     return harakiri_s(cfg) + 20
@@ -277,7 +284,7 @@ def render_dev(cfg: Settings, run: Path) -> DevLayout:
     _write(parse_dir / "limit_req.conf", nginx_limit_req(cfg))
     _write(parse_dir / "jobs.conf", nginx_jobs(cfg))
     _write(parse_dir / "pass.conf", fleet.nginx_pass(cfg))
-    _write(parse_dir / "tls.conf", fleet.nginx_tls(cfg, layout.run / "tls", nginx_read_timeout_s(cfg)))
+    _write(parse_dir / "tls.conf", fleet.nginx_tls(cfg, layout.run / "tls"))
     _write(parse_dir / "metrics.conf", fleet.nginx_metrics(cfg))
     shutil.copyfile(HOST_NGINX / "uwsgi_params", layout.nginx_dir / "uwsgi_params")
     _write(layout.nginx_dir / "nginx.conf", nginx_main_dev(layout))
@@ -297,7 +304,8 @@ def render_host(cfg: Settings, destdir: Path = Path("/"), host: str = settings_m
     me = cfg.host(host)
     files = {
         **{at(HOST_ETC / "instances" / f"{i.port}.env"):
-           instance_env(cfg, i, HOST_METRICS, HOST_CONTROL) + fleet.instance_env(cfg, i, fleet.HOST_TLS)
+           instance_env(cfg, i, HOST_METRICS, HOST_CONTROL)
+           + fleet.instance_env(cfg, i, fleet.HOST_TLS, gateway_timeout_s(cfg))
            for i in fleet.host_instances(cfg, host)},
         at(HOST_SYSTEMD / "parse@.service.d" / "parse-toml.conf"): systemd_dropin(cfg),
     }
@@ -311,7 +319,7 @@ def render_host(cfg: Settings, destdir: Path = Path("/"), host: str = settings_m
             nginx / "limit_req.conf": nginx_limit_req(cfg),
             nginx / "jobs.conf": nginx_jobs(cfg),
             nginx / "pass.conf": fleet.nginx_pass(cfg),
-            nginx / "tls.conf": fleet.nginx_tls(cfg, fleet.HOST_TLS, nginx_read_timeout_s(cfg)),
+            nginx / "tls.conf": fleet.nginx_tls(cfg, fleet.HOST_TLS),
             nginx / "metrics.conf": fleet.nginx_metrics(cfg),
         }
         if fleet.uses_tls(cfg):

@@ -1,11 +1,12 @@
 """Several hosts from one declaration: where each instance listens, how Nginx reaches it, and TLS.
 
 The uwsgi protocol has no authentication, and whoever reaches a uWSGI socket can set uWSGI's
-magic variables (which file to load, which app to run). So a socket is plain only on loopback;
-as soon as one instance of the declaration listens on another address, every instance speaks
-uwsgi over TLS and accepts only clients with a certificate from the fleet's private CA
-(service/ops/certs.py), and Nginx verifies each instance's certificate the same way. One scheme
-for the whole upstream: Nginx's uwsgi_pass takes one (uwsgi:// or suwsgi://) per location.
+magic variables (which file to load, which app to run). So an instance's uwsgi socket is on
+loopback always. As soon as one instance of the declaration is on another host, every instance
+also runs uWSGI's sslrouter gateway on its host's address: TLS that accepts only clients with a
+certificate from the fleet's private CA (service/ops/certs.py), passed on to that loopback socket;
+Nginx verifies each gateway's certificate the same way. One scheme for the whole upstream:
+Nginx's uwsgi_pass takes one (uwsgi:// or suwsgi://) per location.
 
     python -m service.ops.fleet whoami      this machine's [[hosts]] name
     python -m service.ops.fleet ports       the ports of this host's instances, one a line
@@ -16,6 +17,7 @@ for the whole upstream: Nginx's uwsgi_pass takes one (uwsgi:// or suwsgi://) per
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import socket
@@ -38,20 +40,20 @@ INSTANCE_NAME = "parse-instance"
 # TLS 1.2 suites with forward secrecy only (TLS 1.3's own suites are all of that kind).
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 # How the front host tells a vanished host from a busy one.
-# - A uWSGI worker does the TLS handshake when it accepts, so a connection to a busy instance
-#   waits in its listen queue mid-handshake, and Nginx's connect timeout (which covers the
-#   handshake) must be as long as that wait may be: it is the read timeout (tls.conf).
-# - So a dead host is noticed by TCP instead. Its kernel answers a SYN at once while it is up
-#   (queue or not); a SYN and its one retry unanswered (1 s + 2 s, Linux's least: tcp_syn_retries
-#   1) mean the host or its link is gone, the connect fails, and Nginx tries the next host; after
-#   max_fails such requests the host is skipped for fail_timeout.
+# - The gateway is one event-loop process beside the workers: it completes the TCP and TLS
+#   handshakes at once however busy the workers are, and a request then waits in the loopback
+#   socket's listen queue behind an established connection. So a connect (which for Nginx includes
+#   the handshake) that takes longer than this means the host or its link is gone (a live host on
+#   the same network answers within milliseconds); Nginx then tries the next host, and after
+#   max_fails such requests skips the host for fail_timeout. Linux's first SYN retry comes after
+#   1 s, so a single lost SYN on a live host counts as one failure too, which max_fails absorbs.
+CONNECT_TIMEOUT_S = 1
 # - An in-flight request hears nothing from a host whose link went down: keepalive probes its idle
 #   connection every second and gives it up after one unanswered probe; Nginx then retries the
 #   request on another host (uwsgi_next_upstream error). Only sockets that ask for keepalive
-#   (uwsgi_socket_keepalive on) use these; tcp_syn_retries is every outgoing connection's, so a
-#   front host is best a machine of its own.
-FRONT_SYSCTL = {"net.ipv4.tcp_syn_retries": 1, "net.ipv4.tcp_keepalive_time": 1,
-                "net.ipv4.tcp_keepalive_intvl": 1, "net.ipv4.tcp_keepalive_probes": 1}
+#   (uwsgi_socket_keepalive on) use these values, Linux's least.
+FRONT_SYSCTL = {"net.ipv4.tcp_keepalive_time": 1, "net.ipv4.tcp_keepalive_intvl": 1,
+                "net.ipv4.tcp_keepalive_probes": 1}
 
 
 def uses_tls(cfg: Settings) -> bool:
@@ -77,18 +79,25 @@ def check(cfg: Settings) -> None:
     if uses_tls(cfg) and front(cfg).loopback:
         raise ValueError(f"{cfg.path}: instances listen beyond loopback, so [nginx] host must name a host "
                          f"with a network address (it is {cfg.nginx.host!r})")
+    for host in cfg.hosts:
+        # The gateway on bind:PORT and the uwsgi socket on 127.0.0.1:PORT share the port; a
+        # wildcard bind would take the loopback address too.
+        if host_instances(cfg, host.name) and ipaddress.ip_address(host.bind).is_unspecified:
+            raise ValueError(f"{cfg.path}: host {host.name!r} binds {host.bind}; name the one address its "
+                             "instances listen on (the uwsgi socket itself keeps 127.0.0.1)")
 
 
-def instance_env(cfg: Settings, inst: Instance, tls_dir: Path) -> str:
+def instance_env(cfg: Settings, inst: Instance, tls_dir: Path, gateway_timeout_s: int) -> str:
     """What an instance's environment file adds in a fleet: its host and, beyond loopback, its
-    TLS socket (read by conf/uwsgi/parse.ini and by the readiness probe)."""
+    TLS gateway (read by conf/uwsgi/parse.ini and by the readiness probe)."""
     host = cfg.host(inst.host)
     values: dict[str, object] = {"PARSE_HOST": inst.host, "PARSE_BIND": host.bind}
     if uses_tls(cfg):
-        # uWSGI's ssl-socket: address,cert,key,ciphers,client CA. The "!" before the CA makes a
+        # uWSGI's sslrouter: address,cert,key,ciphers,client CA. The "!" before the CA makes a
         # client certificate mandatory; without it uWSGI verifies one only when a client offers it.
-        values["PARSE_SSL_SOCKET"] = (f"{host.bind}:{inst.port},{tls_dir / CERT_FILE},{tls_dir / KEY_FILE},"
-                                      f"{CIPHERS},!{tls_dir / CA_FILE}")
+        values["PARSE_SSLROUTER"] = (f"{host.bind}:{inst.port},{tls_dir / CERT_FILE},{tls_dir / KEY_FILE},"
+                                     f"{CIPHERS},!{tls_dir / CA_FILE}")
+        values["PARSE_SSLROUTER_TIMEOUT"] = gateway_timeout_s
         values["PARSE_TLS_DIR"] = tls_dir
     return "".join(f"{k}={v}\n" for k, v in values.items())
 
@@ -104,7 +113,7 @@ def nginx_pass(cfg: Settings) -> str:
             "include parse/tls.conf;\n")
 
 
-def nginx_tls(cfg: Settings, tls_dir: Path, connect_timeout_s: int) -> str:
+def nginx_tls(cfg: Settings, tls_dir: Path) -> str:
     """parse/tls.conf: how Nginx speaks to the instances beyond loopback (empty on one host)."""
     head = f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
     if not uses_tls(cfg):
@@ -121,20 +130,21 @@ def nginx_tls(cfg: Settings, tls_dir: Path, connect_timeout_s: int) -> str:
             f"uwsgi_ssl_ciphers {CIPHERS};\n"
             # A resumed session skips the certificate exchange on the next connection.
             "uwsgi_ssl_session_reuse on;\n"
-            f"uwsgi_connect_timeout {connect_timeout_s}s;\n"
+            f"uwsgi_connect_timeout {CONNECT_TIMEOUT_S}s;\n"
             "uwsgi_socket_keepalive on;\n")
 
 
 def sysctl_conf(cfg: Settings) -> str:
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
-            "# A front host notices a vanished instance host within 2 s (service/ops/fleet.py, FRONT_SYSCTL).\n"
+            "# A front host notices an instance host that vanished mid-request within 2 s\n"
+            "# (service/ops/fleet.py, FRONT_SYSCTL).\n"
             + "".join(f"{k} = {v}\n" for k, v in FRONT_SYSCTL.items()))
 
 
 def systemd_dropin(cfg: Settings, host: Host) -> str:
     """Beyond loopback the unit's IP allow-list (localhost only) must let the front host in."""
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
-            f"[Service]\n# Nginx on {front(cfg).name} connects to the TLS socket on {host.bind}.\n"
+            f"[Service]\n# Nginx on {front(cfg).name} connects to the TLS gateway on {host.bind}.\n"
             f"IPAddressAllow={front(cfg).reach}\n")
 
 
