@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .. import settings as settings_mod
 from ..settings import ROOT, Instance, Settings
-from . import deploy, probe
+from . import deploy, fleet, probe
 
 
 def stats(address: str, timeout: float = 5.0) -> dict:
@@ -73,12 +73,18 @@ def chain_reload(inst: Instance, fifo: Path, stats_address: str, timeout: float)
     raise TimeoutError(f"instance {inst.port}: workers not all replaced and ready within {timeout:g} s")
 
 
-def rolling(cfg: Settings, fifo_dir: Path, ports: list[int], timeout: float) -> None:
-    """Chain-reload the instances on `ports` one after the other, stopping at the first failure."""
+def rolling(cfg: Settings, fifo_dir: Path, ports: list[int], timeout: float, host: str | None = None) -> None:
+    """Chain-reload the instances on `ports` (of `host`, in a fleet whose hosts may share ports)
+    one after the other, stopping at the first failure."""
     for port in ports:
-        inst = cfg.instance(port)
+        inst = cfg.instance(port, host)
         seconds = chain_reload(inst, deploy.fifo_path(fifo_dir, inst), deploy.stats_address(inst), timeout)
         print(f"instance {port}: {inst.processes} worker(s) replaced and ready in {seconds:.1f} s", flush=True)
+
+
+def own_ports(cfg: Settings, host: str) -> list[int]:
+    """The ports a host reloads by default: its own instances; the others run on other machines."""
+    return [i.port for i in fleet.host_instances(cfg, host)]
 
 
 def dev(cfg: Settings, run: Path, timeout: float) -> None:
@@ -117,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.dev:
             dev(cfg, args.run_dir, args.timeout)
         else:
-            rolling(cfg, deploy.HOST_CONTROL, args.ports or [i.port for i in cfg.instances], args.timeout)
+            host = fleet.whoami(cfg).name
+            rolling(cfg, deploy.HOST_CONTROL, args.ports or own_ports(cfg, host), args.timeout, host)
     except (TimeoutError, OSError) as exc:
         sys.exit(f"reload stopped: {exc}")
 
