@@ -25,7 +25,7 @@ class ModelSettings:
     weights_dir: Path = ROOT / "weights"
     precision: str = "auto"
     winograd: bool = True
-    # ppocr only: "parse" (page orientation, width-grouped batches) or "rapidocr" (RapidOCR
+    # ppocr only: "parse" (page orientation, width-bucketed batches) or "rapidocr" (RapidOCR
     # 3.10.0's default pipeline reproduced exactly, per-line 180-degree classifier included).
     pipeline: str = "parse"
     # ppocr, parse pipeline: detector inputs padded to multiples of this many px (0: not padded),

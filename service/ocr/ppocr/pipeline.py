@@ -1,8 +1,10 @@
 """PpOcr: PP-OCRv6 small det + mobile cls + PP-OCRv6 small rec behind the OcrModel interface.
 
 Two pipelines share the networks ([model] pipeline). "parse", the default: detection, then the
-page's orientation decided once (orient.py) and every line read in that frame, in width-grouped
-recognizer batches; small images are enlarged only as far as detection needs. "rapidocr"
+page's orientation decided once (orient.py) and every line read in that frame, each padded to a
+width bucket of its own, so that the lines of every page of a call (and of several requests,
+service/ocr/batching.py) share recognizer batches; small images are enlarged only as far as
+detection needs. "rapidocr"
 reproduces RapidOCR 3.10.0's default pipeline (tests/test_ppocr_parity.py
 compares it with RapidOCR's own outputs): bounds/letterbox -> det (short side 736) -> DB boxes ->
 perspective crops -> 0/180 classifier -> rec in ratio-sorted batches of 6 -> CTC -> drop empty and
