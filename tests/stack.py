@@ -44,11 +44,19 @@ def default_family() -> str:
     return os.environ.get("PARSE_TEST_FAMILY") or settings_mod.load(settings_mod.DEFAULT_CONFIG).model.family
 
 
+def instance_table(port: int, keys: dict) -> str:
+    """One [[instances]] table: `keys` over what a test stack runs by default (one CPU worker, one
+    thread); any other instance key (device, ...) is written as given, so a benchmark declares what
+    the shipped file can."""
+    values = {"port": port, "weight": 1, "device": "cpu", "processes": 1, "threads": 1, **keys}
+    return "[[instances]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()) + "\n"
+
+
 def write_config(folder: Path, instances: list[dict], family: str | None = None,
                  deadline_seconds: float = 20, seconds_per_request: float = 2.0,
                  rate: tuple[int, int] = (10000, 10000), keys: tuple[str, ...] = (), extra: str = "") -> Settings:
-    """A parse.toml in `folder` for these instances (weight, processes, threads, batch_pages,
-    batch_wait_ms), on free ports.
+    """A parse.toml in `folder` for these instances (weight, device, processes, threads,
+    batch_pages, batch_wait_ms...), on free ports.
 
     The rate limit is out of the way unless `rate` (per second, burst) is given: most tests measure
     the stack, not the limit. `keys` turns API keys on, with a keys file holding these keys.
@@ -56,11 +64,7 @@ def write_config(folder: Path, instances: list[dict], family: str | None = None,
     """
     used: set[int] = set()
     nginx_port = free_port(used)
-    blocks = "".join(
-        f"[[instances]]\nport = {free_port(used)}\nweight = {i.get('weight', 1)}\ndevice = \"cpu\"\n"
-        f"processes = {i.get('processes', 1)}\nthreads = {i.get('threads', 1)}\n"
-        + "".join(f"{key} = {i[key]}\n" for key in ("batch_pages", "batch_wait_ms") if key in i) + "\n"
-        for i in instances)
+    blocks = "".join(instance_table(free_port(used), i) for i in instances)
     auth = ""
     if keys:
         (folder / "keys").write_text("".join(f"{digest(key)} test-{n}\n" for n, key in enumerate(keys)))

@@ -1,0 +1,487 @@
+"""Benchmark of one GPU at full use (make bench-gpu): throughput, latency, kernel time, accuracy.
+
+    .venv/bin/python -m tests.bench_gpu [--device cuda:0] [--processes 1] [--batch-pages 16]
+        [--batch-wait-ms 5] [--threads 1] [--pages 40] [--crops 50] [--concurrency 1,8,32,64]
+        [--rounds 3] [--level-seconds 6] [--profile-pages 10] [--family ppocr] [--json out.json]
+
+1. Reference: a stack of one unbatched instance (batch_pages = 1) on the device reads every dev
+   page (SROIE receipts, ?mode=page) and line crop (?mode=line) once; its answers are what the
+   batched stack must reproduce, computed in this run by the same model on the same device.
+2. The batched stack (one instance on the device, --processes workers gathering up to
+   --batch-pages pages per model call, waiting at most --batch-wait-ms for others): the same pages
+   and crops sent all at once (its warm-up, and the outputs the accuracy check reads), then closed
+   loops of N clients over persistent connections through Nginx, N in --concurrency, for
+   --level-seconds each, the levels taking turns for --rounds rounds (a busy host drifts, and taking
+   turns drifts every level alike). Pages per second, p50 and p99 latency and non-200 answers per
+   level; medians over the rounds.
+3. In-process (service.ocr.model.load_model on the device, no server): wall time per page and per
+   stage, one page per call and --batch-pages pages per call; on CUDA also the kernels' time per
+   page (torch.profiler, self CUDA time of every kernel and copy) against the host's share.
+4. Accuracy: score.py's case-insensitive CER of both stacks' outputs against the dev set's ground
+   truth (SROIE pages and line crops), and the share of the reference's lines whose text the
+   batched stack gives identically.
+5. A summary of the GPU goals next to the figures measured.
+
+Pages are the SROIE dev pages from ../shared/ocr-dev (read in place, tests/devset.py); without the
+dev set, rendered pages and lines stand in, and the CER is skipped (the identical-lines share stays).
+The client runs on the same host as the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import statistics
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from http.client import HTTPConnection, HTTPException
+from pathlib import Path
+
+from service import settings as settings_mod
+from service.settings import Instance
+from tests.bench_jobs import pages as rendered_pages
+from tests.bench_stack import percentile
+from tests.devset import DEV, SCORE, cer, compare, dev_items
+from tests.stack import Stack, default_family, http, write_config
+from tests.support import png, render_lines
+
+# The issue's goals for one GPU with the default model (docs/benchmarks.md, GPU).
+GOAL_PAGES_PER_SECOND = 100.0
+GOAL_MS_AT_ONE = 40.0
+GOAL_IDENTICAL = 0.97
+DEADLINE_SECONDS = 60.0
+# Whether this checkout's [[instances]] take batch_pages and batch_wait_ms.
+BATCHING = "batch_pages" in {f.name for f in dataclasses.fields(Instance)}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One upload: its name (the dev set's basename), bytes, content type and ?mode=."""
+
+    name: str
+    data: bytes
+    content_type: str
+    mode: str
+
+
+def dev_uploads(subset: str, count: int, mode: str) -> list[Item]:
+    out = []
+    for path, _ in dev_items({subset})[:count]:
+        ctype = "image/jpeg" if path.suffix == ".jpg" else "image/png"
+        out.append(Item(path.stem, path.read_bytes(), ctype, mode))
+    return out
+
+
+def rendered_uploads(pages: int, crops: int) -> tuple[list[Item], list[Item]]:
+    """Stand-ins without the dev set: receipt-like rendered pages, and single rendered lines."""
+    page_items = [Item(f"page{n}", data, "image/png", "page") for n, data in enumerate(rendered_pages(pages))]
+    crop_items = [Item(f"line{n}", png(render_lines([f"Item {n * 13 % 97:02d} total RM {n * 1.7:.2f}"],
+                                                     size=24, margin=6)), "image/png", "line")
+                  for n in range(crops)]
+    return page_items, crop_items
+
+
+def batch_keys(batch_pages: int, wait_ms: float) -> dict:
+    """The batching keys of an instance, for the checkout's settings to check like any other; empty
+    where this checkout's settings have no batching (they refuse unknown keys), which `main` says."""
+    if not BATCHING:
+        return {}
+    return {"batch_pages": batch_pages, "batch_wait_ms": wait_ms}
+
+
+def declare(folder: Path, args: argparse.Namespace, batch_pages: int) -> Stack:
+    """A stack of one instance on the device. Admission is sized for the largest concurrency twice
+    over (deploy.admitted: deadline / seconds_per_request per worker), so no level is refused by a
+    queue that is merely sized for a CPU."""
+    clients = 2 * max(args.concurrency)
+    per_worker = -(-clients // args.processes)
+    instance = {"device": args.device, "processes": args.processes, "threads": args.threads,
+                **batch_keys(batch_pages, args.batch_wait_ms)}
+    cfg = write_config(folder, [instance], family=args.family, deadline_seconds=DEADLINE_SECONDS,
+                       seconds_per_request=DEADLINE_SECONDS / per_worker)
+    return Stack(cfg, folder / "run")
+
+
+def check_device(stack: Stack, wanted: str) -> str:
+    """The device the stack's workers really run on (/v1/models); a CUDA request that fell back to
+    the CPU would make every figure a CPU figure, so it stops the run."""
+    served = http(stack.url + "/v1/models").json()["device"]
+    if wanted.startswith("cuda") and not served.startswith("cuda"):
+        sys.exit(f"the stack asked for {wanted} but its worker runs on {served}: see its log in {stack.run}")
+    return served
+
+
+@dataclass
+class Answer:
+    item: Item
+    status: int
+    seconds: float
+    body: dict | None  # the JSON of a 200
+
+
+def send(conn: HTTPConnection, item: Item) -> Answer:
+    start = time.perf_counter()
+    try:
+        conn.request("POST", f"/v1/parse?mode={item.mode}", body=item.data, headers={"Content-Type": item.content_type})
+        response = conn.getresponse()
+        raw = response.read()
+        status = response.status
+    except (OSError, HTTPException):
+        status, raw = 0, b""  # reset, refused or hung up: counted with the non-200s
+        conn.close()
+    seconds = time.perf_counter() - start
+    return Answer(item, status, seconds, json.loads(raw) if status == 200 else None)
+
+
+def connection(stack: Stack) -> HTTPConnection:
+    host, port = stack.cfg.nginx.listen.split(":")
+    conn = HTTPConnection(host, int(port), timeout=DEADLINE_SECONDS + 30)
+    conn.request("GET", "/healthz")  # connected before the clock starts
+    conn.getresponse().read()
+    return conn
+
+
+def closed_loop(stack: Stack, items: list[Item], clients: int, seconds: float | None) -> tuple[list[Answer], float]:
+    """`clients` clients over persistent connections, each sending its next item when the last one
+    answered, the items dealt out in turn: for `seconds` (each client sends at least one), or, with
+    None, until every item was sent once. (answers, seconds from the start to the last answer)."""
+    answers: list[Answer] = []
+    lock = threading.Lock()
+    order = itertools.cycle(items) if seconds is not None else iter(items)
+    barrier = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def next_item() -> Item | None:
+        with lock:
+            return next(order, None)
+
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            conn = connection(stack)
+            barrier.wait()
+            first = True
+            while first or seconds is None or time.perf_counter() < stop_at[0]:
+                first = False
+                item = next_item()
+                if item is None:
+                    break
+                answer = send(conn, item)
+                with lock:
+                    answers.append(answer)
+            conn.close()
+        except BaseException as err:  # a client that cannot connect must not leave the others waiting
+            errors.append(err)
+            barrier.abort()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    start = time.perf_counter()
+    stop_at[0] = start + (seconds or 0)
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {clients} clients failed") from errors[0]
+    return answers, time.perf_counter() - start
+
+
+def read_all(stack: Stack, items: list[Item], clients: int) -> dict[str, Answer]:
+    """Every item once, `clients` at a time; each item's answer by name."""
+    answers, _ = closed_loop(stack, items, min(clients, len(items)), None)
+    return {a.item.name: a for a in answers}
+
+
+def level(answers: list[Answer], seconds: float) -> dict:
+    ok = [a.seconds for a in answers if a.status == 200]
+    return {"sent": len(answers), "pages_per_second": len(ok) / seconds,
+            "p50_ms": percentile(ok, 50) * 1000 if ok else float("nan"),
+            "p99_ms": percentile(ok, 99) * 1000 if ok else float("nan"),
+            "non_200": len(answers) - len(ok),
+            "server_ms_p50": percentile([a.body["timing_ms"]["total"] for a in answers if a.body], 50) if ok
+            else float("nan")}
+
+
+def load_levels(stack: Stack, items: list[Item], args: argparse.Namespace) -> dict[int, dict]:
+    """Every level in turn, --rounds times; per level the medians over the rounds (non-200: the sum)."""
+    rounds: dict[int, list[dict]] = {c: [] for c in args.concurrency}
+    for r in range(args.rounds):
+        for c in args.concurrency:
+            row = level(*closed_loop(stack, items, c, args.level_seconds))
+            rounds[c].append(row)
+            print(f"  round {r + 1} concurrency {c:3d}: {row['pages_per_second']:8.2f} pages/s, p50 {row['p50_ms']:8.1f} ms,"
+                  f" p99 {row['p99_ms']:8.1f} ms, {row['non_200']} non-200 of {row['sent']}", flush=True)
+    out = {}
+    for c, rows in rounds.items():
+        out[c] = {key: statistics.median(r[key] for r in rows)
+                  for key in ("pages_per_second", "p50_ms", "p99_ms", "server_ms_p50")}
+        out[c] |= {"non_200": sum(r["non_200"] for r in rows), "sent": sum(r["sent"] for r in rows),
+                   "pages_per_second_range": (min(r["pages_per_second"] for r in rows),
+                                              max(r["pages_per_second"] for r in rows))}
+    return out
+
+
+def run_stack(args: argparse.Namespace, batch_pages: int, items: list[Item], crops: list[Item],
+              measure: bool) -> dict:
+    """One stack: every page and crop read once at the largest concurrency (the warm-up, and the
+    outputs compared), then, when `measure`, the load levels."""
+    with tempfile.TemporaryDirectory(prefix="parse-bench-gpu-") as tmp:
+        stack = declare(Path(tmp), args, batch_pages)
+        try:
+            started = time.perf_counter()
+            stack.start()
+            out: dict = {"start_seconds": time.perf_counter() - started, "device": check_device(stack, args.device),
+                         "declaration": (Path(tmp) / "parse.toml").read_text().split("[[instances]]", 1)[1].strip()}
+            print(f"  stack up in {out['start_seconds']:.1f} s, workers on {out['device']}", flush=True)
+            clients = max(args.concurrency)
+            out["pages"] = read_all(stack, items, clients)
+            out["crops"] = read_all(stack, crops, clients)
+            if measure:
+                out["levels"] = load_levels(stack, items, args)
+        finally:
+            stack.stop()
+    return out
+
+
+def profile(args: argparse.Namespace, items: list[Item]) -> dict:
+    """In-process wall time per page and per stage at one page per call and --batch-pages per call;
+    on CUDA also the kernels' time per page."""
+    import torch
+
+    from service.documents.images import decode_page
+    from service.ocr import allocator
+    from service.ocr.model import load_model
+    from service.settings import Limits
+
+    cfg = settings_mod.load(settings_mod.DEFAULT_CONFIG)
+    model = load_model(dataclasses.replace(cfg.model, family=args.family), args.device, args.threads)
+    model.warmup()
+    cuda = model.device.type == "cuda"
+    chosen = items[:args.profile_pages]
+    out: dict = {"device": str(model.device), "precision": model.precision, "pages": len(chosen)}
+
+    def one_pass(batch: int) -> dict:
+        stages = {"decode": 0.0, "detect": 0.0, "recognize": 0.0}
+        start = time.perf_counter()
+        for k in range(0, len(chosen), batch):
+            t0 = time.perf_counter()
+            decoded = [decode_page(item.data, Limits(), grey=model.reads_grey) for item in chosen[k:k + batch]]
+            stages["decode"] += time.perf_counter() - t0
+            pages = model.parse([rgb for rgb, _ in decoded], [grey for _, grey in decoded])
+            for page in pages:  # each page carries its share of its call's stage times
+                stages["detect"] += page.timing.get("detect", 0.0)
+                stages["recognize"] += page.timing.get("recognize", 0.0)
+            allocator.release_above(cfg.limits.worker_memory_bytes)  # as a worker does after each request
+        wall = time.perf_counter() - start
+        row = {"wall_ms": wall / len(chosen) * 1000}
+        row |= {f"{stage}_ms": seconds / len(chosen) * 1000 for stage, seconds in stages.items()}
+        row["other_ms"] = row["wall_ms"] - sum(row[f"{stage}_ms"] for stage in stages)
+        return row
+
+    def kernels(batch: int) -> float:
+        """Self CUDA time of every kernel and copy per page, ms (torch.profiler's "Self CUDA time total")."""
+        from torch.profiler import ProfilerActivity
+        with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            one_pass(batch)
+            torch.cuda.synchronize()
+        total_us = sum(getattr(e, "self_device_time_total", 0.0) for e in prof.key_averages()
+                       if e.device_type == torch.autograd.DeviceType.CUDA)
+        return total_us / 1000 / len(chosen)
+
+    for batch in sorted({1, min(args.batch_pages, len(chosen))}):
+        row = one_pass(batch)
+        if cuda:
+            row["kernel_ms"] = kernels(batch)
+            row["host_ms"] = row["wall_ms"] - row["kernel_ms"]
+        out[f"batch{batch}"] = row
+    if cuda:
+        out["max_memory_mib"] = torch.cuda.max_memory_allocated(model.device) / 2**20
+    return out
+
+
+def predictions(answers: dict[str, Answer], folder: Path) -> None:
+    """Each answered item's lines as a score.py prediction file (a non-200 scores as empty)."""
+    folder.mkdir(parents=True)
+    for name, answer in answers.items():
+        lines = answer.body["images"][0]["lines"] if answer.body else []
+        (folder / f"{name}.json").write_text(json.dumps({"lines": lines}))
+
+
+def identical(batched: dict[str, Answer], reference: dict[str, Answer]) -> tuple[int, int, float]:
+    """(reference lines whose text the batched answer gives identically, in order; reference lines;
+    largest quad difference in px on those lines)."""
+    same = total = 0
+    quad = 0.0
+    for name, ref in reference.items():
+        ref_lines = ref.body["images"][0]["lines"] if ref.body else []
+        got = batched[name].body["images"][0]["lines"] if name in batched and batched[name].body else []
+        s, q, _ = compare(got, ref_lines)
+        same, total, quad = same + s, total + len(ref_lines), max(quad, q)
+    return same, total, quad
+
+
+def accuracy(reference: dict, batched: dict, dev: bool) -> dict:
+    out: dict = {}
+    for key, subset in (("pages", "sroie"), ("crops", "sroie_lines")):
+        same, total, quad = identical(batched[key], reference[key])
+        row = {"identical": same, "lines": total, "max_quad_px": quad}
+        if dev and reference[key]:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, result in (("reference", reference), ("batched", batched)):
+                    predictions(result[key], Path(tmp) / name)
+                    row[f"cer_{name}"] = cer(Path(tmp) / name, {subset}, pages=len(result[key]))[subset]["cer_ci_micro"]
+        out[key] = row
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench_gpu", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda:0", help="the instance's device: cuda:N, or cpu to try the script")
+    parser.add_argument("--family", default=default_family(), help="model family (default: conf/parse.toml's)")
+    parser.add_argument("--processes", type=int, default=1, help="uWSGI workers on the device, one model each")
+    parser.add_argument("--batch-pages", type=int, default=16, help="most pages one model call gathers")
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="longest a page waits for others")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per worker")
+    parser.add_argument("--pages", type=int, default=40, help="SROIE dev pages (default: all 40)")
+    parser.add_argument("--crops", type=int, default=50, help="SROIE line crops (default: all 50)")
+    parser.add_argument("--concurrency", default="1,8,32,64", help="clients per load level, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of all levels in turn; medians are printed")
+    parser.add_argument("--level-seconds", type=float, default=6.0, help="seconds of sending per level and round")
+    parser.add_argument("--profile-pages", type=int, default=10, help="pages of the in-process timing")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    if min(args.concurrency) < 1 or min(args.processes, args.batch_pages, args.threads, args.pages, args.rounds) < 1:
+        parser.error("--concurrency, --processes, --batch-pages, --threads, --pages and --rounds need values >= 1")
+    return args
+
+
+def environment(args: argparse.Namespace) -> str:
+    import torch
+
+    line = f"torch {torch.__version__}"
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            sys.exit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device "
+                     f"(torch.version.cuda = {torch.version.cuda}); run with --device cpu to try the script here")
+        index = int(args.device.partition(":")[2] or 0)
+        props = torch.cuda.get_device_properties(index)
+        line += (f", CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, {props.name} "
+                 f"({props.total_memory / 2**30:.0f} GiB)")
+    return line
+
+
+def stop_on_term(signum: int, frame: object) -> None:
+    """SIGTERM (a timeout, Ctrl-C's cousin) unwinds like an error, so every stack is stopped by PID."""
+    raise SystemExit(f"stopped by signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_on_term)
+    began = time.perf_counter()
+    dev = DEV.is_dir() and SCORE.is_file()
+    if dev:
+        items = dev_uploads("sroie", args.pages, "page")
+        crops = dev_uploads("sroie_lines", args.crops, "line")
+    else:
+        print(f"the dev set ({DEV}) or its scorer ({SCORE}) is absent: rendered pages and lines stand in, and the"
+              " CER is skipped (the identical-lines share is still measured)")
+        items, crops = rendered_uploads(args.pages, args.crops)
+    env = environment(args)
+    if not BATCHING:
+        print("this checkout's [[instances]] have no batch_pages: both stacks are unbatched, and --batch-pages"
+              " and --batch-wait-ms set only the in-process batch")
+    print(f"bench-gpu: family {args.family}, device {args.device}, {args.processes} worker(s), batch_pages "
+          f"{args.batch_pages}, batch_wait_ms {args.batch_wait_ms:g}, {args.threads} torch thread(s); {env}")
+    print(f"{len(items)} {'SROIE' if dev else 'rendered'} pages, {len(crops)} line crops; concurrency "
+          f"{','.join(map(str, args.concurrency))}, {args.rounds} rounds of {args.level_seconds:g} s per level", flush=True)
+
+    print("\n1. reference: unbatched stack (batch_pages = 1), every page and crop once", flush=True)
+    reference = run_stack(args, 1, items, crops, measure=False)
+    print(f"\n2. batched stack (batch_pages = {args.batch_pages}): every page and crop at once, then the load levels",
+          flush=True)
+    batched = run_stack(args, args.batch_pages, items, crops, measure=True)
+    print("  declaration: " + batched["declaration"].replace("\n", "; "))
+    print(f"  {'concurrency':>11} {'pages/s':>9} {'(range)':>17} {'p50 ms':>9} {'p99 ms':>9} {'server p50':>10}"
+          f" {'non-200':>8}")
+    for c, row in batched["levels"].items():
+        lo, hi = row["pages_per_second_range"]
+        print(f"  {c:>11} {row['pages_per_second']:9.2f} {f'({lo:.2f}-{hi:.2f})':>17} {row['p50_ms']:9.1f}"
+              f" {row['p99_ms']:9.1f} {row['server_ms_p50']:10.1f} {row['non_200']:>4}/{row['sent']:<4}")
+
+    print(f"\n3. in-process on {args.device}: {min(args.profile_pages, len(items))} pages, ms per page", flush=True)
+    prof = profile(args, items)
+    cuda = prof["device"].startswith("cuda")
+    print(f"  {'pages per call':>14} {'wall':>8} {'decode':>8} {'detect':>8} {'recognize':>9} {'other':>8}"
+          + (f" {'kernels':>8} {'host':>8} {'GPU busy':>8}" if cuda else ""))
+    for key, row in prof.items():
+        if not key.startswith("batch"):
+            continue
+        text = (f"  {key[5:]:>14} {row['wall_ms']:8.1f} {row['decode_ms']:8.1f} {row['detect_ms']:8.1f}"
+                f" {row['recognize_ms']:9.1f} {row['other_ms']:8.1f}")
+        if cuda:
+            text += f" {row['kernel_ms']:8.1f} {row['host_ms']:8.1f} {row['kernel_ms'] / row['wall_ms']:8.1%}"
+        print(text)
+    if cuda:
+        print(f"  kernels: torch.profiler's self CUDA time of every kernel and copy; host: wall minus kernels;"
+              f" peak GPU memory {prof['max_memory_mib']:.0f} MiB")
+    else:
+        print("  the kernel/host split needs CUDA (torch.profiler's CUDA activity): wall time per stage only")
+
+    print("\n4. accuracy: batched stack against the unbatched reference, same model, device and run", flush=True)
+    acc = accuracy(reference, batched, dev)
+    for key, label in (("pages", "SROIE pages"), ("crops", "line crops")):
+        row = acc[key]
+        text = (f"  {label:<12} identical lines {row['identical']}/{row['lines']} "
+                f"({row['identical'] / max(1, row['lines']):.2%}), max quad diff {row['max_quad_px']:.1f} px")
+        if "cer_batched" in row:
+            text += f"; CER-ci batched {row['cer_batched']:.4f}, unbatched {row['cer_reference']:.4f}"
+        print(text)
+
+    levels = batched["levels"]
+    best = max(levels, key=lambda c: levels[c]["pages_per_second"])
+    same = acc["pages"]["identical"] + acc["crops"]["identical"]
+    total = acc["pages"]["lines"] + acc["crops"]["lines"]
+    rows = [(f"pages/s (best: concurrency {best})", f">= {GOAL_PAGES_PER_SECOND:g}",
+             f"{levels[best]['pages_per_second']:.2f}", levels[best]["pages_per_second"] >= GOAL_PAGES_PER_SECOND)]
+    if 1 in levels:
+        rows.append(("ms per page at concurrency 1 (p50)", f"<= {GOAL_MS_AT_ONE:g}", f"{levels[1]['p50_ms']:.1f}",
+                     levels[1]["p50_ms"] <= GOAL_MS_AT_ONE))
+    rows.append(("lines identical to unbatched", f">= {GOAL_IDENTICAL:.0%}", f"{same / max(1, total):.2%}",
+                 same >= GOAL_IDENTICAL * total))
+    for key, label in (("pages", "SROIE CER-ci"), ("crops", "line-crop CER-ci")):
+        r = acc[key]
+        if "cer_batched" in r:
+            rows.append((f"{label} batched vs unbatched", "no worse",
+                         f"{r['cer_batched']:.4f} vs {r['cer_reference']:.4f}", r["cer_batched"] <= r["cer_reference"]))
+    non_200 = sum(row["non_200"] for row in levels.values())
+    rows.append(("non-200 answers, all levels", "0", str(non_200), non_200 == 0))
+    elapsed = time.perf_counter() - began
+    print(f"\nsummary: {prof['device']} ({env}), {args.processes} worker(s), batch_pages {args.batch_pages},"
+          f" batch_wait_ms {args.batch_wait_ms:g}; ran in {elapsed:.0f} s")
+    print(f"  {'':38} {'goal':>10} {'measured':>20}  met")
+    for name, goal, measured, met in rows:
+        print(f"  {name:<38} {goal:>10} {measured:>20}  {'yes' if met else 'NO'}")
+    if not cuda:
+        print("  (a CPU run checks the script; the goals are for one GPU)")
+    if args.json:
+        strip = {k: v for k, v in batched.items() if k not in ("pages", "crops")}
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "environment": env,
+                                         "stack": strip, "in_process": prof, "accuracy": acc,
+                                         "seconds": elapsed}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
