@@ -18,9 +18,9 @@
    stage, one page per call and --batch-pages pages per call; on CUDA also the kernels' time per
    page (torch.profiler, self CUDA time of every kernel and copy) against the host's share.
 4. Accuracy: the share of lines whose text the batched stack gives identically to the unbatched
-   one and to the dev set's reference outputs (tests/devset.py REFERENCE, which the default
-   reproduced exactly in fp32 on the CPU and on an H100: today's output), and score.py's
-   case-insensitive CER of all three against the ground truth, SROIE pages and line crops.
+   one, and score.py's case-insensitive CER of both against the ground truth, SROIE pages and line
+   crops. With --baseline DIR (prediction files of an earlier checkout on the same device, as
+   `python -m tests.devset --out DIR` writes them: today's output), the same against those too.
 5. A summary of the GPU goals next to the figures measured.
 
 Pages are the SROIE dev pages from ../shared/ocr-dev (read in place, tests/devset.py); without the
@@ -47,7 +47,7 @@ from pathlib import Path
 from service import settings as settings_mod
 from tests.bench_jobs import pages as rendered_pages
 from tests.bench_stack import percentile
-from tests.devset import DEV, REFERENCE, SCORE, cer, compare, dev_items
+from tests.devset import DEV, SCORE, cer, compare, dev_items
 from tests.stack import Stack, default_family, http, write_config
 from tests.support import png, render_lines
 
@@ -348,23 +348,27 @@ def identical(batched: dict[str, Answer], expected: dict[str, list[dict]]) -> tu
     return same, total, quad
 
 
-def accuracy(unbatched: dict, batched: dict, family: str, dev: bool) -> dict:
-    """Per kind (pages, crops): the batched answers against the unbatched ones and, with the dev set,
-    against its reference outputs of the original engine (which the default reproduced exactly in
-    fp32 on the CPU and on a GPU, docs/benchmarks.md: today's output); score.py's CER-ci of each."""
+def accuracy(unbatched: dict, batched: dict, dev: bool, baseline: Path | None) -> dict:
+    """Per kind (pages, crops): the batched answers against the unbatched ones and, given a
+    baseline folder, against its predictions; with the dev set, score.py's CER-ci of each."""
     out: dict = {}
     for key, subset in (("pages", "sroie"), ("crops", "sroie_lines")):
         same, total, quad = identical(batched[key], {n: lines_of(a) for n, a in unbatched[key].items()})
         row = {"identical": same, "lines": total, "max_quad_px": quad}
+        if baseline is not None:
+            base = {name: json.loads((baseline / f"{name}.json").read_text())["lines"] for name in unbatched[key]}
+            row["identical_baseline"], row["lines_baseline"], _ = identical(batched[key], base)
         if dev and unbatched[key]:
-            original = {name: json.loads((REFERENCE[family] / f"{name}.json").read_text())["lines"]
-                        for name in unbatched[key]}
-            row["identical_original"], row["lines_original"], _ = identical(batched[key], original)
             with tempfile.TemporaryDirectory() as tmp:
                 for name, result in (("unbatched", unbatched), ("batched", batched)):
                     predictions(result[key], Path(tmp) / name)
                     row[f"cer_{name}"] = cer(Path(tmp) / name, {subset}, pages=len(result[key]))[subset]["cer_ci_micro"]
-            row["cer_original"] = cer(REFERENCE[family], {subset}, pages=len(original))[subset]["cer_ci_micro"]
+                if baseline is not None:
+                    (Path(tmp) / "baseline").mkdir()
+                    for name in unbatched[key]:  # only the items run: the folder may hold others
+                        (Path(tmp) / "baseline" / f"{name}.json").write_bytes((baseline / f"{name}.json").read_bytes())
+                    row["cer_baseline"] = cer(Path(tmp) / "baseline", {subset},
+                                              pages=len(unbatched[key]))[subset]["cer_ci_micro"]
         out[key] = row
     return out
 
@@ -388,6 +392,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of all levels in turn; medians are printed")
     parser.add_argument("--level-seconds", type=float, default=6.0, help="seconds of sending per level and round")
     parser.add_argument("--profile-pages", type=int, default=10, help="pages of the in-process timing")
+    parser.add_argument("--baseline", type=Path, help="prediction files of today's output on this device "
+                        "(python -m tests.devset --out DIR in an earlier checkout) to compare with too")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -428,6 +434,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"the dev set ({DEV}) or its scorer ({SCORE}) is absent: rendered pages and lines stand in, and the"
               " CER is skipped (the identical-lines share is still measured)")
         items, crops = rendered_uploads(args.pages, args.crops)
+    if args.baseline:
+        missing = [i.name for i in items + crops if not (args.baseline / f"{i.name}.json").is_file()]
+        if missing:
+            sys.exit(f"--baseline {args.baseline} has no prediction for {len(missing)} of the {len(items) + len(crops)}"
+                     f" items (first: {missing[0]}.json): write it with python -m tests.devset --subset sroie"
+                     " --subset sroie_lines --out DIR")
     env = environment(args)
     print(f"bench-gpu: family {args.family}, device {args.device}, {args.processes} worker(s), batch_pages "
           f"{args.batch_pages}, batch_wait_ms {args.batch_wait_ms:g}, {args.threads} torch thread(s); {env}")
@@ -470,16 +482,18 @@ def main(argv: list[str] | None = None) -> None:
         print("  the kernel/host split needs CUDA (torch.profiler's CUDA activity): wall time per stage only")
 
     print("\n4. accuracy: the batched stack against the unbatched one (same model, device and run)"
-          + (f" and against the dev set's reference outputs ({REFERENCE[args.family].name})" if dev else ""), flush=True)
-    acc = accuracy(unbatched, batched, args.family, dev)
+          + (f" and against the baseline {args.baseline}" if args.baseline else ""), flush=True)
+    acc = accuracy(unbatched, batched, dev, args.baseline)
     for key, label in (("pages", "SROIE pages"), ("crops", "line crops")):
         row = acc[key]
         text = (f"  {label:<12} identical to unbatched {share(row['identical'], row['lines'])},"
                 f" max quad diff {row['max_quad_px']:.1f} px")
+        if "identical_baseline" in row:
+            text += f"; identical to the baseline {share(row['identical_baseline'], row['lines_baseline'])}"
         if "cer_batched" in row:
-            text += (f"; identical to the reference {share(row['identical_original'], row['lines_original'])};"
-                     f" CER-ci batched {row['cer_batched']:.4f}, unbatched {row['cer_unbatched']:.4f},"
-                     f" reference {row['cer_original']:.4f}")
+            text += f"; CER-ci batched {row['cer_batched']:.4f}, unbatched {row['cer_unbatched']:.4f}"
+        if "cer_baseline" in row:
+            text += f", baseline {row['cer_baseline']:.4f}"
         print(text)
 
     levels = batched["levels"]
@@ -489,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     if 1 in levels:
         rows.append(("ms per page at concurrency 1 (p50)", f"<= {GOAL_MS_AT_ONE:g}", f"{levels[1]['p50_ms']:.1f}",
                      levels[1]["p50_ms"] <= GOAL_MS_AT_ONE))
-    for suffix, label in (("", "unbatched"), ("_original", "the reference")):
+    for suffix, label in (("", "unbatched"), ("_baseline", "the baseline")):
         if all(f"identical{suffix}" in acc[key] for key in acc):
             same = sum(acc[key][f"identical{suffix}"] for key in acc)
             total = sum(acc[key][f"lines{suffix}"] for key in acc)
@@ -500,8 +514,9 @@ def main(argv: list[str] | None = None) -> None:
         if "cer_batched" in r:
             rows.append((f"{label} batched vs unbatched", "no worse", f"{r['cer_batched']:.4f} vs {r['cer_unbatched']:.4f}",
                          r["cer_batched"] <= r["cer_unbatched"]))
-            rows.append((f"{label} batched vs reference", "no worse", f"{r['cer_batched']:.4f} vs {r['cer_original']:.4f}",
-                         r["cer_batched"] <= r["cer_original"]))
+        if "cer_baseline" in r:
+            rows.append((f"{label} batched vs baseline", "no worse", f"{r['cer_batched']:.4f} vs {r['cer_baseline']:.4f}",
+                         r["cer_batched"] <= r["cer_baseline"]))
     non_200 = sum(row["non_200"] for row in levels.values())
     rows.append(("non-200 answers, all levels", "0", str(non_200), non_200 == 0))
     elapsed = time.perf_counter() - began
