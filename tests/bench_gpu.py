@@ -2,21 +2,26 @@
 
     .venv/bin/python -m tests.bench_gpu [--device cuda:0] [--processes 1] [--batch-pages 16]
         [--batch-wait-ms 5] [--threads 1] [--pages 40] [--crops 50] [--concurrency 1,8,32,64]
-        [--rounds 3] [--level-seconds 6] [--profile-pages 10] [--family ppocr] [--json out.json]
+        [--rounds 3] [--level-seconds 6] [--profile-pages 10] [--family ppocr] [--precision auto]
+        [--det-bucket 0] [--cudnn] [--baseline DIR] [--json out.json]
 
-1. Unbatched: a stack of one instance on the device with batch_pages = 1 reads every dev page
-   (SROIE receipts, ?mode=page) and line crop (?mode=line) once; its answers are what batching must
-   keep, computed in this run by the same model on the same device.
+1. Unbatched: a stack of one instance on the device with batch_pages = 1 and the shipped [model]
+   settings reads every dev page (SROIE receipts, ?mode=page) and line crop (?mode=line) once; its
+   answers are what the settings under test must keep, computed in this run by the same model on
+   the same device.
 2. Batched: one instance on the device, --processes workers each gathering up to --batch-pages
-   pages per model call, waiting at most --batch-wait-ms for others. The same pages and crops sent
-   all at once (its warm-up, and the answers the accuracy check reads), then closed loops of N
-   clients over persistent connections through Nginx, N in --concurrency, for --level-seconds each,
-   the levels taking turns for --rounds rounds (a busy host drifts, and taking turns drifts every
-   level alike). Per level: pages per second, p50 and p99 latency, non-200 answers, the app's own
-   time and batch wait, and pages per model call (/metrics); medians over the rounds.
-3. In-process (service.ocr.model.load_model on the device, no server): wall time per page and per
-   stage, one page per call and --batch-pages pages per call; on CUDA also the kernels' time per
-   page (torch.profiler, self CUDA time of every kernel and copy) against the host's share.
+   pages per model call, waiting at most --batch-wait-ms for others, with the [model] settings
+   under test (--precision, --det-bucket, --cudnn; the shipped ones by default). The same pages
+   and crops sent all at once (its warm-up, and the answers the accuracy check reads), then closed
+   loops of N clients over persistent connections through Nginx, N in --concurrency, for
+   --level-seconds each, the levels taking turns for --rounds rounds (a busy host drifts, and
+   taking turns drifts every level alike). Per level: pages per second, p50 and p99 latency,
+   non-200 answers, the app's own time and batch wait, and pages per model call (/metrics);
+   medians over the rounds.
+3. In-process (service.ocr.model.load_model on the device, the settings under test): wall time
+   per page and per stage, one page per call and --batch-pages pages per call; on CUDA also the
+   kernels' time per page (torch.profiler, self CUDA time of every kernel and copy) against the
+   host's share.
 4. Accuracy: the share of lines whose text the batched stack gives identically to the unbatched
    one, and score.py's case-insensitive CER of both against the ground truth, SROIE pages and line
    crops. With --baseline DIR (prediction files of an earlier checkout on the same device, as
@@ -85,7 +90,12 @@ def rendered_uploads(pages: int, crops: int) -> tuple[list[Item], list[Item]]:
     return page_items, crop_items
 
 
-def declare(folder: Path, args: argparse.Namespace, batch_pages: int) -> Stack:
+def model_keys(args: argparse.Namespace) -> dict:
+    """The [model] settings under test; the unbatched stack runs the shipped ones (today's output)."""
+    return {"precision": args.precision, "det_bucket": args.det_bucket, "cudnn": args.cudnn}
+
+
+def declare(folder: Path, args: argparse.Namespace, batch_pages: int, model: dict) -> Stack:
     """A stack of one instance on the device. Admission is sized for the largest concurrency twice
     over (deploy.admitted: each request thread holds deadline / seconds_per_request), so no level is
     refused by a queue sized for a CPU's time per request, and the listen queue stays far below
@@ -96,7 +106,7 @@ def declare(folder: Path, args: argparse.Namespace, batch_pages: int) -> Stack:
                 "batch_pages": batch_pages, "batch_wait_ms": args.batch_wait_ms}
     # Half a request over per_slot, so that deploy's floor(deadline / seconds) is per_slot whatever the rounding.
     cfg = write_config(folder, [instance], family=args.family, deadline_seconds=DEADLINE_SECONDS,
-                       seconds_per_request=DEADLINE_SECONDS / (per_slot + 0.5))
+                       seconds_per_request=DEADLINE_SECONDS / (per_slot + 0.5), model=model)
     return Stack(cfg, folder / "run")
 
 
@@ -248,17 +258,18 @@ def load_levels(stack: Stack, items: list[Item], args: argparse.Namespace) -> di
     return out
 
 
-def run_stack(args: argparse.Namespace, batch_pages: int, items: list[Item], crops: list[Item],
+def run_stack(args: argparse.Namespace, batch_pages: int, model: dict, items: list[Item], crops: list[Item],
               measure: bool) -> dict:
     """One stack: every page and crop read once at the largest concurrency (the warm-up, and the
     outputs compared), then, when `measure`, the load levels."""
     with tempfile.TemporaryDirectory(prefix="parse-bench-gpu-") as tmp:
-        stack = declare(Path(tmp), args, batch_pages)
+        stack = declare(Path(tmp), args, batch_pages, model)
         try:
             started = time.perf_counter()
             stack.start()
             out: dict = {"start_seconds": time.perf_counter() - started, "device": check_device(stack, args.device),
-                         "declaration": (Path(tmp) / "parse.toml").read_text().split("[[instances]]", 1)[1].strip()}
+                         "declaration": model_line(stack.cfg) + "; "
+                         + (Path(tmp) / "parse.toml").read_text().split("[[instances]]", 1)[1].strip()}
             print(f"  stack up in {out['start_seconds']:.1f} s, workers on {out['device']}", flush=True)
             clients = max(args.concurrency)
             out["pages"] = read_all(stack, items, clients)
@@ -281,7 +292,7 @@ def profile(args: argparse.Namespace, items: list[Item]) -> dict:
     from service.settings import Limits
 
     cfg = settings_mod.load(settings_mod.DEFAULT_CONFIG)
-    model = load_model(dataclasses.replace(cfg.model, family=args.family), args.device, args.threads)
+    model = load_model(dataclasses.replace(cfg.model, family=args.family, **model_keys(args)), args.device, args.threads)
     model.warmup()
     cuda = model.device.type == "cuda"
     chosen = items[:args.profile_pages]
@@ -375,6 +386,11 @@ def accuracy(unbatched: dict, batched: dict, dev: bool, baseline: Path | None) -
     return out
 
 
+def model_line(cfg: settings_mod.Settings) -> str:
+    m = cfg.model
+    return f"precision = {m.precision!r}; det_bucket = {m.det_bucket}; cudnn = {str(m.cudnn).lower()}"
+
+
 def share(part: int, whole: int, long: bool = True) -> str:
     text = f"{part / max(1, whole):.2%}"
     return f"{part}/{whole} ({text})" if long else text
@@ -388,6 +404,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-pages", type=int, default=16, help="most pages one model call gathers")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="longest a page waits for others")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per worker")
+    shipped = settings_mod.load(settings_mod.DEFAULT_CONFIG).model
+    parser.add_argument("--precision", default=shipped.precision, help="[model] precision of the batched stack")
+    parser.add_argument("--det-bucket", type=int, default=shipped.det_bucket,
+                        help="[model] det_bucket of the batched stack (px multiple; 0: none)")
+    parser.add_argument("--cudnn", action=argparse.BooleanOptionalAction, default=shipped.cudnn,
+                        help="[model] cudnn of the batched stack")
     parser.add_argument("--pages", type=int, default=40, help="SROIE dev pages (default: all 40)")
     parser.add_argument("--crops", type=int, default=50, help="SROIE line crops (default: all 50)")
     parser.add_argument("--concurrency", default="1,8,32,64", help="clients per load level, comma-separated")
@@ -444,15 +466,17 @@ def main(argv: list[str] | None = None) -> None:
                      " --subset sroie_lines --out DIR")
     env = environment(args)
     print(f"bench-gpu: family {args.family}, device {args.device}, {args.processes} worker(s), batch_pages "
-          f"{args.batch_pages}, batch_wait_ms {args.batch_wait_ms:g}, {args.threads} torch thread(s); {env}")
+          f"{args.batch_pages}, batch_wait_ms {args.batch_wait_ms:g}, {args.threads} torch thread(s), precision "
+          f"{args.precision}, det_bucket {args.det_bucket}, cudnn {str(args.cudnn).lower()}; {env}")
     print(f"{len(items)} {'SROIE' if dev else 'rendered'} pages, {len(crops)} line crops; concurrency "
           f"{','.join(map(str, args.concurrency))}, {args.rounds} rounds of {args.level_seconds:g} s per level", flush=True)
 
-    print("\n1. unbatched stack (batch_pages = 1): every page and crop once, the answers batching must keep", flush=True)
-    unbatched = run_stack(args, 1, items, crops, measure=False)
+    print("\n1. unbatched stack (batch_pages = 1): every page and crop once, the answers the settings under test must keep", flush=True)
+    unbatched = run_stack(args, 1, {}, items, crops, measure=False)
+    print("  " + unbatched["declaration"].replace("\n", "; "))
     print(f"\n2. batched stack (batch_pages = {args.batch_pages}): every page and crop at once, then the load levels",
           flush=True)
-    batched = run_stack(args, args.batch_pages, items, crops, measure=True)
+    batched = run_stack(args, args.batch_pages, model_keys(args), items, crops, measure=True)
     print("  declaration: " + batched["declaration"].replace("\n", "; "))
     print(f"  {'concurrency':>11} {'pages/s':>9} {'(range)':>17} {'p50 ms':>9} {'p99 ms':>9} {'server p50':>10}"
           f" {'wait p50':>9} {'per batch':>9} {'non-200':>9}")
@@ -523,7 +547,8 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(("non-200 answers, all levels", "0", str(non_200), non_200 == 0))
     elapsed = time.perf_counter() - began
     print(f"\nsummary: {prof['device']} ({env}), {args.processes} worker(s), batch_pages {args.batch_pages},"
-          f" batch_wait_ms {args.batch_wait_ms:g}; ran in {elapsed:.0f} s")
+          f" batch_wait_ms {args.batch_wait_ms:g}, precision {args.precision}, det_bucket {args.det_bucket},"
+          f" cudnn {str(args.cudnn).lower()}; ran in {elapsed:.0f} s")
     print(f"  {'':38} {'goal':>10} {'measured':>20}  met")
     for name, goal, measured, met in rows:
         print(f"  {name:<38} {goal:>10} {measured:>20}  {'yes' if met else 'NO'}")

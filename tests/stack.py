@@ -54,9 +54,10 @@ def instance_table(port: int, keys: dict) -> str:
 
 def write_config(folder: Path, instances: list[dict], family: str | None = None,
                  deadline_seconds: float = 20, seconds_per_request: float = 2.0,
-                 rate: tuple[int, int] = (10000, 10000), keys: tuple[str, ...] = (), extra: str = "") -> Settings:
+                 rate: tuple[int, int] = (10000, 10000), keys: tuple[str, ...] = (), extra: str = "",
+                 model: dict | None = None) -> Settings:
     """A parse.toml in `folder` for these instances (weight, device, processes, threads,
-    batch_pages, batch_wait_ms...), on free ports.
+    batch_pages, batch_wait_ms...), on free ports; `model` holds more [model] keys (precision, ...).
 
     The rate limit is out of the way unless `rate` (per second, burst) is given: most tests measure
     the stack, not the limit. `keys` turns API keys on, with a keys file holding these keys.
@@ -69,7 +70,8 @@ def write_config(folder: Path, instances: list[dict], family: str | None = None,
     if keys:
         (folder / "keys").write_text("".join(f"{digest(key)} test-{n}\n" for n, key in enumerate(keys)))
         auth = f"[auth]\nkeys_file = \"{folder / 'keys'}\"\n\n"
-    text = (f"[model]\nfamily = \"{family or default_family()}\"\nweights_dir = \"{ROOT / 'weights'}\"\n\n"
+    more_model = "".join(f"{key} = {json.dumps(value)}\n" for key, value in (model or {}).items())
+    text = (f"[model]\nfamily = \"{family or default_family()}\"\nweights_dir = \"{ROOT / 'weights'}\"\n{more_model}\n"
             f"[limits]\ndeadline_seconds = {deadline_seconds}\nseconds_per_request = {seconds_per_request}\n\n"
             f"[nginx]\nlisten = \"127.0.0.1:{nginx_port}\"\nrate_per_second = {rate[0]}\nrate_burst = {rate[1]}\n\n"
             f"[results]\ndir = \"{folder / 'results'}\"\n\n{auth}{extra}\n{blocks}")
