@@ -118,3 +118,12 @@ def test_gpu_shapes_read_the_same_on_the_cpu(ppocr, pages):
                 assert np.abs(np.array(la.quad) - np.array(lb.quad)).max() <= 3
     finally:
         ppocr.pad_rows, ppocr.det_bucket = False, 0
+
+
+def test_a_lone_client_does_not_wait_for_a_batch(ppocr, pages):
+    """One request at a time: no other page can join, so none waits the batch_wait_ms."""
+    model = Batched(ppocr, max_pages=8, max_wait_ms=2000)
+    for page in pages[:3]:
+        result = model.parse([page])[0]
+        assert result.batch_pages == 1
+        assert result.timing["batch_wait"] < 1.0  # far below the 2 s it would otherwise wait

@@ -4,7 +4,7 @@ A GPU reads a batch of pages in little more time than one page, but a worker tha
 request at a time only ever has one page to give it. With `batch_pages` > 1 the worker runs that
 many uWSGI request threads; each hands its page to `Batched`, whose single inference thread takes
 the first page waiting, gathers what the other threads hand in within `batch_wait_ms` (up to
-`batch_pages`), and reads them in one model call: pages through the detector together, and every
+`batch_pages`; a page waits only under load), and reads them in one model call: pages through the detector together, and every
 page's lines through the recognizer together. The model stays one per worker and is only ever used
 by that thread, so nothing in it needs to be thread-safe.
 
@@ -51,6 +51,7 @@ class Batched:
         self.max_wait = max_wait_ms / 1000
         self._queue: queue.Queue[_Item] = queue.Queue()
         self._held: _Item | None = None  # taken while gathering, but of the other kind: it leads the next batch
+        self._last_pages = 1  # pages in the last model call
         self._thread = threading.Thread(target=self._serve, name="inference", daemon=True)
         self._thread.start()
 
@@ -91,20 +92,28 @@ class Batched:
 
     # The inference thread.
     def _gather(self) -> list[_Item]:
-        """The first page waiting, and those of its kind handed in within max_wait of it."""
+        """The first page waiting, and those of its kind handed in within max_wait of it.
+
+        Only under load does the first page wait: when nothing else is queued and the last call
+        read a page alone, no other request is in flight to join it, and waiting would only add
+        max_wait to a lone client's every page. Under load pages queue up while the model runs,
+        and the next call takes them all."""
         first = self._held if self._held is not None else self._queue.get()
         self._held = None
         batch = [first]
-        until = time.perf_counter() + self.max_wait
+        busy = self._last_pages > 1 or not self._queue.empty()
+        until = time.perf_counter() + (self.max_wait if busy else 0.0)
         while len(batch) < self.max_pages:
             try:
-                item = self._queue.get(timeout=max(0.0, until - time.perf_counter()))
+                left = until - time.perf_counter()
+                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item.kind != first.kind:
                 self._held = item
                 break
             batch.append(item)
+        self._last_pages = len(batch)
         return batch
 
     def _serve(self) -> None:
