@@ -160,8 +160,10 @@ def check_answer(sent: bytes, answer: Answer) -> str | None:
 def access_log(stack: Stack) -> list[dict]:
     """The access log's entries. Nginx's escape=json escapes control bytes but writes bytes from
     0x80 up as they came, so lines are not always UTF-8: undecodable bytes become surrogates,
-    and .encode("utf-8", "surrogateescape") gives the bytes back."""
-    lines = (stack.layout.logs / "access.json").read_bytes().splitlines()
+    and .encode("utf-8", "surrogateescape") gives the bytes back. A line Nginx is still writing
+    has no newline yet: it is left for the next read."""
+    data = (stack.layout.logs / "access.json").read_bytes()
+    lines = data[:data.rfind(b"\n") + 1].splitlines()
     return [json.loads(line.decode("utf-8", "surrogateescape")) for line in lines]
 
 

@@ -8,9 +8,9 @@ the first page waiting, gathers what the other threads hand in within `batch_wai
 page's lines through the recognizer together. The model stays one per worker and is only ever used
 by that thread, so nothing in it needs to be thread-safe.
 
-Each page's result is its own: the families pad every page and line crop to a shape that depends
-on it alone (service/ocr/ppocr/recognize.py), so what shares its batch does not change its reading
-(tests/test_batching.py). On a CPU a batch saves nothing (docs/benchmarks.md, GPU), so batching is
+Each page's result is its own: both families pad each line crop to a width that depends on it
+alone (service/ocr/ppocr/recognize.py, service/ocr/easyocr/recognize.py), so what shares its batch
+does not change its reading (tests/test_batching.py). On a CPU a batch saves nothing (docs/benchmarks.md, GPU), so batching is
 off there by default (batch_pages = 1) and the model is called directly, without this thread.
 """
 
