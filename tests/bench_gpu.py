@@ -56,7 +56,7 @@ from tests.devset import DEV, SCORE, cer, compare, dev_items
 from tests.stack import Stack, default_family, http, write_config
 from tests.support import png, render_lines
 
-# The goals for one GPU with the default model (docs/benchmarks.md, GPU).
+# The goals for one GPU with the default model (docs/benchmarks.md, GPU).
 GOAL_PAGES_PER_SECOND = 100.0
 GOAL_MS_AT_ONE = 40.0
 GOAL_IDENTICAL = 0.97
