@@ -210,7 +210,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     for flag in ("winograd", "cudnn"):
         if not isinstance(model.get(flag, True), bool):  # a quoted "false" would read as true
             raise ValueError(f"[model] {flag} in {cfg_path} must be true or false, not {model[flag]!r}")
-    if model.get("det_bucket", 0) not in (0, *range(32, 1025, 32)):
+    bucket = model.get("det_bucket", 0)
+    if not isinstance(bucket, int) or isinstance(bucket, bool) or bucket not in (0, *range(32, 1025, 32)):
         raise ValueError(f"[model] det_bucket in {cfg_path} must be 0 or a multiple of 32 up to 1024, "
                          f"not {model['det_bucket']!r}")
     if model.get("pipeline", "parse") not in PIPELINES:
@@ -231,6 +232,10 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     limits = Limits(**raw.get("limits", {}))
     if not limits.seconds_per_request > 0:
         raise ValueError(f"[limits] seconds_per_request in {cfg_path} must be above 0, not {limits.seconds_per_request!r}")
+    for inst in raw.get("instances", ()):
+        for key, kinds in (("batch_pages", (int,)), ("batch_wait_ms", (int, float))):
+            if key in inst and (not isinstance(inst[key], kinds) or isinstance(inst[key], bool)):
+                raise ValueError(f"[[instances]] {key} in {cfg_path} must be a number, not {inst[key]!r}")
     instances = tuple(Instance(**i) for i in raw.get("instances", ()))
     ports = [(i.host, i.port) for i in instances]
     if len(set(ports)) != len(ports):

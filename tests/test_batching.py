@@ -3,12 +3,16 @@ call, each given exactly its own result, with the real PP-OCR model on the CPU."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
+from service.ocr import batching
 from service.ocr.batching import Batched, batched
+from service.settings import ROOT
 from service.ocr.types import Page
 
 pytestmark = pytest.mark.model
@@ -58,7 +62,7 @@ def submit_together(model, calls: list[tuple[str, np.ndarray]]) -> list[Page | B
 
 
 def test_batch_of_one_is_the_model_itself(ppocr):
-    assert batched(ppocr, 1, 5) is ppocr
+    assert batched(ppocr, 1, 5, 600) is ppocr
 
 
 @pytest.mark.parametrize("family", ["ppocr", "easyocr"])
@@ -66,7 +70,7 @@ def test_pages_from_several_threads_each_get_their_own_result(family, load_famil
     """Both families pad each line crop to a width of its own, so batching changes no reading."""
     model_alone = load_family(family, 1)
     alone = [model_alone.parse([p])[0] for p in pages]
-    model = Batched(model_alone, max_pages=8, max_wait_ms=500)
+    model = Batched(model_alone, max_pages=8, max_wait_ms=500, stuck_seconds=600)
     results = submit_together(model, [("parse", p) for p in pages])
     for a, b in zip(alone, results):
         assert isinstance(b, Page), b
@@ -77,7 +81,7 @@ def test_pages_from_several_threads_each_get_their_own_result(family, load_famil
 
 
 def test_batches_stop_at_max_pages(ppocr, pages):
-    model = Batched(ppocr, max_pages=2, max_wait_ms=500)
+    model = Batched(ppocr, max_pages=2, max_wait_ms=500, stuck_seconds=600)
     results = submit_together(model, [("parse", p) for p in pages])
     assert all(isinstance(r, Page) and r.batch_pages <= 2 for r in results)
 
@@ -85,7 +89,7 @@ def test_batches_stop_at_max_pages(ppocr, pages):
 def test_a_bad_page_fails_alone(ppocr, pages):
     """A page the model cannot read (here a 2-D array where pages are HxWx3) fails its own
     request; the pages batched with it are read again alone and succeed."""
-    model = Batched(ppocr, max_pages=8, max_wait_ms=500)
+    model = Batched(ppocr, max_pages=8, max_wait_ms=500, stuck_seconds=600)
     calls = [("parse", pages[0]), ("parse", np.zeros((40, 60), np.uint8)), ("parse", pages[2])]
     good0, bad, good2 = submit_together(model, calls)
     assert isinstance(bad, Exception)
@@ -97,7 +101,7 @@ def test_a_bad_page_fails_alone(ppocr, pages):
 
 def test_line_mode_and_page_mode_share_the_thread(ppocr, pages, render):
     crop = render(["Line mode 99"], margin=6)
-    model = Batched(ppocr, max_pages=8, max_wait_ms=200)
+    model = Batched(ppocr, max_pages=8, max_wait_ms=200, stuck_seconds=600)
     results = submit_together(model, [("parse", pages[0]), ("recognize", crop), ("parse", pages[1]), ("recognize", crop)])
     same(ppocr.parse([pages[0]])[0], results[0])
     same(ppocr.parse([pages[1]])[0], results[2])
@@ -125,8 +129,30 @@ def test_gpu_shapes_read_the_same_on_the_cpu(ppocr, pages):
 
 def test_a_lone_client_does_not_wait_for_a_batch(ppocr, pages):
     """One request at a time: no other page can join, so none waits the batch_wait_ms."""
-    model = Batched(ppocr, max_pages=8, max_wait_ms=2000)
+    model = Batched(ppocr, max_pages=8, max_wait_ms=2000, stuck_seconds=600)
     for page in pages[:3]:
         result = model.parse([page])[0]
         assert result.batch_pages == 1
-        assert result.timing["batch_wait"] < 1.0  # far below the 2 s it would otherwise wait
+        assert result.timing["batch_wait"] < model.max_wait / 2  # it did not wait for company
+
+
+def test_a_stuck_model_call_ends_the_worker():
+    """A model call that never returns (here: a model whose parse blocks forever, the fault
+    injected) ends the process once a page has waited `stuck_seconds`, as harakiri would; uWSGI's
+    master then starts a fresh worker. Run in a child process, since it exits."""
+    script = """
+import threading
+from service.ocr.batching import Batched
+class Hangs:
+    info = device = precision = None
+    reads_grey = False
+    def parse(self, images, greys=None):
+        threading.Event().wait()
+import numpy as np
+Batched(Hangs(), max_pages=4, max_wait_ms=1, stuck_seconds=1).parse([np.zeros((8, 8, 3), np.uint8)])
+print("returned")
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == batching.STUCK_EXIT, (done.returncode, done.stderr[-2000:])
+    assert "returned" not in done.stdout
+    assert "inference thread is stuck" in done.stderr

@@ -200,3 +200,21 @@ def test_winograd_must_be_a_boolean(tmp_path):
     path.write_text('[model]\nwinograd = "false"\n')
     with pytest.raises(ValueError, match="winograd .* must be true or false"):
         settings_mod.load(path)
+
+
+def test_gpu_settings_are_checked(tmp_path):
+    """Batching and shape settings of the wrong type or range are refused with the key's name."""
+    path = tmp_path / "parse.toml"
+    for text, match in (('[model]\ndet_bucket = 64.0\n', "det_bucket"), ('[model]\ndet_bucket = 100\n', "det_bucket"),
+                        ('[model]\ncudnn = "true"\n', "cudnn"),
+                        ('[[instances]]\nport = 6001\nbatch_pages = "4"\n', "batch_pages"),
+                        ('[[instances]]\nport = 6001\nbatch_wait_ms = true\n', "batch_wait_ms")):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            settings_mod.load(path)
+    path.write_text('[model]\ndet_bucket = 128\ncudnn = true\n[[instances]]\nport = 6001\nbatch_pages = 8\nbatch_wait_ms = 2\n')
+    cfg = settings_mod.load(path)
+    assert (cfg.model.det_bucket, cfg.model.cudnn, cfg.instances[0].batch_pages) == (128, True, 8)
+    path.write_text('[[instances]]\nport = 6001\nbatch_pages = 0\n')
+    with pytest.raises(ValueError, match="batch_pages"):
+        deploy.check(settings_mod.load(path))

@@ -64,7 +64,7 @@ def test_one_host_stays_plain_loopback(tmp_path):
     cfg = settings_mod.load(settings_mod.DEFAULT_CONFIG)
     assert not fleet.uses_tls(cfg) and [h.name for h in cfg.hosts] == ["local"]
     assert fleet.instance_env(cfg, cfg.instances[0], fleet.HOST_TLS, deploy.gateway_timeout_s(cfg)) == \
-        "PARSE_HOST=local\nPARSE_BIND=127.0.0.1\n"
+        "PARSE_HOST=local\n"
     assert fleet.nginx_pass(cfg).endswith("uwsgi_pass parse_instances;\ninclude parse/tls.conf;\n")
 
 
@@ -73,6 +73,10 @@ def test_wildcard_bind_is_refused(tmp_path):
     text = (tmp_path / "parse.toml").read_text()
     (tmp_path / "parse.toml").write_text(text.replace('bind = "10.251.0.2"', 'bind = "0.0.0.0"\naddress = "10.251.0.2"'))
     with pytest.raises(ValueError, match="127.0.0.1"):
+        deploy.check(settings_mod.load(tmp_path / "parse.toml"))
+    # Loopback with a network address in front (NAT): the gateway would take the uwsgi socket's port.
+    (tmp_path / "parse.toml").write_text(text.replace('bind = "10.251.0.2"', 'bind = "127.0.0.1"\naddress = "10.251.0.2"'))
+    with pytest.raises(ValueError, match="network address"):
         deploy.check(settings_mod.load(tmp_path / "parse.toml"))
     deploy.check(cfg)
 

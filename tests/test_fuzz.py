@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.errors import ClientError
 from service import documents
+from service.ocr import allocator
 from service.settings import ROOT, DocumentSettings, Limits
 from tests.hostile import Reply, bad_bodies, request, workers
 from tests.stack import Stack
@@ -109,10 +110,13 @@ def test_fuzzed_bodies(stack: Stack) -> None:
     assert {k: w["pid"] for k, w in end.items()} == {k: w["pid"] for k, w in start_workers.items()}
     # Live blocks, not resident memory: the heap keeps the memory pages freed, by design
     # (service/ocr/allocator.py), so RSS follows fragmentation; a leak shows as live blocks.
-    assert heap.keys() == {str(w["pid"]) for w in end.values()}, (heap, end)
-    for pid, (before, after) in heap.items():
+    # Where glibc cannot count them (before 2.33), resident memory is all there is to bound.
+    measured = heap if allocator.heap_in_use_bytes() is not None else {str(k): v for k, v in rss.items()}
+    if measured is heap:
+        assert heap.keys() == {str(w["pid"]) for w in end.values()}, (heap, end)
+    for key, (before, after) in measured.items():
         # One-sided: a leak grows; caches evicting entries make live memory wander down.
-        assert after - before <= 0.05 * before, (pid, before, after)
+        assert after - before <= 0.05 * before, (key, before, after)
 
 
 def test_schemathesis(stack: Stack, tmp_path: Path) -> None:

@@ -4,25 +4,30 @@ A GPU reads a batch of pages in little more time than one page, but a worker tha
 request at a time only ever has one page to give it. With `batch_pages` > 1 the worker runs that
 many uWSGI request threads; each hands its page to `Batched`, whose single inference thread takes
 the first page waiting, gathers what the other threads hand in within `batch_wait_ms` (up to
-`batch_pages`; a page waits only under load), and reads them in one model call: pages through the detector together, and every
-page's lines through the recognizer together. The model stays one per worker and is only ever used
-by that thread, so nothing in it needs to be thread-safe.
+`batch_pages`; a page waits only under load), and reads them in one model call: pages of one
+input shape through the detector together, and every page's lines through the recognizer
+together. The model stays one per worker and is only ever used by that thread, so nothing in it
+needs to be thread-safe.
 
 Each page's result is its own: both families pad each line crop to a width that depends on it
-alone (service/ocr/ppocr/recognize.py, service/ocr/easyocr/recognize.py), so what shares its batch
-does not change its reading (tests/test_batching.py). On a CPU a batch saves nothing (docs/benchmarks.md, GPU), so batching is
-off there by default (batch_pages = 1) and the model is called directly, without this thread.
+alone (service/ocr/ppocr/recognize.py, service/ocr/easyocr/recognize.py), so what shares its
+batch does not change its reading (tests/test_batching.py, on the CPU; `make bench-gpu` compares
+batched and unbatched answers on a GPU). On a CPU a batch saves nothing (docs/benchmarks.md,
+GPU), so batching is off there by default (batch_pages = 1) and the model is called directly,
+without this thread.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,10 +37,13 @@ from .types import ModelInfo, Page
 
 log = logging.getLogger(__name__)
 
+# A worker ended for a stuck model call exits with this status (EX_SOFTWARE), in uWSGI's log.
+STUCK_EXIT = 70
+
 
 @dataclass
 class _Item:
-    kind: str  # "parse" or "recognize": only pages of one kind share a model call
+    kind: str  # "parse", "recognize" or "warmup": only pages of one kind share a model call
     rgb: np.ndarray
     grey: np.ndarray | None
     future: Future = field(default_factory=Future)
@@ -45,10 +53,11 @@ class _Item:
 class Batched:
     """An OcrModel whose calls from many threads are served together by one inference thread."""
 
-    def __init__(self, model: OcrModel, max_pages: int, max_wait_ms: float) -> None:
+    def __init__(self, model: OcrModel, max_pages: int, max_wait_ms: float, stuck_seconds: float) -> None:
         self.model = model
         self.max_pages = max_pages
         self.max_wait = max_wait_ms / 1000
+        self.stuck_seconds = stuck_seconds
         self._queue: queue.Queue[_Item] = queue.Queue()
         self._held: _Item | None = None  # taken while gathering, but of the other kind: it leads the next batch
         self._last_pages = 1  # pages in the last model call
@@ -79,16 +88,26 @@ class Batched:
         return self._submit("recognize", images, greys)
 
     def warmup(self) -> None:
-        self.model.warmup()
+        """Through the inference thread too: only that thread ever runs the model."""
+        self._submit("warmup", [np.zeros((1, 1, 3), np.uint8)], None)
 
     def _submit(self, kind: str, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None) -> list[Page]:
-        """Hand every image to the inference thread and wait for its pages (the caller's thread blocks)."""
+        """Hand every image to the inference thread and wait for its pages (the caller's thread blocks).
+
+        uWSGI's harakiri is one timer per worker, which any request thread that finishes resets,
+        so it cannot be trusted to end a model call that hangs while other threads still answer.
+        A page that is not read within `stuck_seconds` (harakiri's own limit) ends the worker
+        instead, as harakiri would, and uWSGI starts a fresh one."""
         items = [_Item(kind, rgb, greys[i] if greys else None) for i, rgb in enumerate(images)]
         for item in items:
             self._queue.put(item)
-        # No timeout: what waits is bounded by the pages in flight (one per request thread), and a
-        # model call that never returns is uWSGI's harakiri to end.
-        return [item.future.result() for item in items]
+        try:
+            return [item.future.result(timeout=max(0.0, item.queued + self.stuck_seconds - time.perf_counter()))
+                    for item in items]
+        except FutureTimeout:
+            log.critical("a page has waited %.0f s for the model: the inference thread is stuck; "
+                         "ending this worker so that uWSGI starts a fresh one", self.stuck_seconds)
+            os._exit(STUCK_EXIT)
 
     # The inference thread.
     def _gather(self) -> list[_Item]:
@@ -119,24 +138,37 @@ class Batched:
     def _serve(self) -> None:
         while True:
             batch = self._gather()
-            call = self.model.parse if batch[0].kind == "parse" else self.model.recognize
-            started = time.perf_counter()
             try:
-                pages = call([i.rgb for i in batch], [i.grey for i in batch])
-            except Exception as exc:  # noqa: BLE001 - handed to the requests that sent the pages
-                if len(batch) == 1:
-                    log.exception("model call failed")
-                    batch[0].future.set_exception(exc)
-                    continue
-                # One bad page must not fail the pages it was batched with.
-                log.warning("a batch of %d pages failed (%s); reading each alone", len(batch), exc)
+                self._read(batch)
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive anything a batch does
+                log.exception("batch of %d pages failed", len(batch))
                 for item in batch:
-                    self._serve_alone(call, item)
-                continue
-            for item, page in zip(batch, pages):
-                self._done(item, page, started, len(batch))
+                    if not item.future.done():
+                        item.future.set_exception(exc)
 
-    def _serve_alone(self, call, item: _Item) -> None:
+    def _read(self, batch: list[_Item]) -> None:
+        if batch[0].kind == "warmup":
+            self.model.warmup()
+            batch[0].future.set_result(None)
+            return
+        call = self.model.parse if batch[0].kind == "parse" else self.model.recognize
+        started = time.perf_counter()
+        try:
+            pages = call([i.rgb for i in batch], [i.grey for i in batch])
+        except Exception as exc:  # noqa: BLE001 - handed to the requests that sent the pages
+            if len(batch) == 1:
+                raise
+            # One bad page must not fail the pages it was batched with.
+            log.warning("a batch of %d pages failed (%s); reading each alone", len(batch), exc)
+            for item in batch:
+                self._read_alone(call, item)
+            return
+        if len(pages) != len(batch):
+            raise RuntimeError(f"the model returned {len(pages)} pages for {len(batch)}")
+        for item, page in zip(batch, pages):
+            self._done(item, page, started, len(batch))
+
+    def _read_alone(self, call: Callable[..., list[Page]], item: _Item) -> None:
         started = time.perf_counter()
         try:
             page = call([item.rgb], [item.grey])[0]
@@ -153,6 +185,7 @@ class Batched:
         item.future.set_result(page)
 
 
-def batched(model: OcrModel, max_pages: int, max_wait_ms: float) -> OcrModel:
-    """The model itself where batching is off (batch_pages = 1), else the model behind one inference thread."""
-    return model if max_pages <= 1 else Batched(model, max_pages, max_wait_ms)
+def batched(model: OcrModel, max_pages: int, max_wait_ms: float, stuck_seconds: float) -> OcrModel:
+    """The model itself where batching is off (batch_pages = 1), else the model behind one
+    inference thread; `stuck_seconds` is how long a page may wait before the worker is ended."""
+    return model if max_pages <= 1 else Batched(model, max_pages, max_wait_ms, stuck_seconds)

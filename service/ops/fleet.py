@@ -85,20 +85,23 @@ def check(cfg: Settings) -> None:
         if host_instances(cfg, host.name) and ipaddress.ip_address(host.bind).is_unspecified:
             raise ValueError(f"{cfg.path}: host {host.name!r} binds {host.bind}; name the one address its "
                              "instances listen on (the uwsgi socket itself keeps 127.0.0.1)")
+        if uses_tls(cfg) and host_instances(cfg, host.name) and ipaddress.ip_address(host.bind).is_loopback:
+            raise ValueError(f"{cfg.path}: host {host.name!r} binds {host.bind}, but in a fleet whose instances "
+                             "speak TLS each gateway needs the host's network address: 127.0.0.1:PORT is "
+                             "its uwsgi socket")
 
 
 def instance_env(cfg: Settings, inst: Instance, tls_dir: Path, gateway_timeout_s: int) -> str:
-    """What an instance's environment file adds in a fleet: its host and, beyond loopback, its
-    TLS gateway (read by conf/uwsgi/parse.ini and by the readiness probe)."""
+    """What an instance's environment file adds in a fleet: its host (read by the app and the
+    readiness probe) and, beyond loopback, its TLS gateway (read by conf/uwsgi/parse.ini)."""
     host = cfg.host(inst.host)
-    values: dict[str, object] = {"PARSE_HOST": inst.host, "PARSE_BIND": host.bind}
+    values: dict[str, object] = {"PARSE_HOST": inst.host}
     if uses_tls(cfg):
         # uWSGI's sslrouter: address,cert,key,ciphers,client CA. The "!" before the CA makes a
         # client certificate mandatory; without it uWSGI verifies one only when a client offers it.
         values["PARSE_SSLROUTER"] = (f"{host.bind}:{inst.port},{tls_dir / CERT_FILE},{tls_dir / KEY_FILE},"
                                      f"{CIPHERS},!{tls_dir / CA_FILE}")
         values["PARSE_SSLROUTER_TIMEOUT"] = gateway_timeout_s
-        values["PARSE_TLS_DIR"] = tls_dir
     return "".join(f"{k}={v}\n" for k, v in values.items())
 
 

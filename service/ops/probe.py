@@ -17,7 +17,6 @@ import ssl
 import struct
 import sys
 import time
-from pathlib import Path
 
 from .. import settings as settings_mod
 from . import fleet
@@ -96,20 +95,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for readiness")
     args = parser.parse_args(argv)
     cfg = settings_mod.load()
-    # Under systemd the instance's environment file names its address and TLS folder (fleet.py);
-    # without them, this machine's instances as the declaration places them.
+    # This machine's instances (under systemd the environment file names the host). Their uwsgi
+    # sockets are on this machine's loopback on every host, a fleet's too (the TLS gateway in front
+    # of them is for the front host), and loopback is what the unit's IP allow-list lets through.
     me = cfg.host(os.environ["PARSE_HOST"]) if os.environ.get("PARSE_HOST") else fleet.whoami(cfg)
-    host = os.environ.get("PARSE_BIND") or me.bind
-    tls_dir = os.environ.get("PARSE_TLS_DIR") or (str(fleet.HOST_TLS) if fleet.uses_tls(cfg) else "")
-    tls = fleet.client_context(Path(tls_dir)) if tls_dir else None
     ports = args.ports or [i.port for i in fleet.host_instances(cfg, me.name)]
     if args.wait is None:
-        sys.exit(0 if report(ports, host, tls) else 1)
+        sys.exit(0 if report(ports) else 1)
     try:
-        wait_ready(ports, args.wait, host, tls)
+        wait_ready(ports, args.wait)
     except TimeoutError as exc:
         sys.exit(f"not ready after {args.wait:.0f}s: {exc}")
-    report(ports, host, tls)
+    report(ports)
 
 
 if __name__ == "__main__":

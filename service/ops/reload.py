@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.dev:
             dev(cfg, args.run_dir, args.timeout)
         else:
-            host = fleet.whoami(cfg).name
+            host = fleet.whoami(cfg).name  # where it cannot tell, it asks for PARSE_HOST
             rolling(cfg, deploy.HOST_CONTROL, args.ports or own_ports(cfg, host), args.timeout, host)
     except (TimeoutError, OSError) as exc:
         sys.exit(f"reload stopped: {exc}")

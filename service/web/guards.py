@@ -4,12 +4,14 @@
 says what to fix. Nginx enforces the same body limit first (client_max_body_size, rendered from
 the same [limits] value); the app checks again for requests that reach uWSGI directly.
 
-The deadline is cooperative. A uWSGI worker is one thread running torch: a signal or a watchdog
-thread cannot stop a torch call safely (the exception would land between arbitrary C++ ops, or not
-at all until the op returns, leaving metrics locks and model state half-updated). So the route
-checks the deadline between stages (before each image's decode, before and after the model call)
-and answers 504 JSON; the worker lives on. A single stage that hangs is uWSGI's `harakiri`
-backstop, set above the deadline: it kills and respawns that one worker, and Nginx answers JSON.
+The deadline is cooperative. A worker's model runs on one thread (the request's, or the inference
+thread of service/ocr/batching.py): a signal or a watchdog thread cannot stop a torch call safely
+(the exception would land between arbitrary C++ ops, or not at all until the op returns, leaving
+metrics locks and model state half-updated). So the route checks the deadline between stages
+(before each image's decode, before and after the model call) and answers 504 JSON; the worker
+lives on. A single stage that hangs is uWSGI's `harakiri` backstop, set above the deadline (with
+request threads, the batching's own watchdog at the same limit): the worker is killed and
+respawned, and Nginx answers JSON.
 
 The deadline runs from the moment Nginx handed the request on (its PARSE_ARRIVED stamp), not from
 the moment a worker took it: a client's deadline includes the time it waited in the listen queue.

@@ -15,6 +15,7 @@ from flask import current_app
 from ..errors import ClientError
 from ..jobs.store import Store
 from ..ocr import batching
+from ..ops.deploy import harakiri_s
 from ..ocr.model import OcrModel, load_model
 from ..settings import Settings
 from . import metrics
@@ -53,7 +54,8 @@ class WorkerState:
             model = load_model(self.cfg.model, self.instance.device, self.instance.threads)
             model.warmup()
             # With request threads, their pages meet in one inference thread (batch_pages > 1).
-            model = batching.batched(model, self.instance.batch_pages, self.instance.batch_wait_ms)
+            model = batching.batched(model, self.instance.batch_pages, self.instance.batch_wait_ms,
+                                     harakiri_s(self.cfg))
         except Exception as exc:  # the worker stays up and says why in /readyz and the log
             log.exception("model load failed")
             self.error = f"{type(exc).__name__}: {exc}"

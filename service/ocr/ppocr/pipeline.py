@@ -15,6 +15,7 @@ input is flipped once per page.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -32,12 +33,16 @@ from . import db, geometry, orient, recognize
 from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
 from .nets import ClsNet, DetNet, RecNet
 
+log = logging.getLogger(__name__)
+
 TEXT_SCORE = 0.5  # lines below this confidence are dropped (pages only, as RapidOCR does)
-# Pages of one input shape detected in one forward pass: on a CPU one at a time gains as much.
+# Pages of one input shape detected in one forward pass: on a CPU one at a time gains as much;
+# the GPU figure is not yet measured (`make bench-gpu`).
 DET_BATCH = {"cpu": 1, "cuda": 16}
-# Padded pixels per row of a recognizer batch (recognize.width_buckets): a GPU reads hundreds of
-# lines in one call for about the time of a few, a CPU gains nothing past a small batch.
-REC_PIXELS = {"cpu": recognize.GROUP_PIXELS, "cuda": 320 * 512}
+# Padded pixels of a recognizer batch (recognize.width_buckets): a CPU gains nothing past a small
+# batch; on a GPU larger batches are the point of batching, bounded so that the (rows x steps x
+# 18,385 classes) output stays a few hundred MiB. Not yet measured on a GPU (`make bench-gpu`).
+REC_PIXELS = {"cpu": recognize.GROUP_PIXELS, "cuda": 320 * 128}
 
 
 Net = Literal["det", "cls", "rec"]
@@ -123,9 +128,11 @@ class PpOcr:
         # [model] det_bucket: detector inputs padded (with zeros, as the network's own convolutions
         # pad a page's edges; the map is cut back to the page) so that pages share a few shapes.
         self.det_bucket = det_bucket if pipeline == "parse" else 0
-        self.pad_rows = device.type == "cuda"  # recognizer batches padded to a power of two (_rec_runner)
         # cuDNN on a GPU only where shapes repeat (the parse pipeline's buckets) and when asked.
         self.cudnn = cudnn and pipeline == "parse"
+        # Recognizer batches padded to a power of two (_rec_runner): repeating shapes are what
+        # cuDNN's plans are worth; without cuDNN the padding would only be computed for nothing.
+        self.pad_rows = device.type == "cuda" and self.cudnn
         version = "rapidocr-3.10.0-defaults" if pipeline == "rapidocr" else "parse-oriented"
         self.info = ModelInfo(name="ppocrv6-small", version=version, weights_sha256=sums)
 
@@ -149,6 +156,9 @@ class PpOcr:
         if device.type == "cuda" and settings.cudnn:
             # Plan each input shape once and keep the fastest; the buckets keep the shapes few.
             torch.backends.cudnn.benchmark = True
+            if not settings.det_bucket:
+                log.warning("[model] cudnn is on but det_bucket is 0: every page size is a new detector "
+                            "shape for cuDNN to plan; set det_bucket too")
         return cls(*nets, alphabet, device, precision, sums, settings.pipeline, settings.cudnn, settings.det_bucket)
 
     @contextlib.contextmanager
@@ -227,7 +237,7 @@ class PpOcr:
             t0 = time.perf_counter()
             read = recognize.read([c for plan in plans for c in plan.crops], self._rec_runner(), self.alphabet,
                                   grouped=True, max_pixels=self.rec_pixels)
-            rec_per_page = (time.perf_counter() - t0) / len(plans)
+            rec_per_page = (time.perf_counter() - t0) / max(1, len(plans))
             results, at = [], 0
             for rgb, frame, plan in zip(images, frames, plans):
                 results.append(self._finish_page(rgb, frame, plan, read[at:at + len(plan.crops)],

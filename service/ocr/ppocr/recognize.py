@@ -26,7 +26,7 @@ REC_MIN_RATIO = 320 / 48
 CLS_THRESH = 0.9  # rotate a crop when "180" wins with more than this
 # Width buckets (the parse pipeline): see width_buckets and docs/benchmarks.md.
 GROUP_MIN_WIDTH = 160  # narrower crops are padded to this: less padding read better and faster (docs/benchmarks.md)
-GROUP_SPREAD = 1.15  # each bucket is at most this much wider than the one below
+GROUP_SPREAD = 1.15  # each bucket is this much wider than the one below, then rounded up to 16 px
 GROUP_PIXELS = 320 * 24  # padded width x batch size, on a CPU: bigger batches gain nothing there
 
 Runner = Callable[[np.ndarray], np.ndarray]  # (N,3,48,W) float32 batch -> network output on the CPU
@@ -94,9 +94,9 @@ def bucket_width(width: int) -> int:
 
 
 def width_buckets(crops: Sequence[np.ndarray], max_pixels: int = GROUP_PIXELS) -> list[tuple[int, np.ndarray]]:
-    """(padded width, crop indices) batches: crops of one width bucket, so at most GROUP_SPREAD
-    times their own width is computed, cut so that width x batch size stays within `max_pixels`
-    (large batches of short words, small ones of long lines)."""
+    """(padded width, crop indices) batches: crops of one width bucket, so each is padded by at
+    most GROUP_SPREAD times its width plus 16 px, cut so that width x batch size stays within
+    `max_pixels` (large batches of short words, small ones of long lines)."""
     by_bucket: dict[int, list[int]] = {}
     for i, c in enumerate(crops):
         by_bucket.setdefault(bucket_width(math.ceil(HEIGHT * c.shape[1] / c.shape[0])), []).append(i)
