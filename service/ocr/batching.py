@@ -27,7 +27,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -137,46 +137,37 @@ class Batched:
 
     def _serve(self) -> None:
         while True:
-            batch = self._gather()
-            try:
-                self._read(batch)
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive anything a batch does
-                log.exception("batch of %d pages failed", len(batch))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+            self._settle(self._gather())
+
+    def _settle(self, batch: list[_Item]) -> None:
+        """Read the batch; when that fails, each of its pages alone, so that one bad page fails
+        only its own request. The thread outlives whatever a batch does."""
+        try:
+            self._read(batch)
+        except Exception as exc:  # noqa: BLE001 - handed to the requests that sent the pages
+            pending = [item for item in batch if not item.future.done()]
+            if len(batch) > 1:
+                log.warning("a batch of %d pages failed (%s); reading each alone", len(batch), exc)
+                for item in pending:
+                    self._settle([item])
+                return
+            log.exception("model call failed")
+            for item in pending:
+                item.future.set_exception(exc)
 
     def _read(self, batch: list[_Item]) -> None:
+        """One model call for the batch (all of one kind), each page's result to its request."""
         if batch[0].kind == "warmup":
             self.model.warmup()
             batch[0].future.set_result(None)
             return
         call = self.model.parse if batch[0].kind == "parse" else self.model.recognize
         started = time.perf_counter()
-        try:
-            pages = call([i.rgb for i in batch], [i.grey for i in batch])
-        except Exception as exc:  # noqa: BLE001 - handed to the requests that sent the pages
-            if len(batch) == 1:
-                raise
-            # One bad page must not fail the pages it was batched with.
-            log.warning("a batch of %d pages failed (%s); reading each alone", len(batch), exc)
-            for item in batch:
-                self._read_alone(call, item)
-            return
+        pages = call([i.rgb for i in batch], [i.grey for i in batch])
         if len(pages) != len(batch):
             raise RuntimeError(f"the model returned {len(pages)} pages for {len(batch)}")
         for item, page in zip(batch, pages):
             self._done(item, page, started, len(batch))
-
-    def _read_alone(self, call: Callable[..., list[Page]], item: _Item) -> None:
-        started = time.perf_counter()
-        try:
-            page = call([item.rgb], [item.grey])[0]
-        except Exception as exc:  # noqa: BLE001 - handed to the request that sent the page
-            log.exception("model call failed")
-            item.future.set_exception(exc)
-            return
-        self._done(item, page, started, 1)
 
     @staticmethod
     def _done(item: _Item, page: Page, started: float, pages: int) -> None:
