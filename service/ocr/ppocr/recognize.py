@@ -44,8 +44,18 @@ def _normalise(img: np.ndarray, width: int, padded: int) -> np.ndarray:
     return out
 
 
+def _ratio(crop: np.ndarray) -> float:
+    """Width over height, as RapidOCR computes it: widths at HEIGHT are ceil(HEIGHT * ratio)."""
+    return crop.shape[1] / float(crop.shape[0])
+
+
+def _width(crop: np.ndarray) -> int:
+    """The crop's width once resized to HEIGHT."""
+    return math.ceil(HEIGHT * _ratio(crop))
+
+
 def _batches(crops: Sequence[np.ndarray]) -> list[np.ndarray]:
-    order = np.argsort(np.array([c.shape[1] / float(c.shape[0]) for c in crops]))
+    order = np.argsort(np.array([_ratio(c) for c in crops]))
     return [order[i:i + BATCH] for i in range(0, len(order), BATCH)]
 
 
@@ -59,9 +69,7 @@ def cls_probs(crops: Sequence[np.ndarray], run: Runner) -> np.ndarray:
     """(N, 2) classifier probabilities [p0, p180] per crop, in input order."""
     out = np.zeros((len(crops), 2), np.float32)
     for idx in _batches(crops):
-        ratios = [crops[i].shape[1] / crops[i].shape[0] for i in idx]
-        batch = np.stack([_normalise(crops[i], min(CLS_WIDTH, math.ceil(HEIGHT * r)), CLS_WIDTH)
-                          for i, r in zip(idx, ratios)])
+        batch = np.stack([_normalise(crops[i], min(CLS_WIDTH, _width(crops[i])), CLS_WIDTH) for i in idx])
         out[idx] = run(batch)
     return out
 
@@ -99,7 +107,7 @@ def width_buckets(crops: Sequence[np.ndarray], max_pixels: int = GROUP_PIXELS) -
     `max_pixels` (large batches of short words, small ones of long lines)."""
     by_bucket: dict[int, list[int]] = {}
     for i, c in enumerate(crops):
-        by_bucket.setdefault(bucket_width(math.ceil(HEIGHT * c.shape[1] / c.shape[0])), []).append(i)
+        by_bucket.setdefault(bucket_width(_width(c)), []).append(i)
     out = []
     for width in sorted(by_bucket):
         members = by_bucket[width]
@@ -114,10 +122,10 @@ def read(crops: Sequence[np.ndarray], run: RecRunner, alphabet: list[str],
     6, or width buckets (`grouped`, of at most `max_pixels` padded pixels per row)."""
     out: list[Reading] = [Reading("", 0.0, [])] * len(crops)
     batches = width_buckets(crops, max_pixels) if grouped else \
-        [(int(HEIGHT * max(REC_MIN_RATIO, *(crops[i].shape[1] / crops[i].shape[0] for i in idx))), idx)
+        [(int(HEIGHT * max(REC_MIN_RATIO, *(_ratio(crops[i]) for i in idx))), idx)
          for idx in _batches(crops)]
     for padded, idx in batches:
-        widths = [min(padded, math.ceil(HEIGHT * crops[i].shape[1] / crops[i].shape[0])) for i in idx]
+        widths = [min(padded, _width(crops[i])) for i in idx]
         batch = np.stack([_normalise(crops[i], w, padded) for i, w in zip(idx, widths)])
         decoded = run(batch)
         stride = padded / decoded.index.shape[1]
