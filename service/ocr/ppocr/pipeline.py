@@ -64,8 +64,6 @@ PRECISIONS: dict[str, NetDtypes] = {
     "fp16": NetDtypes(torch.float16, torch.float16, torch.float16),
 }
 
-
-
 # What "auto" means on every device and pipeline: fp32. "bf16" (detector and recognizer) is about
 # 1.7x faster on CPUs with AVX512-BF16 or AMX, but it reads a little less accurately, and reduced
 # precision is a default only where every accuracy goal holds (docs/benchmarks.md); it stays an
@@ -189,8 +187,8 @@ class PpOcr:
         return run
 
     def _det_input(self, img: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """BGR uint8 page -> normalised (1,3,H,W) float32, padded to the device's bucket, and the
-        page's own (h, w) in it; 2x-1 in float32 rounds like Paddle's float64 path."""
+        """BGR uint8 page -> normalised (1,3,H,W) float32, padded to `det_bucket` where set, and
+        the page's own (h, w) in it; 2x-1 in float32 rounds like Paddle's float64 path."""
         upscale = geometry.DET_MAX_UPSCALE if self.pipeline == "parse" else None
         h, w = geometry.det_size(*img.shape[:2], max_upscale=upscale)
         resized = cv2.resize(img, (w, h))
