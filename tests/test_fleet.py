@@ -107,10 +107,8 @@ def test_dashboard_panels_query_metrics_that_exist():
 
 def test_a_host_reloads_its_own_instances(tmp_path, monkeypatch):
     """Hosts a and b both run port 6001: each host's chain reload takes its own, by host."""
-    from service.ops import reload
-
     cfg = fleet_cfg(tmp_path)
-    assert reload.own_ports(cfg, "a") == [6001] and reload.own_ports(cfg, "front") == []
+    assert fleet.host_ports(cfg, "a") == [6001] and fleet.host_ports(cfg, "front") == []
     monkeypatch.setenv("PARSE_HOST", "b")
     assert fleet.whoami(cfg).name == "b"
     assert cfg.instance(6001, fleet.whoami(cfg).name).host == "b"

@@ -69,6 +69,11 @@ def host_instances(cfg: Settings, host: str) -> list[Instance]:
     return [i for i in cfg.instances if i.host == host]
 
 
+def host_ports(cfg: Settings, host: str) -> list[int]:
+    """The ports of a host's instances: what its probe, its chain reload and `ports` act on."""
+    return [i.port for i in host_instances(cfg, host)]
+
+
 def server_address(cfg: Settings, inst: Instance) -> str:
     """Where Nginx connects to `inst`."""
     return f"{cfg.host(inst.host).reach}:{inst.port}"
@@ -80,12 +85,15 @@ def check(cfg: Settings) -> None:
         raise ValueError(f"{cfg.path}: instances listen beyond loopback, so [nginx] host must name a host "
                          f"with a network address (it is {cfg.nginx.host!r})")
     for host in cfg.hosts:
+        if not host_instances(cfg, host.name):
+            continue
         # The gateway on bind:PORT and the uwsgi socket on 127.0.0.1:PORT share the port; a
         # wildcard bind would take the loopback address too.
-        if host_instances(cfg, host.name) and ipaddress.ip_address(host.bind).is_unspecified:
+        bind = ipaddress.ip_address(host.bind)
+        if bind.is_unspecified:
             raise ValueError(f"{cfg.path}: host {host.name!r} binds {host.bind}; name the one address its "
                              "instances listen on (the uwsgi socket itself keeps 127.0.0.1)")
-        if uses_tls(cfg) and host_instances(cfg, host.name) and ipaddress.ip_address(host.bind).is_loopback:
+        if uses_tls(cfg) and bind.is_loopback:
             raise ValueError(f"{cfg.path}: host {host.name!r} binds {host.bind}, but in a fleet whose instances "
                              "speak TLS each gateway needs the host's network address: 127.0.0.1:PORT is "
                              "its uwsgi socket")
@@ -244,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "whoami":
         print(me.name)
     elif args.command == "ports":
-        print("\n".join(str(i.port) for i in host_instances(cfg, me.name)))
+        print("\n".join(map(str, host_ports(cfg, me.name))))
     elif args.command == "is-front":
         sys.exit(0 if me.name == cfg.nginx.host else 1)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import ssl
 import struct
@@ -91,15 +90,15 @@ def report(ports: list[int], host: str = "127.0.0.1", tls: ssl.SSLContext | None
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m service.ops.probe", description=__doc__.splitlines()[0])
-    parser.add_argument("ports", nargs="*", type=int, help="instance ports (default: every declared one)")
+    parser.add_argument("ports", nargs="*", type=int, help="instance ports (default: this host's instances)")
     parser.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for readiness")
     args = parser.parse_args(argv)
     cfg = settings_mod.load()
-    # This machine's instances (under systemd the environment file names the host). Their uwsgi
+    # This machine's instances (whoami: under systemd the environment file names the host). Their uwsgi
     # sockets are on this machine's loopback on every host, a fleet's too (the TLS gateway in front
     # of them is for the front host), and loopback is what the unit's IP allow-list lets through.
-    me = cfg.host(os.environ["PARSE_HOST"]) if os.environ.get("PARSE_HOST") else fleet.whoami(cfg)
-    ports = args.ports or [i.port for i in fleet.host_instances(cfg, me.name)]
+    me = fleet.whoami(cfg)
+    ports = args.ports or fleet.host_ports(cfg, me.name)
     if args.wait is None:
         sys.exit(0 if report(ports) else 1)
     try:

@@ -82,11 +82,6 @@ def rolling(cfg: Settings, fifo_dir: Path, ports: list[int], timeout: float, hos
         print(f"instance {port}: {inst.processes} worker(s) replaced and ready in {seconds:.1f} s", flush=True)
 
 
-def own_ports(cfg: Settings, host: str) -> list[int]:
-    """The ports a host reloads by default: its own instances; the others run on other machines."""
-    return [i.port for i in fleet.host_instances(cfg, host)]
-
-
 def dev(cfg: Settings, run: Path, timeout: float) -> None:
     """make reload: render again, reload Nginx if its files changed (SIGHUP: old Nginx workers finish
     their requests), then the rolling chain reload of every instance."""
@@ -123,8 +118,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.dev:
             dev(cfg, args.run_dir, args.timeout)
         else:
-            host = fleet.whoami(cfg).name  # where it cannot tell, it asks for PARSE_HOST
-            rolling(cfg, deploy.HOST_CONTROL, args.ports or own_ports(cfg, host), args.timeout, host)
+            # A host reloads its own instances: the others are other machines'. Where whoami
+            # cannot tell which host this is, it asks for PARSE_HOST.
+            host = fleet.whoami(cfg).name
+            rolling(cfg, deploy.HOST_CONTROL, args.ports or fleet.host_ports(cfg, host), args.timeout, host)
     except (TimeoutError, OSError) as exc:
         sys.exit(f"reload stopped: {exc}")
 
