@@ -1,6 +1,6 @@
 """Readiness probe: ask an instance's /readyz over the uwsgi protocol, as Nginx would.
 
-    python -m service.ops.probe [--wait SECONDS] [PORT...]    (no PORT: every declared instance)
+    python -m service.ops.probe [--wait SECONDS] [PORT...]    (no PORT: this host's instances)
 
 uWSGI tells systemd READY as soon as its master runs, before lazy workers have loaded their
 models; this probe is what `make run`, `make status` and the unit's ExecStartPost wait on
