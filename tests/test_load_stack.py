@@ -1,10 +1,13 @@
 """Admission by deadline on the real stack: bursts, a SIGKILL, overload, a rolling reload, a stale
 request and a graceful stop under load (Nginx + the default shape: 2 instances x 1 worker).
 
-The stack's deadline is 30 s and its declared time per request 1.5 s, so each instance admits
-floor(30 / 1.5) = 20 requests at once (service/ops/deploy.py: admitted). The images are small
-rendered pages: these tests are about admission, not accuracy, and the machine has two cores.
-The tests run in file order; the last one stops instance B.
+Each instance admits ADMITTED_PER_WORKER requests at once: the stack declares its time per request
+from this machine's measured time for the burst page, and a deadline of that many such requests
+(service/ops/deploy.py: admitted). A deadline fixed in seconds would make these tests pass or fail
+with the machine's speed, not with the mechanism: a burst of pages is only servable when the
+deadline covers the longest queue it builds. The images are small rendered pages: these tests are
+about admission, not accuracy, and the machine has two cores. The tests run in file order; the last
+one stops instance B.
 """
 
 from __future__ import annotations
@@ -15,41 +18,69 @@ import re
 import signal
 import struct
 import socket
+import statistics
 import threading
 import time
 import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from service.ops import deploy, reload
-from tests.stack import Response, Stack, http
+from tests.stack import Response, Stack, default_family, http
 from tests.support import png
 
 pytestmark = pytest.mark.stack
 
-DEADLINE_S = 30.0
-SECONDS_PER_REQUEST = 1.5
+ADMITTED_PER_WORKER = 20
+# The declared time per request is never below this, whatever the machine: the shipped default's scale.
+MIN_SECONDS_PER_REQUEST = 1.5
+# Measured in this process, alone; the stack's two workers share the machine's cores and memory.
+CONTENTION = 1.3
 # What the fixed admission of 4 waiting requests per worker used to hold, per worker.
 OLD_ADMISSION_PER_WORKER = 1 + 4
 
 
 @pytest.fixture(scope="module")
-def stack(stack_factory) -> Stack:
-    return stack_factory([{"processes": 1}, {"processes": 1}], deadline_seconds=DEADLINE_S,
-                         seconds_per_request=SECONDS_PER_REQUEST)
+def page_image(render) -> np.ndarray:
+    """A receipt-like page of a dozen lines: the "real page" of a burst."""
+    return render([f"Item {i:02d} coffee beans  {i * 3}.50" for i in range(12)], size=24)
+
+
+@pytest.fixture(scope="module")
+def page(page_image) -> bytes:
+    return png(page_image)
+
+
+@pytest.fixture(scope="module")
+def seconds_per_request(load_family, page_image) -> float:
+    """The page's warm median time on one worker's single thread, with room for the contention."""
+    model = load_family(default_family(), 1)
+    model.warmup()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model.parse([page_image])
+        times.append(time.perf_counter() - start)
+    return max(MIN_SECONDS_PER_REQUEST, round(CONTENTION * statistics.median(times), 2))
+
+
+@pytest.fixture(scope="module")
+def deadline_s(seconds_per_request: float) -> float:
+    return round(ADMITTED_PER_WORKER * seconds_per_request, 1)
+
+
+@pytest.fixture(scope="module")
+def stack(stack_factory, seconds_per_request: float, deadline_s: float) -> Stack:
+    return stack_factory([{"processes": 1}, {"processes": 1}], deadline_seconds=deadline_s,
+                         seconds_per_request=seconds_per_request)
 
 
 @pytest.fixture(scope="module")
 def word(render) -> bytes:
     return png(render(["Total 42.50"], size=20, margin=8))
-
-
-@pytest.fixture(scope="module")
-def page(render) -> bytes:
-    """A receipt-like page of a dozen lines: the "real page" of a burst."""
-    return png(render([f"Item {i:02d} coffee beans  {i * 3}.50" for i in range(12)], size=24))
 
 
 @dataclass
@@ -63,7 +94,8 @@ class Timed:
     error: str = ""
 
 
-def timed_parse(stack: Stack, image: bytes, timeout: float = DEADLINE_S + 30) -> Timed:
+def timed_parse(stack: Stack, image: bytes) -> Timed:
+    timeout = stack.cfg.limits.deadline_seconds + 30
     start = time.monotonic()
     try:
         r: Response = stack.parse(image, timeout=timeout)
@@ -105,7 +137,7 @@ def metric(text: str, name: str) -> float:
 
 def test_admission_follows_the_deadline(stack: Stack):
     for inst in stack.cfg.instances:
-        assert deploy.admitted(stack.cfg, inst) == int(DEADLINE_S // SECONDS_PER_REQUEST) * inst.processes
+        assert deploy.admitted(stack.cfg, inst) == ADMITTED_PER_WORKER * inst.processes
         assert deploy.max_conns(stack.cfg, inst) == deploy.admitted(stack.cfg, inst)
 
 
@@ -123,7 +155,7 @@ def test_page_burst_all_served(stack: Stack, page: bytes):
     assert all(len(json.loads(r.body)["images"][0]["lines"]) >= 10 for r in results)
 
 
-def test_page_burst_with_a_worker_killed(stack: Stack, page: bytes):
+def test_page_burst_with_a_worker_killed(stack: Stack, page: bytes, deadline_s: float):
     """SIGKILL of one worker 1.5 s in: its request is retried elsewhere, its queue waits for the
     respawned worker's model; every client gets its 200."""
     a = stack.cfg.instances[0]
@@ -135,12 +167,12 @@ def test_page_burst_with_a_worker_killed(stack: Stack, page: bytes):
 
     results = burst(stack, page, 8 * workers(stack), kill)
     assert not_200(results) == []
-    assert max(r.seconds for r in results) < DEADLINE_S
+    assert max(r.seconds for r in results) < deadline_s
     stack.wait_ready(a)
     assert victim not in stack.worker_pids(a)
 
 
-def test_overload_fast_503_or_200_within_deadline(stack: Stack, word: bytes):
+def test_overload_fast_503_or_200_within_deadline(stack: Stack, word: bytes, deadline_s: float):
     """10 x what the deadline admits, at once: 200 within the deadline or 503 within 1 s, nothing else."""
     admitted = sum(deploy.admitted(stack.cfg, i) for i in stack.cfg.instances)
     # Nginx marks a failed instance down for fail_timeout; the previous test's kill must be past.
@@ -151,7 +183,7 @@ def test_overload_fast_503_or_200_within_deadline(stack: Stack, word: bytes):
     assert [(r.status, r.error or r.body[:200]) for r in results if r.status not in (200, 503)] == []
     assert len(served) >= admitted and refused
     assert max(r.seconds for r in refused) < 1.0, sorted(r.seconds for r in refused)[-5:]
-    assert max(r.seconds for r in served) < DEADLINE_S
+    assert max(r.seconds for r in served) < deadline_s
     for r in refused:
         assert json.loads(r.body)["error"]["code"] == "unavailable" and int(r.headers["Retry-After"]) > 0
 
@@ -196,11 +228,11 @@ def uwsgi_post(port: int, path: str, body: bytes, extra: dict[str, str]) -> tupl
     return int(head.split()[1]), payload
 
 
-def test_stale_request_gets_504_without_the_model(stack: Stack, word: bytes):
+def test_stale_request_gets_504_without_the_model(stack: Stack, word: bytes, deadline_s: float):
     """Stamped by Nginx longer ago than the deadline: 504 before the body or the model is touched."""
     inst = stack.cfg.instances[1]
     before = metrics_text(stack)
-    status, body = uwsgi_post(inst.port, "/v1/parse", word, {"PARSE_ARRIVED": f"{time.time() - DEADLINE_S - 1:.3f}"})
+    status, body = uwsgi_post(inst.port, "/v1/parse", word, {"PARSE_ARRIVED": f"{time.time() - deadline_s - 1:.3f}"})
     assert status == 504, body
     error = json.loads(body)["error"]
     assert error["code"] == "deadline_exceeded" and "queue" in error["message"]
@@ -208,10 +240,16 @@ def test_stale_request_gets_504_without_the_model(stack: Stack, word: bytes):
     total = 'parse_stage_seconds_count{stage="total"}'
     assert metric(after, total) == metric(before, total)  # no model call
     assert metric(after, "parse_images_total") == metric(before, "parse_images_total")
-    # The queue histogram saw a wait between 30 and 40 s.
+    # The queue histogram saw one wait past the deadline: between the buckets either side of it.
+    bounds = sorted({float(b) for b in re.findall(r'^parse_queue_seconds_bucket\{le="([0-9.]+)"', after, re.M)})
+    lower = max(b for b in bounds if b <= deadline_s)
+    upper = next((b for b in bounds if b >= deadline_s + 2), "+Inf")
     count = 'parse_queue_seconds_bucket{le="%s"}'
-    assert (metric(after, count % "40.0") - metric(after, count % "20.0")) - (
-        metric(before, count % "40.0") - metric(before, count % "20.0")) == 1
+
+    def waits_past(text: str) -> float:
+        return metric(text, count % upper) - metric(text, count % lower)
+
+    assert waits_past(after) - waits_past(before) == 1
     # A fresh stamp on the same path is served.
     status, body = uwsgi_post(inst.port, "/v1/parse", word, {"PARSE_ARRIVED": f"{time.time():.3f}"})
     assert status == 200, body
