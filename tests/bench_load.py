@@ -18,7 +18,6 @@ The client runs on the same cores as the stack.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import tempfile
 import threading
@@ -26,20 +25,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image
-
 from service import settings as settings_mod
 from tests.bench_stack import percentile
-from tests.support import render_lines
+from tests.support import png, receipt_page
 from tests.stack import Stack, write_config
 
 
-def default_page() -> bytes:
-    """A receipt-like rendered page (a dozen lines), used when no --image is given."""
-    buf = io.BytesIO()
-    lines = [f"Item {i:02d} coffee beans  {i * 3}.50" for i in range(12)]
-    Image.fromarray(render_lines(lines, size=24)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def capacity(stack: Stack, image: bytes, clients: int, n: int) -> tuple[float, float]:
@@ -112,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--soak-minutes", type=float, default=10, help="soak at 80%% of capacity (0: none)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    image = args.image.read_bytes() if args.image else default_page()
+    image = args.image.read_bytes() if args.image else png(receipt_page())
     default = settings_mod.load(settings_mod.DEFAULT_CONFIG)
     shape = [{"weight": i.weight, "processes": i.processes, "threads": i.threads} for i in default.instances]
     deadline = default.limits.deadline_seconds

@@ -47,6 +47,11 @@ def render_lines(lines: list[str], size: int = 32, margin: int = 40, gap: int = 
     return np.asarray(img)
 
 
+def receipt_page() -> np.ndarray:
+    """A receipt-like page of a dozen lines: the "real page" of the load tests and bench-load."""
+    return render_lines([f"Item {i:02d} coffee beans  {i * 3}.50" for i in range(12)], size=24)
+
+
 def png(array: np.ndarray) -> bytes:
     """An RGB uint8 array as PNG file bytes (lossless: the decoder gets exactly these pixels)."""
     buf = io.BytesIO()

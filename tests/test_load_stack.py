@@ -26,12 +26,12 @@ import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 
 from service.ops import deploy, reload
+from service.web.metrics import QUEUE_BUCKETS
 from tests.stack import Response, Stack, default_family, http
-from tests.support import png
+from tests.support import png, receipt_page
 
 pytestmark = pytest.mark.stack
 
@@ -45,39 +45,29 @@ OLD_ADMISSION_PER_WORKER = 1 + 4
 
 
 @pytest.fixture(scope="module")
-def page_image(render) -> np.ndarray:
-    """A receipt-like page of a dozen lines: the "real page" of a burst."""
-    return render([f"Item {i:02d} coffee beans  {i * 3}.50" for i in range(12)], size=24)
+def page() -> bytes:
+    return png(receipt_page())
 
 
-@pytest.fixture(scope="module")
-def page(page_image) -> bytes:
-    return png(page_image)
-
-
-@pytest.fixture(scope="module")
-def seconds_per_request(load_family, page_image) -> float:
+def measured_seconds_per_request(load_family) -> float:
     """The page's warm median time on one worker's single thread, with room for the contention."""
     model = load_family(default_family(), 1)
     model.warmup()
+    image = receipt_page()
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        model.parse([page_image])
+        model.parse([image])
         times.append(time.perf_counter() - start)
     # In quarter seconds: exact in binary, so the deadline over it is exactly ADMITTED_PER_WORKER.
     return max(MIN_SECONDS_PER_REQUEST, math.ceil(4 * CONTENTION * statistics.median(times)) / 4)
 
 
 @pytest.fixture(scope="module")
-def deadline_s(seconds_per_request: float) -> float:
-    return ADMITTED_PER_WORKER * seconds_per_request
-
-
-@pytest.fixture(scope="module")
-def stack(stack_factory, seconds_per_request: float, deadline_s: float) -> Stack:
-    return stack_factory([{"processes": 1}, {"processes": 1}], deadline_seconds=deadline_s,
-                         seconds_per_request=seconds_per_request)
+def stack(stack_factory, load_family) -> Stack:
+    seconds = measured_seconds_per_request(load_family)
+    return stack_factory([{"processes": 1}, {"processes": 1}], deadline_seconds=ADMITTED_PER_WORKER * seconds,
+                         seconds_per_request=seconds)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +86,12 @@ class Timed:
     error: str = ""
 
 
+def deadline(stack: Stack) -> float:
+    return stack.cfg.limits.deadline_seconds
+
+
 def timed_parse(stack: Stack, image: bytes) -> Timed:
-    timeout = stack.cfg.limits.deadline_seconds + 30
+    timeout = deadline(stack) + 30
     start = time.monotonic()
     try:
         r: Response = stack.parse(image, timeout=timeout)
@@ -157,7 +151,7 @@ def test_page_burst_all_served(stack: Stack, page: bytes):
     assert all(len(json.loads(r.body)["images"][0]["lines"]) >= 10 for r in results)
 
 
-def test_page_burst_with_a_worker_killed(stack: Stack, page: bytes, deadline_s: float):
+def test_page_burst_with_a_worker_killed(stack: Stack, page: bytes):
     """SIGKILL of one worker 1.5 s in: its request is retried elsewhere, its queue waits for the
     respawned worker's model; every client gets its 200."""
     a = stack.cfg.instances[0]
@@ -169,12 +163,12 @@ def test_page_burst_with_a_worker_killed(stack: Stack, page: bytes, deadline_s: 
 
     results = burst(stack, page, 8 * workers(stack), kill)
     assert not_200(results) == []
-    assert max(r.seconds for r in results) < deadline_s
+    assert max(r.seconds for r in results) < deadline(stack)
     stack.wait_ready(a)
     assert victim not in stack.worker_pids(a)
 
 
-def test_overload_fast_503_or_200_within_deadline(stack: Stack, word: bytes, deadline_s: float):
+def test_overload_fast_503_or_200_within_deadline(stack: Stack, word: bytes):
     """10 x what the deadline admits, at once: 200 within the deadline or 503 within 1 s, nothing else."""
     admitted = sum(deploy.admitted(stack.cfg, i) for i in stack.cfg.instances)
     # Nginx marks a failed instance down for fail_timeout; the previous test's kill must be past.
@@ -185,7 +179,7 @@ def test_overload_fast_503_or_200_within_deadline(stack: Stack, word: bytes, dea
     assert [(r.status, r.error or r.body[:200]) for r in results if r.status not in (200, 503)] == []
     assert len(served) >= admitted and refused
     assert max(r.seconds for r in refused) < 1.0, sorted(r.seconds for r in refused)[-5:]
-    assert max(r.seconds for r in served) < deadline_s
+    assert max(r.seconds for r in served) < deadline(stack)
     for r in refused:
         assert json.loads(r.body)["error"]["code"] == "unavailable" and int(r.headers["Retry-After"]) > 0
 
@@ -230,11 +224,11 @@ def uwsgi_post(port: int, path: str, body: bytes, extra: dict[str, str]) -> tupl
     return int(head.split()[1]), payload
 
 
-def test_stale_request_gets_504_without_the_model(stack: Stack, word: bytes, deadline_s: float):
+def test_stale_request_gets_504_without_the_model(stack: Stack, word: bytes):
     """Stamped by Nginx longer ago than the deadline: 504 before the body or the model is touched."""
     inst = stack.cfg.instances[1]
     before = metrics_text(stack)
-    status, body = uwsgi_post(inst.port, "/v1/parse", word, {"PARSE_ARRIVED": f"{time.time() - deadline_s - 1:.3f}"})
+    status, body = uwsgi_post(inst.port, "/v1/parse", word, {"PARSE_ARRIVED": f"{time.time() - deadline(stack) - 1:.3f}"})
     assert status == 504, body
     error = json.loads(body)["error"]
     assert error["code"] == "deadline_exceeded" and "queue" in error["message"]
@@ -243,9 +237,8 @@ def test_stale_request_gets_504_without_the_model(stack: Stack, word: bytes, dea
     assert metric(after, total) == metric(before, total)  # no model call
     assert metric(after, "parse_images_total") == metric(before, "parse_images_total")
     # The queue histogram saw one wait past the deadline: between the buckets either side of it.
-    bounds = sorted({float(b) for b in re.findall(r'^parse_queue_seconds_bucket\{le="([0-9.]+)"', after, re.M)})
-    lower = max(b for b in bounds if b <= deadline_s)
-    upper = next((b for b in bounds if b >= deadline_s + 2), "+Inf")
+    lower = max(b for b in QUEUE_BUCKETS if b <= deadline(stack))
+    upper = next((b for b in QUEUE_BUCKETS if b >= deadline(stack) + 2), "+Inf")
     count = 'parse_queue_seconds_bucket{le="%s"}'
 
     def waits_past(text: str) -> float:

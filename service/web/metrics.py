@@ -43,9 +43,9 @@ LINES = Counter("parse_lines_total", "Text lines found")
 MODEL_LOAD_SECONDS = Histogram("parse_model_load_seconds", "Seconds a worker took to load and warm its model",
                                buckets=(1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0))
 # From a few ms on an idle stack up to past the deadline (stale requests, answered 504).
+QUEUE_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0)
 QUEUE_SECONDS = Histogram("parse_queue_seconds", "Seconds a request waited between Nginx and a worker "
-                          "(listen queue, and a retry's first attempt)",
-                          buckets=(0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0))
+                          "(listen queue, and a retry's first attempt)", buckets=QUEUE_BUCKETS)
 # Per page read by the model with batching across requests on: how many pages its model call read.
 BATCH_PAGES = Histogram("parse_batch_pages", "Pages read in the same model call as each page (batching across requests)",
                         buckets=(1, 2, 4, 8, 16, 32, 64, 128))
