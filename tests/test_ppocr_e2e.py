@@ -131,3 +131,20 @@ def test_rapidocr_pipeline_gives_words_too(load_family, render):
         page = model.parse([np.ascontiguousarray(np.rot90(render(PAGE), k))])[0]
         assert page.lines and all(line.words for line in page.lines)
         _words_follow_the_reading(page)
+
+
+def test_parse_pipeline_keeps_the_spaces_the_plain_argmax_drops(ppocr, load_family, render):
+    """Spaced colons as receipts print them: the space prior (recognize.SPACE_PRIOR) reads them as
+    printed; the RapidOCR pipeline, decoding without it, runs some words together."""
+    import dataclasses
+
+    from service import settings as settings_mod
+    from service.ocr.model import load_model
+
+    text = ["TEL : 03-7722 1234", "CASH : 50.00"]
+    page = render(text, size=28)
+    cfg = settings_mod.load()
+    rapid = load_model(dataclasses.replace(cfg.model, family="ppocr", pipeline="rapidocr"), "cpu", 1)
+    assert [l.text for l in ppocr.parse([page])[0].lines] == text
+    plain = [l.text for l in rapid.parse([page])[0].lines]
+    assert plain != text and [t.replace(" ", "") for t in plain] == [t.replace(" ", "") for t in text]

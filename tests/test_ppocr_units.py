@@ -171,9 +171,44 @@ def test_device_ctc_path_matches_numpy():
     assert a.index[0, 2] == 4
 
 
+def test_ctc_prior_lets_a_near_class_win_and_keeps_its_own_probability():
+    import torch
+
+    probs = np.zeros((1, 4, 5), np.float32)
+    probs[0, :, 0] = [0.6, 0.5, 0.9, 0.1]  # blank
+    probs[0, :, 4] = [0.3, 0.1, 0.05, 0.0]  # the boosted class
+    probs[0, 3, 2] = 0.9
+    plain = ctc.greedy_tensor(torch.from_numpy(probs))
+    boosted = ctc.greedy_tensor(torch.from_numpy(probs), prior=(4, 4.0))
+    assert plain.index.tolist() == [[0, 0, 0, 2]]
+    # 0.3 * 4 > 0.6 wins; 0.1 * 4 < 0.5 and 0.05 * 4 < 0.9 do not; class 2 is untouched.
+    assert boosted.index.tolist() == [[4, 0, 0, 2]]
+    assert boosted.prob[0, 0] == np.float32(0.3) and boosted.prob[0, 1] == np.float32(0.5)
+
+
+@pytest.mark.parametrize("flags, device, pipeline_name, expected", [
+    ("fpu avx512f avx512_bf16 avx512_vnni", "cpu", "parse", "bf16"),
+    ("fpu avx512f amx_bf16 amx_tile", "cpu", "parse", "bf16"),
+    ("fpu avx2 avx512f avx512_vnni", "cpu", "parse", "fp32"),  # bf16 would be emulated: far slower
+    ("fpu avx512f avx512_bf16", "cpu", "rapidocr", "fp32"),  # exact parity
+    ("fpu avx512f avx512_bf16", "cuda", "parse", "fp32"),
+    (None, "cpu", "parse", "fp32"),  # no /proc/cpuinfo to read
+])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(tmp_path, monkeypatch, flags, device,
+                                                               pipeline_name, expected):
+    import torch
+
+    from service.ocr.ppocr import pipeline
+
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    monkeypatch.setattr(pipeline, "CPUINFO", cpuinfo)
+    assert pipeline.auto_precision(torch.device(device), pipeline_name) == expected
+
+
 def test_bf16_reads_the_page_turning_vote_in_fp32():
     from service.ocr.ppocr import pipeline
 
-    assert pipeline.AUTO_PRECISION == "fp32"
     assert pipeline.PRECISIONS["bf16"].cls is None  # the vote turns whole pages: kept exact
     assert pipeline.PRECISIONS["bf16"].det is not None and pipeline.PRECISIONS["bf16"].rec is not None

@@ -28,12 +28,22 @@ def greedy(probs: np.ndarray) -> Greedy:
     return from_path(index, np.take_along_axis(probs, index[..., None], axis=2)[..., 0])
 
 
-def greedy_tensor(probs: torch.Tensor) -> Greedy:
+def greedy_tensor(probs: torch.Tensor, prior: tuple[int, float] | None = None) -> Greedy:
     """`greedy` where the probabilities are, e.g. on the GPU: only the (B, T) path comes back,
     not the (B, T, C) probabilities (C is 18k classes for PP-OCR). Ties go to the first class,
-    as numpy's argmax does."""
+    as numpy's argmax does.
+
+    `prior` (class, factor) lets that class take a step wherever its probability times the factor
+    beats the best class's: a prior for a class the network under-emits. The probability kept is
+    the network's own, so confidences still say what the network saw."""
     index = probs.argmax(dim=2)
     prob = probs.gather(2, index[..., None])[..., 0]
+    if prior is not None:
+        cls, factor = prior
+        p = probs[..., cls]
+        won = p * factor > prob
+        index = index.masked_fill(won, cls)
+        prob = p.where(won, prob)
     return from_path(index.cpu().numpy(), prob.float().cpu().numpy())
 
 

@@ -3,8 +3,8 @@
 Two pipelines share the networks ([model] pipeline). "parse", the default: detection, then the
 page's orientation decided once (orient.py) and every line read in that frame, each padded to a
 width bucket of its own, so that the lines of every page of a call (and of several requests,
-service/ocr/batching.py) share recognizer batches; small images are enlarged only as far as
-detection needs. "rapidocr"
+service/ocr/batching.py) share recognizer batches, and decoded with a prior on the space class
+(recognize.SPACE_PRIOR); small images are enlarged only as far as detection needs. "rapidocr"
 reproduces RapidOCR 3.10.0's default pipeline (tests/test_ppocr_parity.py
 compares it with RapidOCR's own outputs): bounds/letterbox -> det (short side 736) -> DB boxes ->
 perspective crops -> 0/180 classifier -> rec in ratio-sorted batches of 6 -> CTC -> drop empty and
@@ -19,6 +19,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Literal, NamedTuple, Sequence
 
 import cv2
@@ -64,11 +65,27 @@ PRECISIONS: dict[str, NetDtypes] = {
     "fp16": NetDtypes(torch.float16, torch.float16, torch.float16),
 }
 
-# What "auto" means on every device and pipeline: fp32. "bf16" (detector and recognizer) is about
-# 1.7x faster on CPUs with AVX512-BF16 or AMX, but it reads a little less accurately, and reduced
-# precision is a default only where every accuracy goal holds (docs/benchmarks.md); it stays an
-# opt-in by name, as do "bf16-rec" and, on CUDA, "fp16".
-AUTO_PRECISION = "fp32"
+# What "auto" means: bf16 (detector and recognizer) for the parse pipeline on CPUs that compute
+# bf16 natively (AVX512-BF16 or AMX), where it is the fastest setting and keeps every accuracy goal
+# (docs/benchmarks.md, "Summary"); fp32 everywhere else. Elsewhere oneDNN emulates bf16, far slower;
+# on CUDA fp16 reads worse and is no faster; the rapidocr pipeline stays fp32 for exact parity.
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 itself: the kernel's flags name AVX512-BF16 or AMX-BF16."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return bool(NATIVE_BF16_FLAGS & set(flags))
+
+
+def auto_precision(device: torch.device, pipeline: str) -> str:
+    """The precision "auto" resolves to on this device, for this pipeline (see above)."""
+    return "bf16" if device.type == "cpu" and pipeline == "parse" and native_bf16() else "fp32"
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -136,7 +153,7 @@ class PpOcr:
 
     @classmethod
     def load(cls, settings: ModelSettings, device: torch.device) -> PpOcr:
-        precision = AUTO_PRECISION if settings.precision == "auto" else settings.precision
+        precision = auto_precision(device, settings.pipeline) if settings.precision == "auto" else settings.precision
         allowed = ("fp32", "fp16") if device.type == "cuda" else ("fp32", "bf16-rec", "bf16")
         if precision not in allowed:
             raise ValueError(f"precision {settings.precision!r} is not available on {device.type}: "
@@ -176,14 +193,18 @@ class PpOcr:
 
     def _rec_runner(self) -> recognize.RecRunner:
         """The recognizer, with the CTC argmax taken on its device: only the path comes back. On
-        a GPU a batch is padded with blank rows to a power of two, so that its shapes repeat."""
+        a GPU a batch is padded with blank rows to a power of two, so that its shapes repeat. The
+        parse pipeline decodes with the space prior; the RapidOCR one with the plain argmax."""
+        # RapidOCR appends the space class last (load).
+        prior = (len(self.alphabet) - 1, recognize.SPACE_PRIOR) if self.pipeline == "parse" else None
+
         def run(batch: np.ndarray) -> ctc.Greedy:
             rows = len(batch)
             with self._mode("rec"):
                 x = torch.from_numpy(batch).to(self.device)
                 if self.pad_rows and rows & (rows - 1):
                     x = torch.cat([x, x.new_zeros((1 << rows.bit_length()) - rows, *x.shape[1:])])
-                return ctc.greedy_tensor(self.rec(x.contiguous(memory_format=self.memory_format))[:rows])
+                return ctc.greedy_tensor(self.rec(x.contiguous(memory_format=self.memory_format))[:rows], prior)
         return run
 
     def _det_input(self, img: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:

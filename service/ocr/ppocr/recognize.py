@@ -28,6 +28,11 @@ CLS_THRESH = 0.9  # rotate a crop when "180" wins with more than this
 GROUP_MIN_WIDTH = 160  # narrower crops are padded to this: less padding read better and faster (docs/benchmarks.md)
 GROUP_SPREAD = 1.15  # each bucket is this much wider than the one below, then rounded up to 16 px
 GROUP_PIXELS = 320 * 24  # padded width x batch size, on a CPU: bigger batches gain nothing there
+# The parse pipeline's prior on the space class (ctc.greedy_tensor): a space takes a step wherever
+# its probability is within this factor (e^1.5) of the best class's. The recognizer drops spaces
+# between Latin words, the largest kind of error on receipts; the factor was swept against ground
+# truth (docs/benchmarks.md, "A prior on the space class").
+SPACE_PRIOR = math.exp(1.5)
 
 Runner = Callable[[np.ndarray], np.ndarray]  # (N,3,48,W) float32 batch -> network output on the CPU
 # (N,3,48,W) float32 batch -> the greedy CTC path, taken where the network ran (see ctc.Greedy).
