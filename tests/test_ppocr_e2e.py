@@ -15,6 +15,18 @@ def ppocr(load_family):
     return load_family("ppocr", 1)
 
 
+@pytest.fixture(scope="module")
+def rapidocr():
+    """The same networks with `pipeline = "rapidocr"`, RapidOCR's exact pipeline."""
+    import dataclasses
+
+    from service import settings as settings_mod
+    from service.ocr.model import load_model
+
+    cfg = settings_mod.load()
+    return load_model(dataclasses.replace(cfg.model, family="ppocr", pipeline="rapidocr"), "cpu", 1)
+
+
 def test_reads_a_rendered_page_in_order(ppocr, render):
     lines = ["Invoice 2026-0042", "Total: 12.50 EUR", "Thank you"]
     page = ppocr.parse([render(lines)])[0]
@@ -73,16 +85,9 @@ def test_first_corner_is_the_texts_top_left(ppocr, render):
         assert x0 > x1 and y0 > y3
 
 
-def test_rapidocr_pipeline_reports_no_angle(load_family, render):
-    import dataclasses
-
-    from service import settings as settings_mod
-    from service.ocr.model import load_model
-
-    cfg = settings_mod.load()
-    model = load_model(dataclasses.replace(cfg.model, family="ppocr", pipeline="rapidocr"), "cpu", 1)
-    assert model.info.version == "rapidocr-3.10.0-defaults"
-    page = model.parse([np.ascontiguousarray(np.rot90(render(PAGE), 2))])[0]
+def test_rapidocr_pipeline_reports_no_angle(rapidocr, render):
+    assert rapidocr.info.version == "rapidocr-3.10.0-defaults"
+    page = rapidocr.parse([np.ascontiguousarray(np.rot90(render(PAGE), 2))])[0]
     assert page.angle == 0
 
 
@@ -119,32 +124,18 @@ def test_words_follow_the_text_on_a_turned_page(ppocr, render, k):
             assert float(np.dot(np.subtract(w.quad[1], w.quad[0]), line_dir)) > 0, (line.quad, w.quad)
 
 
-def test_rapidocr_pipeline_gives_words_too(load_family, render):
-    import dataclasses
-
-    from service import settings as settings_mod
-    from service.ocr.model import load_model
-
-    cfg = settings_mod.load()
-    model = load_model(dataclasses.replace(cfg.model, family="ppocr", pipeline="rapidocr"), "cpu", 1)
+def test_rapidocr_pipeline_gives_words_too(rapidocr, render):
     for k in (0, 2):
-        page = model.parse([np.ascontiguousarray(np.rot90(render(PAGE), k))])[0]
+        page = rapidocr.parse([np.ascontiguousarray(np.rot90(render(PAGE), k))])[0]
         assert page.lines and all(line.words for line in page.lines)
         _words_follow_the_reading(page)
 
 
-def test_parse_pipeline_keeps_the_spaces_the_plain_argmax_drops(ppocr, load_family, render):
+def test_parse_pipeline_keeps_the_spaces_the_plain_argmax_drops(ppocr, rapidocr, render):
     """Spaced colons as receipts print them: the space prior (recognize.SPACE_PRIOR) reads them as
     printed; the RapidOCR pipeline, decoding without it, runs some words together."""
-    import dataclasses
-
-    from service import settings as settings_mod
-    from service.ocr.model import load_model
-
     text = ["TEL : 03-7722 1234", "CASH : 50.00"]
     page = render(text, size=28)
-    cfg = settings_mod.load()
-    rapid = load_model(dataclasses.replace(cfg.model, family="ppocr", pipeline="rapidocr"), "cpu", 1)
     assert [l.text for l in ppocr.parse([page])[0].lines] == text
-    plain = [l.text for l in rapid.parse([page])[0].lines]
+    plain = [l.text for l in rapidocr.parse([page])[0].lines]
     assert plain != text and [t.replace(" ", "") for t in plain] == [t.replace(" ", "") for t in text]

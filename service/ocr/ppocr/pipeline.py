@@ -148,6 +148,9 @@ class PpOcr:
         # Recognizer batches padded to a power of two (_rec_runner): repeating shapes are what
         # cuDNN's plans are worth; without cuDNN the padding would only be computed for nothing.
         self.pad_rows = device.type == "cuda" and self.cudnn
+        # The parse pipeline decodes with the space prior (RapidOCR appends the space class last,
+        # load); the RapidOCR one with the plain argmax.
+        self.space_prior = (len(alphabet) - 1, recognize.SPACE_PRIOR) if pipeline == "parse" else None
         version = "rapidocr-3.10.0-defaults" if pipeline == "rapidocr" else "parse-oriented"
         self.info = ModelInfo(name="ppocrv6-small", version=version, weights_sha256=sums)
 
@@ -193,18 +196,15 @@ class PpOcr:
 
     def _rec_runner(self) -> recognize.RecRunner:
         """The recognizer, with the CTC argmax taken on its device: only the path comes back. On
-        a GPU a batch is padded with blank rows to a power of two, so that its shapes repeat. The
-        parse pipeline decodes with the space prior; the RapidOCR one with the plain argmax."""
-        # RapidOCR appends the space class last (load).
-        prior = (len(self.alphabet) - 1, recognize.SPACE_PRIOR) if self.pipeline == "parse" else None
-
+        a GPU a batch is padded with blank rows to a power of two, so that its shapes repeat."""
         def run(batch: np.ndarray) -> ctc.Greedy:
             rows = len(batch)
             with self._mode("rec"):
                 x = torch.from_numpy(batch).to(self.device)
                 if self.pad_rows and rows & (rows - 1):
                     x = torch.cat([x, x.new_zeros((1 << rows.bit_length()) - rows, *x.shape[1:])])
-                return ctc.greedy_tensor(self.rec(x.contiguous(memory_format=self.memory_format))[:rows], prior)
+                probs = self.rec(x.contiguous(memory_format=self.memory_format))[:rows]
+                return ctc.greedy_tensor(probs, self.space_prior)
         return run
 
     def _det_input(self, img: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
