@@ -1,20 +1,26 @@
-"""Configuration changes on a running stack, as the README tells a user to make them.
+"""What a new user meets first, on a real stack, as the README tells it.
 
 API keys turned on in parse.toml and a key added with `service.keys` lock /v1/* from the next
 request (the bound the README states), with no reload; turned off, the API is open again at once.
 `make run` (service.deploy up) on a running stack applies edits by a rolling reload and exits 0,
-and names the command for what a reload cannot apply.
+and names the command for what a reload cannot apply. The command line writes the API's JSON for
+the same file, key for key, and its other formats through the same renderer. A PDF's text layer
+gives words with their boxes. PDF is named wherever the accepted types are.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from service.settings import ROOT
+from service.ops import cli
+from tests import pdfs
 from tests.stack import Stack, http
 from tests.support import png
 
@@ -100,3 +106,74 @@ def test_make_run_names_what_needs_a_restart(stack: Stack, page: bytes):
     finally:
         stack.cfg.path.write_text(original)
     assert parse(stack, page).status == 200
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, render) -> dict[str, Path]:
+    """A scanned-looking image and a born-digital PDF, as a user's files."""
+    folder = tmp_path_factory.mktemp("files")
+    (folder / "receipt.png").write_bytes(png(render(["NO 10256", "TABLE 12", "Total 42.50"], size=24)))
+    (folder / "contract.pdf").write_bytes(pdfs.born_digital_pdf([["Clause 1: terms apply", "Signed, 2024"],
+                                                                 ["Page two text"]]))
+    return folder
+
+
+def api(stack: Stack, path: Path, query: str = "") -> bytes:
+    kind = "application/pdf" if path.suffix == ".pdf" else "image/png"
+    reply = http(stack.url + "/v1/parse" + query, path.read_bytes(), kind, timeout=120)
+    assert reply.status == 200, reply.body
+    return reply.body
+
+
+def pdftotext(data: bytes) -> str:
+    return subprocess.run(["pdftotext", "-", "-"], input=data, capture_output=True, check=True).stdout.decode()
+
+
+def test_cli_writes_the_apis_json_and_formats(stack: Stack, files: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    paths = [files / "receipt.png", files / "contract.pdf"]
+    # The stack's worker computes with one thread: so does the command line, for the same floats.
+    with pytest.raises(SystemExit) as done:
+        cli.main([*map(str, paths), "--out", str(out), "--words", "--threads", "1"])
+    assert done.value.code == 0
+    for path in paths:
+        ours = json.loads((out / f"{path.stem}.json").read_text())
+        theirs = json.loads(api(stack, path, "?words=1"))
+        assert set(theirs) - set(ours) == {"request_id"} and set(ours) <= set(theirs)
+        assert ours["model"] == theirs["model"] and set(ours["timing_ms"]) == set(theirs["timing_ms"])
+        assert ours["images"] == theirs["images"], path.name
+    assert all(line["words"] for line in ours["images"][0]["lines"])  # the PDF's text layer has words
+    # Without --out: each file's reading-order text, as format=text.
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main([str(paths[0]), "--threads", "1"])
+    printed = capsys.readouterr().out
+    assert printed.encode() == api(stack, paths[0], "?format=text")
+    assert "NO 10256\nTABLE 12" in printed
+    for fmt, ext in (("text", "txt"), ("hocr", "hocr.html"), ("alto", "alto.xml"), ("pdf", "pdf")):
+        with pytest.raises(SystemExit):
+            cli.main([str(paths[1]), "--out", str(out), "--format", fmt, "--threads", "1"])
+        written = (out / f"contract.{ext}").read_bytes()
+        if fmt == "pdf":
+            assert written.startswith(b"%PDF") and "Clause 1: terms apply" in pdftotext(written)
+        else:
+            assert written == api(stack, paths[1], f"?format={fmt}"), fmt
+
+
+def test_words_on_text_layer_pages(stack: Stack, files: Path):
+    image = json.loads(api(stack, files / "contract.pdf", "?pages=2&words=1"))["images"][0]
+    assert image["source"] == "text-layer" and image["page"] == 2
+    (line,) = image["lines"]
+    assert [w["text"] for w in line["words"]] == ["Page", "two", "text"]
+    assert all(len(str(v).split(".")[-1]) <= 1 for w in line["words"] for p in w["quad"] for v in p)
+
+
+def test_pdf_is_named_where_types_are_listed(stack: Stack):
+    refused = http(stack.url + "/v1/parse", b"hello", "text/plain")
+    assert refused.status == 415 and "application/pdf" in refused.json()["error"]["message"]
+    empty = http(stack.url + "/v1/parse", b"", "application/pdf")
+    assert empty.status == 400 and "PDF" in empty.json()["error"]["message"], empty.body
+    spec = http(stack.url + "/openapi.json").json()
+    assert "application/pdf" in spec["paths"]["/v1/parse"]["post"]["requestBody"]["content"]
+    page = http(stack.url + "/").body.decode()
+    assert "PDF" in page
