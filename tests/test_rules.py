@@ -48,3 +48,16 @@ def test_a_stray_glyph_leaves_its_line_and_its_word():
 def test_on_a_chinese_page_one_is_a_word():
     page = [line("发票代码 一二三"), line("合计 一百元"), line("一"), line("------------")]
     assert [l.text for l in rules.drop(page)] == ["发票代码 一二三", "合计 一百元", "一"]
+
+
+@pytest.mark.model
+def test_the_parse_pipeline_leaves_a_receipts_rules_out(load_family, render, monkeypatch):
+    """A rendered receipt with rules between its lines: the rules are read as rule characters (so
+    without the filter they would be lines), and the parse pipeline drops them."""
+    model = load_family("ppocr", 2)
+    page = render(["ACME STORES SDN BHD", "*" * 30, "TOTAL 12.50", "=" * 30, "Thank you"], size=24)
+    read = [line.text for line in model.parse([page])[0].lines]
+    assert read == ["ACME STORES SDN BHD", "TOTAL 12.50", "Thank you"], read
+    monkeypatch.setattr(rules, "drop", lambda lines: lines)
+    unfiltered = [line.text for line in model.parse([page])[0].lines]
+    assert any(set(text) <= rules.RULE for text in unfiltered), unfiltered
