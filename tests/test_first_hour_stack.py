@@ -176,4 +176,4 @@ def test_pdf_is_named_where_types_are_listed(stack: Stack):
     spec = http(stack.url + "/openapi.json").json()
     assert "application/pdf" in spec["paths"]["/v1/parse"]["post"]["requestBody"]["content"]
     page = http(stack.url + "/").body.decode()
-    assert "PDF" in page
+    assert "Drop images or PDFs here" in page and "PDF, JPEG, PNG" in page
