@@ -102,17 +102,25 @@ def register(app: Flask, current: Callable[[], AuthSettings], jobs_dir: Path) ->
     check_networks(current())
     files: dict[Path, KeyFile] = {}
 
+    def key_set(cfg: AuthSettings) -> KeyFile | None:
+        """The keys in force under [auth] as it is now; None while keys are off."""
+        if cfg.keys_file is None:
+            return None
+        if cfg.keys_file not in files:
+            files[cfg.keys_file] = KeyFile(cfg.keys_file)
+        return files[cfg.keys_file]
+
     @app.before_request
     def _authorize() -> None:
         cfg = current()
+        keys = key_set(cfg)
         if request.path == "/metrics" and not metrics_allowed(request.remote_addr, cfg.metrics_allow):
             raise ClientError(403, "forbidden", "/metrics is served to loopback and [auth] metrics_allow only")
         key = bearer_key()
         if key is not None and _job_page(key, jobs_dir):
             return
-        if cfg.keys_file is None or not request.path.startswith("/v1/"):
+        if keys is None or not request.path.startswith("/v1/"):
             return
-        keys = files.setdefault(cfg.keys_file, KeyFile(cfg.keys_file))
         if key is None:
             raise ClientError(401, "missing_api_key", "send the API key as 'Authorization: Bearer <key>'",
                            {"WWW-Authenticate": CHALLENGE})
