@@ -127,3 +127,25 @@ def test_auth_follows_the_settings_file(tmp_path: Path) -> None:
         assert parse(client).status_code == 401, broken
     path.write_text(instances)
     assert parse(client).status_code == PASSED
+
+
+def test_a_keys_file_it_cannot_read_refuses_every_key(tmp_path: Path) -> None:
+    """Keys on and the file not readable (here a folder): 401 for every key, never a 500."""
+    client = make_client(tmp_path, keys=True)
+    (tmp_path / "keys").mkdir()
+    reply = parse(client, "any-key")
+    assert reply.status_code == 401 and reply.json["error"]["code"] == "invalid_api_key"
+
+
+def test_rewriting_the_keys_file_keeps_its_group_and_mode(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    add(path, "one")
+    assert path.stat().st_mode & 0o777 == 0o600  # a new file: its owner's only
+    os.chmod(path, 0o640)
+    if os.geteuid() == 0:
+        os.chown(path, -1, 1)
+    add(path, "two")
+    revoke(path, "one")
+    assert path.stat().st_mode & 0o777 == 0o640
+    if os.geteuid() == 0:
+        assert path.stat().st_gid == 1

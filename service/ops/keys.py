@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -21,15 +22,23 @@ from ..apikeys import digest, read_keys
 
 
 def write_keys(path: Path, keys: dict[str, str]) -> None:
-    """Replace the file in one rename, readable by its owner only."""
+    """Replace the file in one rename. A new file is readable by its owner only; a file replaced
+    keeps its owner, group and mode, so one made readable by the service's user (on a host:
+    `chgrp parse FILE; chmod 640 FILE`, as root runs this) stays readable by it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        old = None
     lines = ["# parse API keys: SHA-256 of each key, then its label. Managed by python -m service.keys."]
     lines += [f"{d} {label}".rstrip() for d, label in keys.items()]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write("\n".join(lines) + "\n")
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, stat.S_IMODE(old.st_mode) if old else 0o600)
+        if old and os.geteuid() == 0:
+            os.chown(tmp, old.st_uid, old.st_gid)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -41,17 +41,17 @@ class KeyFile:
     def digests(self) -> tuple[str, ...]:
         try:
             st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            if stamp != self._stamp:
+                self._digests = tuple(read_keys(self.path))
+                self._stamp = stamp
+                log.info("keys file %s loaded: %d keys", self.path, len(self._digests))
         except OSError as err:
-            # Keys are on but the file is gone: fail closed, and tell the operator why (once).
+            # Keys are on but the file is gone or not ours to read: fail closed, and tell the
+            # operator why (once).
             if self._stamp != _MISSING:
                 log.error("keys file %s unreadable (%s): every key is refused", self.path, err)
             self._stamp, self._digests = _MISSING, ()
-            return self._digests
-        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
-        if stamp != self._stamp:
-            self._digests = tuple(read_keys(self.path))
-            self._stamp = stamp
-            log.info("keys file %s loaded: %d keys", self.path, len(self._digests))
         return self._digests
 
     def accepts(self, key: str) -> bool:
