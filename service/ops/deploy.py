@@ -474,7 +474,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "up":
         if layout.pids.is_dir() and running(layout):
             from . import reload  # reload is built on this module, so it is imported only here
-            reload.apply(cfg, args.run_dir, START_TIMEOUT_S)
+            try:
+                reload.apply(cfg, args.run_dir, START_TIMEOUT_S)
+            except (TimeoutError, OSError) as exc:
+                sys.exit(f"reload stopped: {exc}")
             return
         up(cfg, args.run_dir)
         print(f"parse is up: http://{cfg.nginx.listen}/  (logs in {layout.logs}; stop with `make stop`)")
