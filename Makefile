@@ -103,11 +103,15 @@ nginx:
 		echo "installing: nginx"; \
 		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; }
 
-# The searchable-PDF tests read the PDFs back with poppler's pdftotext.
+# The searchable-PDF tests read the PDFs back with poppler's pdftotext, and draw their Chinese
+# page in Droid Sans Fallback (fonts-droid-fallback).
 poppler:
-	@command -v pdftotext >/dev/null || { \
-		echo "installing: poppler-utils"; \
-		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q poppler-utils; }
+	@missing=""; command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
+	[ -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || missing="$$missing fonts-droid-fallback"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
 
 # The page text's reading order against the dev set's ground truth (score.py --order given).
 reading-order: setup
