@@ -7,6 +7,7 @@
 #   make reading-order  the page text's reading order scored on the dev set (score.py --order given)
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
 #   make bench-documents a 20-page scanned PDF against the same pages as images (s/page, peak RSS), and the dpi sweep
+#   make bench-pdf    searchable PDFs of 40 scanned receipts: parse against OCRmyPDF 17 (text CER, size, s/page)
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
 #   make stop         stops what `make run` started, by PID, gracefully
 #   make reload       rolling reload of what `make run` started: Nginx, then each instance's workers in turn
@@ -29,7 +30,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents nginx poppler reading-order run stop reload status bench bench-jobs bench-load bench-gpu install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents bench-pdf nginx poppler reading-order run stop reload status bench bench-jobs bench-load bench-gpu install
 
 setup: $(VENV)/.installed weights
 
@@ -68,6 +69,20 @@ test-fast: setup poppler
 bench-documents: setup
 	$(PY) -m tests.bench_documents compare --pages 20
 	$(PY) -m tests.bench_documents dpi --pages 10
+
+# OCRmyPDF 17 in a venv of its own, with Tesseract and Ghostscript from apt (none of it serves),
+# against parse's searchable PDF on scans made from the 40 SROIE receipts (tests/bench_pdf.py).
+OCRMYPDF_VENV := build/ocrmypdf-venv
+bench-pdf: setup poppler
+	@missing=""; command -v tesseract >/dev/null || missing="$$missing tesseract-ocr"; \
+	command -v gs >/dev/null || missing="$$missing ghostscript"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	[ -x $(OCRMYPDF_VENV)/bin/ocrmypdf ] || { $(PYTHON) -m venv $(OCRMYPDF_VENV) && \
+		$(OCRMYPDF_VENV)/bin/pip install -q ocrmypdf==17.13.0; }
+	$(PY) -m tests.bench_pdf
 
 bench-model: setup
 	$(PY) -m tests.devset --family easyocr --subset sroie --threads 2
