@@ -24,6 +24,7 @@ import pikepdf
 from PIL import Image
 
 from ..documents import images as image_files
+from ..errors import ClientError
 from ..documents import pdf as pdf_files
 from ..settings import Limits
 from . import active, glyphless, textlayer
@@ -51,7 +52,12 @@ def pdf(pages: Sequence[DocPage], uploads: Sequence[bytes] | None) -> bytes:
     codes = glyphless.Codes()
     sources: dict[int, pikepdf.Pdf] = {}
     try:
-        out, layers = _assemble(pages, uploads, sources, codes)
+        try:
+            out, layers = _assemble(pages, uploads, sources, codes)
+        except pikepdf.PdfError as err:  # PDFium read it, qpdf cannot repair it into a document to edit
+            raise ClientError(422, "pdf_not_editable",
+                              f"the PDF was read, but it is too damaged to add a text layer to ({err}); "
+                              "ask for format=json, text, hocr or alto, or re-export the PDF") from None
         if layers:
             font = glyphless.font(out, codes)
             for page, operators in layers:
@@ -70,27 +76,26 @@ def pdf(pages: Sequence[DocPage], uploads: Sequence[bytes] | None) -> bytes:
 def _assemble(pages: Sequence[DocPage], uploads: Sequence[bytes] | None, sources: dict[int, pikepdf.Pdf],
               codes: glyphless.Codes) -> tuple[pikepdf.Pdf, list[tuple[pikepdf.Page, bytes]]]:
     """The output document and, for each OCRed page, the page and its text layer's operators."""
-    whole = _whole_document(pages, uploads)
-    if whole is not None:
-        # Every page of one PDF, in order: the upload itself is edited, and its outline, names,
-        # metadata and forms stay with it.
-        out = sources[whole] = _open(uploads[whole])  # type: ignore[index]
-    else:
+    out = _whole_document(pages, uploads, sources)
+    whole = out is not None
+    if out is None:
         out = pikepdf.new()
     layers = []
-    used: set[tuple[int, int]] = set()
+    copied: dict[tuple[int, int], pikepdf.Page] = {}
     for at, page in enumerate(pages):
         data = uploads[page.file] if uploads is not None else None
         if data is not None and pdf_files.is_pdf(data):
-            if whole is not None:
+            if whole:
                 target = out.pages[at]
-            else:
-                source = sources.get(page.file) or sources.setdefault(page.file, _open(data))
-                out.pages.append(source.pages[page.number - 1])
+            elif (page.file, page.number) in copied:  # a page asked for twice: a page object of its own
+                first = copied[(page.file, page.number)].obj
+                out.pages.append(pikepdf.Page(out.make_indirect(pikepdf.Dictionary({k: v for k, v in first.items()}))))
                 target = out.pages[-1]
-                if (page.file, page.number) in used:  # a page asked for twice: two page objects
-                    target.obj.emplace(pikepdf.Dictionary({k: v for k, v in target.obj.items()}))
-                used.add((page.file, page.number))
+            else:
+                if page.file not in sources:
+                    sources[page.file] = _open(data)
+                out.pages.append(sources[page.file].pages[page.number - 1])
+                target = copied[(page.file, page.number)] = out.pages[-1]
             if page.source == "text-layer":
                 continue  # its own text is the answer: the page stays exactly as it was
             to_page = _pdf_pixels_to_page(target, page.dpi or DEFAULT_DPI)
@@ -102,15 +107,17 @@ def _assemble(pages: Sequence[DocPage], uploads: Sequence[bytes] | None, sources
     return out, layers
 
 
-def _whole_document(pages: Sequence[DocPage], uploads: Sequence[bytes] | None) -> int | None:
-    """The file index when `pages` are every page of one uploaded PDF in order, else None."""
+def _whole_document(pages: Sequence[DocPage], uploads: Sequence[bytes] | None,
+                    sources: dict[int, pikepdf.Pdf]) -> pikepdf.Pdf | None:
+    """The uploaded PDF itself, opened, when `pages` are all its pages in order: it is edited in
+    place, and its outline, names, metadata and forms stay with it. Else None."""
     if not uploads or not pages or len({p.file for p in pages}) != 1:
         return None
     file = pages[0].file
     if not pdf_files.is_pdf(uploads[file]) or [p.number for p in pages] != list(range(1, len(pages) + 1)):
         return None
-    with _open(uploads[file]) as doc:
-        return file if len(doc.pages) == len(pages) else None
+    doc = sources[file] = _open(uploads[file])
+    return doc if len(doc.pages) == len(pages) else None
 
 
 def _open(data: bytes) -> pikepdf.Pdf:
