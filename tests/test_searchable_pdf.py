@@ -134,6 +134,16 @@ def test_active_content_is_removed_and_links_stay():
 
 
 @pytest.mark.unit
+def test_selected_pages_in_any_order_and_twice_each_get_their_own_layer(tmp_path):
+    upload = pdfs.blank_pdf(3)
+    box = [[100, 1000], [400, 1000], [400, 1050], [100, 1050]]
+    pages = [entry([words_line(t, box)], 1700, 2200, 200, page=n) for n, t in ((2, "alpha"), (2, "beta"), (1, "gamma"))]
+    document = render(pages, "pdf", [upload])[0]
+    assert len({p.objgen for p in pikepdf.open(io.BytesIO(document)).pages}) == 3
+    assert pdftotext_run(document, tmp_path).split("\f")[:3] == ["alpha\n\n", "beta\n\n", "gamma\n\n"]
+
+
+@pytest.mark.unit
 def test_a_jpeg_is_embedded_as_it_came_and_shown_upright(tmp_path):
     """A phone photo stored sideways with EXIF orientation 6: the same JPEG bytes, turned by the
     page's matrix, so the page shows what the OCR read."""

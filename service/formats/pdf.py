@@ -50,10 +50,12 @@ def pdf(pages: Sequence[DocPage], uploads: Sequence[bytes] | None) -> bytes:
     """The searchable PDF of `pages`, drawn over their uploads (each page's `file` indexes
     `uploads`); without uploads, over blank pages of each page's size."""
     codes = glyphless.Codes()
-    sources: dict[int, pikepdf.Pdf] = {}
+    sources: dict[int, pikepdf.Pdf] = {}  # every Pdf opened or made here, closed at the end
     try:
         try:
             out, layers = _assemble(pages, uploads, sources, codes)
+            if all(out is not source for source in sources.values()):
+                sources[-1] = out
         except pikepdf.PdfError as err:  # PDFium read it, qpdf cannot repair it into a document to edit
             raise ClientError(422, "pdf_not_editable",
                               f"the PDF was read, but it is too damaged to add a text layer to ({err}); "
@@ -66,7 +68,7 @@ def pdf(pages: Sequence[DocPage], uploads: Sequence[bytes] | None) -> bytes:
         buf = io.BytesIO()
         # Streams are copied as stored: an image is the same bytes, a content stream too.
         out.save(buf, stream_decode_level=pikepdf.StreamDecodeLevel.none, recompress_flate=False,
-                 compress_streams=False, deterministic_id=True)
+                 compress_streams=False)
         return buf.getvalue()
     finally:
         for source in sources.values():
