@@ -7,6 +7,7 @@
 #   make reading-order  the page text's reading order scored on the dev set (score.py --order given)
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
 #   make bench-documents a 20-page scanned PDF against the same pages as images (s/page, peak RSS), and the dpi sweep
+#   make bench-pdf    searchable PDFs of 40 scanned receipts: parse against OCRmyPDF 17 (text CER, size, s/page)
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready;
 #                     on a running stack, a rolling reload (make reload) that names what needs a restart
 #   make stop         stops what `make run` started, by PID, gracefully
@@ -30,7 +31,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents nginx poppler reading-order run stop reload status bench bench-jobs bench-load bench-gpu install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents bench-pdf nginx poppler reading-order run stop reload status bench bench-jobs bench-load bench-gpu install
 
 setup: $(VENV)/.installed weights
 
@@ -70,6 +71,20 @@ bench-documents: setup
 	$(PY) -m tests.bench_documents compare --pages 20
 	$(PY) -m tests.bench_documents dpi --pages 10
 
+# OCRmyPDF 17 in a venv of its own, with Tesseract and Ghostscript from apt (none of it serves),
+# against parse's searchable PDF on scans made from the 40 SROIE receipts (tests/bench_pdf.py).
+OCRMYPDF_VENV := build/ocrmypdf-venv
+bench-pdf: setup poppler
+	@missing=""; command -v tesseract >/dev/null || missing="$$missing tesseract-ocr"; \
+	command -v gs >/dev/null || missing="$$missing ghostscript"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	[ -x $(OCRMYPDF_VENV)/bin/ocrmypdf ] || { $(PYTHON) -m venv $(OCRMYPDF_VENV) && \
+		$(OCRMYPDF_VENV)/bin/pip install -q ocrmypdf==17.13.0; }
+	$(PY) -m tests.bench_pdf
+
 bench-model: setup
 	$(PY) -m tests.devset --family easyocr --subset sroie --threads 2
 	$(PY) -m tests.devset --family ppocr --subset sroie --threads 2 --pipeline parse
@@ -104,11 +119,15 @@ nginx:
 		echo "installing: nginx"; \
 		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; }
 
-# The searchable-PDF tests read the PDFs back with poppler's pdftotext.
+# The searchable-PDF tests read the PDFs back with poppler's pdftotext, and draw their Chinese
+# page in Droid Sans Fallback (fonts-droid-fallback).
 poppler:
-	@command -v pdftotext >/dev/null || { \
-		echo "installing: poppler-utils"; \
-		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q poppler-utils; }
+	@missing=""; command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
+	[ -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || missing="$$missing fonts-droid-fallback"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
 
 # The page text's reading order against the dev set's ground truth (score.py --order given).
 reading-order: setup

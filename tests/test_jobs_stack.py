@@ -8,15 +8,19 @@ are counted (tests/test_jobs_store.py) but not read page by page until ?pages=K 
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sqlite3
 import statistics
+import subprocess
 import time
 
+import pikepdf
 import pytest
 
 from tests import pdfs
+from tests.formats_check import pdftotext
 from tests.stack import Response, Stack, http
 from tests.support import multipart, png
 
@@ -35,6 +39,12 @@ def stack(stack_factory) -> Stack:
 @pytest.fixture(scope="module")
 def pages(render) -> list[bytes]:
     return [png(render([f"Page {n} of the report", f"Total {n}.50"])) for n in range(1, 7)]
+
+
+def pdftotext_of(document: bytes, tmp_path) -> str:
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(document)
+    return subprocess.run([pdftotext(), str(path), "-"], check=True, capture_output=True, text=True).stdout
 
 
 def call(stack: Stack, method: str, path: str, key: str = KEY_A, body: bytes | None = None,
@@ -106,9 +116,10 @@ def test_job_gives_what_the_synchronous_call_gives(stack: Stack, pages: list[byt
     assert 'parse_job_seconds_count{status="done"}' in metrics
 
 
-def test_a_pdf_job_reads_each_page_as_the_synchronous_call_does(stack: Stack, render):
+def test_a_pdf_job_reads_each_page_as_the_synchronous_call_does(stack: Stack, render, tmp_path):
     """A 6-page scanned PDF: each page is posted as a one-page PDF of its own, and the result is
-    the synchronous call's, page for page; ?format=text renders the assembled result."""
+    the synchronous call's, page for page; ?format=text renders the assembled result, and
+    ?format=pdf the upload itself with a text layer."""
     scans = [render([f"Scan page {n}", f"Amount {n}.25"]) for n in range(1, 7)]
     document = pdfs.scanned_pdf(scans, resolution=200)
     body, ctype = multipart([("image", "scan.pdf", document, "application/pdf")])
@@ -122,6 +133,15 @@ def test_a_pdf_job_reads_each_page_as_the_synchronous_call_does(stack: Stack, re
     text = call(stack, "GET", f"/v1/jobs/{r.json()['id']}/result?format=text")
     assert text.status == 200 and text.headers["Content-Type"].startswith("text/plain"), text.body[:200]
     assert text.body.decode().count("\f") == 5 and "Scan page 6" in text.body.decode()
+    # The searchable PDF is the job's upload with text added: each page's image is the same object.
+    searchable = call(stack, "GET", f"/v1/jobs/{r.json()['id']}/result?format=pdf")
+    assert searchable.status == 200 and searchable.headers["Content-Type"] == "application/pdf", searchable.body[:200]
+    before, after = pikepdf.open(io.BytesIO(document)), pikepdf.open(io.BytesIO(searchable.body))
+    for page_in, page_out in zip(before.pages, after.pages, strict=True):
+        assert [x.read_raw_bytes() for x in page_out.obj.Resources.XObject.values()] == \
+            [x.read_raw_bytes() for x in page_in.obj.Resources.XObject.values()]
+    assert len(searchable.body) <= len(document) * 1.1 + 20_000 * 6
+    assert "Amount 6.25" in pdftotext_of(searchable.body, tmp_path)
 
 
 def test_errors_are_json(stack: Stack, pages: list[bytes]):

@@ -1,15 +1,14 @@
 """Results as documents: JSON, plain text, hOCR, ALTO and searchable PDF, from pages in order.
 
-`render(pages, format, images)` is the one entry point for every caller (the parse route, and job
-results): pages are the model's Page objects or the JSON image entries a response carries.
+`render(pages, format, uploads)` is the one entry point for every caller (the parse route, job
+results, the CLI): pages are the model's Page objects or the JSON image entries a response
+carries; uploads are the files they were read from, which the searchable PDF is drawn over.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any, Sequence
-
-import numpy as np
 
 from ..errors import ClientError
 from ..ocr.types import Page
@@ -46,9 +45,14 @@ def text(pages: Sequence[document.DocPage]) -> str:
 
 
 def render(pages: Sequence[document.PageLike], format: str,
-           images: Sequence[np.ndarray | None] | None = None) -> tuple[bytes, str]:
-    """(document bytes, media type). images: the pages' RGB arrays, the searchable PDF's background
-    (white pages without them); every other format ignores them."""
+           uploads: Sequence[bytes] | None = None) -> tuple[bytes, str]:
+    """(document bytes, media type).
+
+    uploads: the request's files, in order, for the searchable PDF: each page entry's `file`
+    indexes them, its `page` is the PDF page or TIFF frame (1-based), its `source` says whether
+    it was OCRed ("ocr": it gains a text layer) or read from its own text layer ("text-layer":
+    kept as it is), and its `dpi` the resolution its pixel coordinates are at. Without uploads,
+    the text is set over blank pages. Every other format ignores them."""
     media_type = FORMATS[check(format)][0]
     docs = [document.page(p) for p in pages]
     if format == "json":
@@ -60,4 +64,4 @@ def render(pages: Sequence[document.PageLike], format: str,
         return xml.hocr(docs), media_type
     if format == "alto":
         return xml.alto(docs), media_type
-    return pdf.pdf(docs, list(images) if images is not None else [None] * len(docs)), media_type
+    return pdf.pdf(docs, uploads), media_type

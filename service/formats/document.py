@@ -42,6 +42,11 @@ class DocPage:
     lines: list[Line]
     layout: Layout
     dpi: float | None  # from the upload (a PDF's or TIFF's resolution) when it has one
+    # Where the page came from: the upload's index in the request, its 1-based page (a PDF's page,
+    # a TIFF's frame), and "ocr" or "text-layer"; a model's Page is the first page of one image.
+    file: int = 0
+    number: int = 1
+    source: str = "ocr"
 
     def rows(self) -> list[list[list[Line]]]:
         """Blocks of rows of lines, in reading order."""
@@ -85,8 +90,10 @@ def page(p: PageLike) -> DocPage:
         get = getattr
         lines = [_line(l.text, l.confidence, l.quad, l.words, get) for l in p.lines]
         width, height, dpi = p.width, p.height, getattr(p, "dpi", None)
+        origin: tuple[int, int, str] = (0, 1, "ocr")
     else:
         get = lambda obj, key: obj[key]
         lines = [_line(l["text"], l.get("confidence", 1.0), l["quad"], l.get("words"), get) for l in p["lines"]]
         width, height, dpi = int(p["width"]), int(p["height"]), p.get("dpi")
-    return DocPage(width, height, lines, arrange([l.quad for l in lines]), float(dpi) if dpi else None)
+        origin = (int(p.get("file", 0)), int(p.get("page", 1)), str(p.get("source", "ocr")))
+    return DocPage(width, height, lines, arrange([l.quad for l in lines]), float(dpi) if dpi else None, *origin)

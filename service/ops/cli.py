@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from .. import documents, formats
 from .. import settings as settings_mod
@@ -67,15 +66,16 @@ def main(argv: list[str] | None = None) -> None:
         options = documents.ReadOptions(pages=documents.parse_pages(args.pages),
                                         dpi=documents.parse_dpi(args.dpi, cfg.documents),
                                         ocr=documents.parse_ocr(args.ocr), grey=model.reads_grey,
-                                        documents=cfg.documents, pixels=args.format == "pdf")
+                                        documents=cfg.documents)
     except ClientError as err:
         parser.error(err.message)
     mode = "line" if args.recognize_only else "page"
     failed = False
     for path in args.files:
         try:
-            entries, timing, backgrounds = read_file(model, path.read_bytes(), limits, options, mode,
-                                                     words=args.words or args.format != "json", cfg=cfg)
+            data = path.read_bytes()
+            entries, timing = read_file(model, data, limits, options, mode,
+                                        words=args.words or args.format != "json", cfg=cfg)
         except ClientError as err:
             print(f"{path.name}: refused: {err.message}", file=sys.stderr)
             failed = True
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
             document = json.dumps(answer(model, entries, timing), ensure_ascii=False).encode()
         else:
             # The same call, with the same arguments, as the API's (service/web/api.py).
-            document, _ = formats.render(entries, args.format, backgrounds or None)
+            document, _ = formats.render(entries, args.format, [data])
         target = args.out / f"{path.stem}.{formats.FORMATS[args.format][1]}"
         target.write_bytes(document)
         lines = sum(len(e["lines"]) for e in entries)
@@ -98,11 +98,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def read_file(model: OcrModel, data: bytes, limits: settings_mod.Limits, options: documents.ReadOptions,
               mode: str, words: bool, cfg: settings_mod.Settings
-              ) -> tuple[list[dict[str, Any]], dict[str, float], list[np.ndarray | None]]:
-    """One file's page entries, timed by stage as the API times a request, and, for the searchable
-    PDF, each page's pixels."""
+              ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """One file's page entries, timed by stage as the API times a request."""
     timing = {"decode": 0.0, "detect": 0.0, "recognize": 0.0}
-    entries, backgrounds = [], []
+    entries = []
     start = time.perf_counter()
     for doc in documents.read_pages([data], limits, options):
         timing["decode"] += doc.decode_seconds
@@ -112,10 +111,8 @@ def read_file(model: OcrModel, data: bytes, limits: settings_mod.Limits, options
         timing["detect"] += page.timing.get("detect", 0.0)
         timing["recognize"] += page.timing.get("recognize", 0.0)
         entries.append(page_json(doc, page, words))
-        if options.pixels:
-            backgrounds.append(doc.rgb)
     timing["total"] = time.perf_counter() - start
-    return entries, timing, backgrounds
+    return entries, timing
 
 
 if __name__ == "__main__":

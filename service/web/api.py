@@ -73,7 +73,7 @@ def read_format() -> str:
 
 def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
     """?pages=, ?dpi= and ?ocr=, checked before the body is read. `pixels`: render text-layer
-    pages too, for an output that draws them (the searchable PDF, ?annotate=1)."""
+    pages too, for an output that draws them (?annotate=1)."""
     docs = state.current().cfg.documents
     return documents.ReadOptions(
         pages=documents.parse_pages(request.args.get("pages")),
@@ -93,15 +93,15 @@ def parse():
     deadline = guards.deadline()
     model = worker.await_model(deadline.remaining())  # a fresh worker's model may still be loading
     annotated = request.args.get("annotate") == "1"
-    options = read_options(model, pixels=annotated or fmt == "pdf")
+    options = read_options(model, pixels=annotated)
     start = time.perf_counter()  # the stages time the work, not the wait for a model
     limits = worker.cfg.limits
     entries: list[dict[str, Any]] = []
-    # The searchable PDF draws every page's image under its text: only then are pixels kept.
-    backgrounds: list[np.ndarray | None] = []
     timing = {"decode": 0.0, "detect": 0.0, "recognize": 0.0}
     ocr_pages = lines = 0
-    pages = documents.read_pages(uploads(), limits, options)
+    # The searchable PDF is the uploads themselves with the text added: their bytes stay at hand.
+    files = uploads()
+    pages = documents.read_pages(files, limits, options)
     while True:
         deadline.check(f"reading page {len(entries) + 1}")
         doc = next(pages, None)
@@ -128,8 +128,6 @@ def parse():
         # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
         if annotated:
             entry["annotated_url"] = annotate.annotate(doc.rgb, [line.quad for line in page.lines], worker.cfg.results)
-        if fmt == "pdf":
-            backgrounds.append(doc.rgb)
         entries.append(entry)
         doc = None  # the page's pixels go before the next page is rendered
     deadline.check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
@@ -142,7 +140,7 @@ def parse():
     metrics.IMAGES.inc(len(entries))
     metrics.LINES.inc(lines)
     if fmt != "json":
-        document, media_type = formats.render(entries, fmt, backgrounds or None)
+        document, media_type = formats.render(entries, fmt, files)
         name = f"parse-{g.request_id}.{formats.FORMATS[fmt][1]}"
         return Response(document, mimetype=None, content_type=media_type,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -206,7 +206,8 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                                 "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
                                 "description": "json: the result below; text: the text in reading order; "
                                                "hocr: hOCR 1.2 XHTML; alto: ALTO v4 XML; pdf: a searchable PDF "
-                                               "(each image with an invisible text layer). All images make one "
+                                               "(the upload itself with an invisible text layer on each page the "
+                                               "model read; active content removed). All images make one "
                                                "document."},
                                {"name": "words", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": ["0", "1"]},
@@ -245,6 +246,7 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                                   "PDF page too large even at the lowest dpi"),
                     "415": _error("Not multipart/form-data, image/* or application/pdf, or a format that is not "
                                   "accepted"),
+                    "422": _error("format=pdf: a PDF read, but too damaged to add a text layer to"),
                     "429": _error("Over the rate limit", retry_after=True),
                     "500": INTERNAL,
                     "503": UNAVAILABLE,
@@ -294,6 +296,7 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                 "responses": {"200": _json("#/components/schemas/ParseResult", "Every page, in page order"),
                               "404": _error("Unknown, expired, deleted, or another key's job"),
                               "409": _error("Not done (yet): queued, running, failed or cancelled", retry_after=True),
+                              "422": _error("format=pdf: the uploaded PDF is too damaged to add a text layer to"),
                               "500": INTERNAL},
             }},
             "/healthz": {"get": {"summary": "The worker process lives",
