@@ -4,6 +4,7 @@
     python -m service.deploy render --host [--destdir D]   a real host's files (sudo make install)
     python -m service.deploy up | down | status        make run / make stop / make status
     python -m service.deploy ports                     the declared instance ports, one a line
+    python -m service.deploy check                     refuse a declaration that would start but not work
 
 The declaration (conf/parse.toml) names the instances and limits once. The values derived from
 it, and the rule for each, live here and nowhere else:
@@ -20,14 +21,17 @@ from __future__ import annotations
 
 import argparse
 import grp
+import ipaddress
 import math
 import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,7 +161,7 @@ def nginx_http(cfg: Settings) -> str:
     servers = "".join(f"    server {fleet.server_address(cfg, i)} weight={i.weight} max_fails={MAX_FAILS} "
                       f"fail_timeout={FAIL_TIMEOUT_S}s max_conns={max_conns(cfg, i)};\n" for i in cfg.instances)
     per_key = (f"limit_req_zone $http_authorization zone=parse_per_key:10m rate={cfg.nginx.rate_per_second}r/s;\n"
-               if cfg.auth.keys_file else "")
+               if cfg.auth.keys_on else "")
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
             # The zone (shared memory) makes max_conns one count across all Nginx worker processes.
             f"upstream parse_instances {{\n    zone parse_instances 64k;\n{servers}}}\n"
@@ -183,7 +187,7 @@ def nginx_server(cfg: Settings, access_log: Path) -> str:
 def nginx_limit_req(cfg: Settings) -> str:
     # With keys on, each key has the rate too (requests without the header are not counted
     # by that zone), so one key spread over many addresses is still limited.
-    per_key = f"limit_req zone=parse_per_key burst={cfg.nginx.rate_burst} nodelay;\n" if cfg.auth.keys_file else ""
+    per_key = f"limit_req zone=parse_per_key burst={cfg.nginx.rate_burst} nodelay;\n" if cfg.auth.keys_on else ""
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
             f"limit_req zone=parse_per_client burst={cfg.nginx.rate_burst} nodelay;\n"
             f"{per_key}")
@@ -202,7 +206,24 @@ def systemd_dropin(cfg: Settings) -> str:
             f"TimeoutStopSec={stop_timeout_s(cfg)}\n"
             # ProtectSystem=strict leaves only these writable: ?annotate=1's result PNGs, and the
             # job store (SQLite, uploads, page results).
-            f"ReadWritePaths={cfg.results.dir} {cfg.jobs.dir}\n")
+            f"ReadWritePaths={cfg.results.dir} {cfg.jobs.dir}\n"
+            + "".join(f"# The store, PostgreSQL at {cfg.store.url}.\nIPAddressAllow={a}\n"
+                      for a in store_addresses(cfg)))
+
+
+def store_addresses(cfg: Settings) -> list[str]:
+    """The addresses of the store's server, for the units' IP allow-list (none for SQLite)."""
+    if not cfg.store.url:
+        return []
+    host = urllib.parse.urlsplit(cfg.store.url).hostname or "127.0.0.1"
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+    except OSError as err:
+        raise ValueError(f"{cfg.path}: [store] url names host {host!r}, which does not resolve here ({err})") from err
 
 
 @dataclass(frozen=True)
@@ -450,7 +471,7 @@ def up(cfg: Settings, run: Path) -> DevLayout:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m service.deploy", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["render", "up", "down", "status", "ports", "fleet"])
+    parser.add_argument("command", choices=["check", "render", "up", "down", "status", "ports", "fleet"])
     parser.add_argument("--run-dir", type=Path, default=ROOT / "run", help="the dev stack's folder (default run/)")
     parser.add_argument("--host", action="store_true", help="render a real host's files (with render)")
     parser.add_argument("--destdir", type=Path, default=Path("/"), help="root to render host files under")
@@ -460,7 +481,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg = settings_mod.load()
     layout = DevLayout(args.run_dir.resolve())
 
-    if args.command == "ports":
+    if args.command == "check":
+        try:
+            check(cfg)
+        except ValueError as err:
+            sys.exit(f"refused: {err}")
+        print(f"{cfg.path}: ok ({len(cfg.instances)} instances on {len({i.host for i in cfg.instances})} hosts, "
+              f"store {'PostgreSQL' if cfg.store.url else 'SQLite in ' + str(cfg.jobs.dir)})")
+    elif args.command == "ports":
         print("\n".join(str(i.port) for i in cfg.instances))
     elif args.command == "render" and args.host:
         for path in render_host(cfg, args.destdir, fleet.whoami(cfg).name):

@@ -1,8 +1,9 @@
 """Optional API keys for /v1/, and the network allow-list for /metrics, checked before any route runs.
 
-Keys live in a file of SHA-256 hex digests (`[auth] keys_file`), one per line with an optional
-label, managed by `python -m service.keys`. The file is re-read when it changes, so adding or
-revoking a key needs no restart. Only digests are stored: the file leaks no usable key.
+Keys come from a key set (`KeySet`): on one host a file of SHA-256 hex digests (`[auth] keys_file`),
+one per line with an optional label, re-read when it changes; in a fleet the store
+(`[auth] keys_in_store`, service/web/keysets.py), re-read every few seconds. Either way
+`python -m service.keys` manages them and a change needs no restart. Only digests are stored.
 /healthz and /readyz stay open so that load balancers and systemd can probe without a key.
 """
 
@@ -12,13 +13,14 @@ import hmac
 import ipaddress
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from flask import Flask, g, request
 
 from ..apikeys import digest, read_keys
 from ..errors import ClientError
-from ..jobs import internal_key
 from ..settings import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,12 @@ log = logging.getLogger(__name__)
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 CHALLENGE = 'Bearer realm="parse"'
 _MISSING = (-1, -1, -1)  # KeyFile stamp while the file cannot be read
+
+
+class KeySet(Protocol):
+    """Where the valid API keys come from: KeyFile here, or the store (keysets.StoreKeys)."""
+
+    def accepts(self, key: str) -> bool: ...
 
 
 class KeyFile:
@@ -79,18 +87,18 @@ def metrics_allowed(address: str | None, allow: tuple[str, ...]) -> bool:
     return any(ip in net for net in networks if net.version == ip.version)
 
 
-def _job_page(key: str, jobs_dir: Path) -> bool:
-    """A job's page posted by a coordinator with the host's internal key (service/jobs/internal_key.py).
+def _job_page(key: str, internal: Callable[[str], bool]) -> bool:
+    """A job's page posted by a coordinator with the fleet's internal key (service/jobs/internal_key.py).
     Its X-Parse-Job header then labels this request's log lines with the job id."""
-    if request.path != "/v1/parse" or not internal_key.matches(key, jobs_dir):
+    if request.path != "/v1/parse" or not internal(key):
         return False
     g.job_id = request.headers.get("X-Parse-Job", "")[:32] or None
     return True
 
 
-def register(app: Flask, cfg: AuthSettings, jobs_dir: Path) -> None:
-    """Install the checks as a before_request hook: keys on /v1/ when a keys file is set, /metrics always."""
-    keys = KeyFile(cfg.keys_file) if cfg.keys_file else None
+def register(app: Flask, cfg: AuthSettings, keys: KeySet | None, internal: Callable[[str], bool]) -> None:
+    """Install the checks as a before_request hook: keys on /v1/ when a key set is given, /metrics
+    always; `internal` tells the coordinators' internal key."""
     for net in cfg.metrics_allow:
         ipaddress.ip_network(net, strict=False)  # a typo in parse.toml fails at start, not per request
 
@@ -99,7 +107,7 @@ def register(app: Flask, cfg: AuthSettings, jobs_dir: Path) -> None:
         if request.path == "/metrics" and not metrics_allowed(request.remote_addr, cfg.metrics_allow):
             raise ClientError(403, "forbidden", "/metrics is served to loopback and [auth] metrics_allow only")
         key = bearer_key()
-        if key is not None and _job_page(key, jobs_dir):
+        if key is not None and _job_page(key, internal):
             return
         if keys is None or not request.path.startswith("/v1/"):
             return
