@@ -307,6 +307,7 @@ def render_dev(cfg: Settings, run: Path) -> DevLayout:
     _write(parse_dir / "pass.conf", fleet.nginx_pass(cfg))
     _write(parse_dir / "tls.conf", fleet.nginx_tls(cfg, layout.run / "tls"))
     _write(parse_dir / "metrics.conf", fleet.nginx_metrics(cfg))
+    _write(parse_dir / "results.conf", fleet.nginx_results(cfg))
     shutil.copyfile(HOST_NGINX / "uwsgi_params", layout.nginx_dir / "uwsgi_params")
     _write(layout.nginx_dir / "nginx.conf", nginx_main_dev(layout))
     for d in (layout.logs, layout.pids, layout.metrics, layout.control, *(layout.nginx_dir / "tmp" / k for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))):
@@ -342,6 +343,7 @@ def render_host(cfg: Settings, destdir: Path = Path("/"), host: str = settings_m
             nginx / "pass.conf": fleet.nginx_pass(cfg),
             nginx / "tls.conf": fleet.nginx_tls(cfg, fleet.HOST_TLS),
             nginx / "metrics.conf": fleet.nginx_metrics(cfg),
+            nginx / "results.conf": fleet.nginx_results(cfg),
         }
         if fleet.uses_tls(cfg):
             files[at(Path("/etc/sysctl.d/60-parse.conf"))] = fleet.sysctl_conf(cfg)

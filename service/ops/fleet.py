@@ -155,6 +155,16 @@ def nginx_pass(cfg: Settings) -> str:
             "include parse/tls.conf;\n")
 
 
+def nginx_results(cfg: Settings) -> str:
+    """parse/results.conf: where /results/<id>.png comes from, Nginx's disk on one host, the app
+    (which reads the store) when a store is declared."""
+    head = f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
+    if cfg.store.url:
+        return head + "location ~ ^/results/[A-Za-z0-9_-]+\\.png$ {\n    include parse/pass.conf;\n}\n"
+    return head + ("location ~ ^/results/([A-Za-z0-9_-]+\\.png)$ {\n    alias $parse_results_dir/$1;\n"
+                   "    default_type image/png;\n}\n")
+
+
 def nginx_tls(cfg: Settings, tls_dir: Path) -> str:
     """parse/tls.conf: how Nginx speaks to the instances beyond loopback (empty on one host)."""
     head = f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"

@@ -19,7 +19,7 @@ from ..errors import ClientError
 from ..ocr import allocator
 from ..ocr.model import OcrModel
 from ..ocr.types import Page
-from . import annotate, guards, metrics, state
+from . import annotate, guards, metrics, results, state
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.before_request(guards.check_upload)
@@ -155,7 +155,10 @@ def parse():
         entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
         # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
         if annotated:
-            entry["annotated_url"] = annotate.annotate(doc.rgb, [line.quad for line in page.lines], worker.cfg.results)
+            png = annotate.encode_png(annotate.draw(doc.rgb, [line.quad for line in page.lines]))
+            # In a fleet ([store] url) the PNG goes to the store, which every host serves from.
+            entry["annotated_url"] = (results.keep(worker.db, png, worker.cfg.results) if worker.cfg.store.url
+                                      else annotate.write_png(png, worker.cfg.results))
         if fmt == "pdf":
             backgrounds.append(doc.rgb)
         entries.append(entry)

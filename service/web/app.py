@@ -19,7 +19,7 @@ from flask import Flask, g, has_request_context, request
 
 from .. import settings as settings_mod
 from ..settings import Settings
-from . import annotate, api, auth, health, jobs, metrics, openapi
+from . import annotate, api, auth, health, jobs, metrics, openapi, results
 from .errors import register_error_handlers
 from .state import WorkerState
 
@@ -86,6 +86,8 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.bp)
+    if cfg.store.url:  # a fleet: ?annotate=1 PNGs are served from the store (service/web/results.py)
+        app.register_blueprint(results.bp)
 
     metrics.WORKER_READY.labels(str(state.instance.port)).set(0)
     atexit.register(metrics.mark_exit)
