@@ -103,7 +103,7 @@ class Coordinator:
 
     def __init__(self, cfg: Settings, store: Store, me: str, key: str):
         self.cfg, self.store, self.me, self.key = cfg, store, me, key
-        self.url = _base_url(cfg) + "/v1/parse"
+        self.url = fleet.front_url(cfg) + "/v1/parse"
         # The page request waits as long as Nginx does for an instance, plus the transfer.
         self.timeout = cfg.limits.deadline_seconds + 40
         self.capacity = max(1, cfg.jobs.workers * cfg.jobs.max_running)
@@ -174,10 +174,11 @@ class Coordinator:
         except KeyError:
             return  # its upload is gone: cancelled or expired meanwhile
         except PageFailed as err:
-            job = _with_store(lambda: self.store.fail(task.job_id, err.error))
+            error = err.error
+            job = _with_store(lambda: self.store.fail(task.job_id, error))
             if job is not None:
                 self._finished(job, jlog)
-                jlog.warning("failed: %s", err.error.get("message"))
+                jlog.warning("failed: %s", error.get("message"))
             return
         job = _with_store(lambda: self.store.page_done(task, self.me, body))
         job_metrics.PAGES.inc()
@@ -268,5 +269,5 @@ def main() -> None:
     key = _with_store(lambda: internal_key.read_or_create(store.db))
     me = holder()
     log.info("coordinator %s up: posts pages to %s (pages of a job at once %d, jobs at once %d, fleet-wide)",
-             me, _base_url(cfg), cfg.jobs.workers, cfg.jobs.max_running)
+             me, fleet.front_url(cfg), cfg.jobs.workers, cfg.jobs.max_running)
     Coordinator(cfg, store, me, key).loop()
