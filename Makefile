@@ -29,7 +29,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents nginx poppler reading-order run stop reload status bench bench-jobs bench-load bench-gpu install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents nginx poppler postgresql reading-order run stop reload status bench bench-jobs bench-load bench-gpu install
 
 setup: $(VENV)/.installed weights
 
@@ -59,7 +59,7 @@ weights: $(VENV)/.installed
 		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
 		$(PY) -m service.ocr.ppocr.convert weights; }
 
-test: setup nginx poppler
+test: setup nginx poppler postgresql
 	$(PY) -m pytest -q tests
 
 # The markers are in pytest.ini; a unit or model test that also starts a server is left to `make test`.
@@ -108,6 +108,16 @@ poppler:
 	@command -v pdftotext >/dev/null || { \
 		echo "installing: poppler-utils"; \
 		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q poppler-utils; }
+
+# PostgreSQL's binaries for the store tests (tests/pg.py runs initdb + pg_ctl in a folder of its own).
+# Debian starts a package's service on install unless policy-rc.d says no: the system's server is
+# never started, so the rule is put in place for the install only (when none was there).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		echo "installing: postgresql (binaries only; its service is not started)"; \
+		policy=""; [ -e /usr/sbin/policy-rc.d ] || { policy=1; printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; $(SUDO) chmod 755 /usr/sbin/policy-rc.d; }; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; rc=$$?; \
+		[ -z "$$policy" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d; exit $$rc; }
 
 # The page text's reading order against the dev set's ground truth (score.py --order given).
 reading-order: setup
@@ -170,6 +180,12 @@ install: nginx
 	install -d -o parse -g parse -m 0750 "$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().results.dir)')"
 	@# The job store: SQLite, uploads and page results, shared by every instance (the drop-in's ReadWritePaths).
 	install -d -o parse -g parse -m 0750 "$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().jobs.dir)')"
+	@# A fleet's store: the PostgreSQL password from pki/store-password, where [store] password_file
+	@# names it (API keys and the internal key are in the store itself: no key file to copy).
+	cd $(PREFIX) && pw="$$($(PY) -c 'from service import settings; print(settings.load().store.password_file or "")')"; \
+	if [ -n "$$pw" ] && [ -f "$(CURDIR)/pki/store-password" ]; then \
+		install -D -m 0640 -g parse "$(CURDIR)/pki/store-password" "$$pw"; \
+	elif [ -n "$$pw" ] && [ ! -f "$$pw" ]; then echo "no $$pw: put the store's password in pki/store-password first"; exit 1; fi
 	id -u www-data >/dev/null 2>&1 && usermod -aG parse www-data || true
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse@.service > /etc/systemd/system/parse@.service
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse.target > /etc/systemd/system/parse.target

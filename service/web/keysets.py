@@ -1,8 +1,9 @@
 """Key sets from the store: the API keys of a fleet, and the coordinators' internal key.
 
 A worker never asks the store per request: it re-reads the set every [store] refresh_seconds (at
-the first request after that time), so a key added or revoked with `python -m service.keys`
-counts on every host within that bound. While the store is unreachable a worker keeps the set it
+the first request after that time), so a key revoked with `python -m service.keys` is refused on
+every host within that bound. A key the set lacks makes the worker look again at once (at most
+once per MISS_REFRESH_S), so a key just added works at once. While the store is unreachable a worker keeps the set it
 read last, so known keys keep working through an outage; a worker that has never read a set
 refuses every key (it fails closed) until the store answers.
 """
@@ -21,6 +22,10 @@ from ..store.schema import migrate
 from ..jobs import internal_key
 
 log = logging.getLogger(__name__)
+
+# The soonest a worker re-reads the set for a key it does not know: a new key works within this,
+# and a client sending bad keys costs the store one query per worker per this many seconds.
+MISS_REFRESH_S = 1.0
 
 
 def _any_equal(wanted: str, stored: tuple[str, ...]) -> bool:
@@ -44,12 +49,14 @@ class StoreKeys:
         self._internal: tuple[str, ...] = ()
         self._down = False
 
-    def _refresh(self) -> None:
+    def _refresh(self, within: float | None = None) -> None:
+        """Read the set again if it is older than `within` seconds (default: refresh_seconds)."""
+        within = self.refresh_seconds if within is None else within
         now = time.monotonic()
-        if self._read_at is not None and now - self._read_at < self.refresh_seconds:
+        if self._read_at is not None and now - self._read_at < within:
             return
         with self._lock:
-            if self._read_at is not None and now - self._read_at < self.refresh_seconds:
+            if self._read_at is not None and now - self._read_at < within:
                 return
             try:
                 db = self._db()
@@ -72,12 +79,17 @@ class StoreKeys:
             self._down = False
             self._digests, self._internal, self._read_at = digests, (internal,), now
 
+    def _check(self, key: str, which: str) -> bool:
+        self._refresh()
+        if _any_equal(digest(key), getattr(self, which)):
+            return True
+        self._refresh(MISS_REFRESH_S)
+        return _any_equal(digest(key), getattr(self, which))
+
     def accepts(self, key: str) -> bool:
         """An API key of the store's set."""
-        self._refresh()
-        return _any_equal(digest(key), self._digests)
+        return self._check(key, "_digests")
 
     def internal(self, key: str) -> bool:
         """The fleet's internal key (job pages posted by a coordinator)."""
-        self._refresh()
-        return _any_equal(digest(key), self._internal)
+        return self._check(key, "_internal")
