@@ -399,10 +399,11 @@ def hosts_of(fs: Fleet, entries: list[dict]) -> set[str]:
     return {upstream_host(fs, e["upstream"].split(",")[-1].strip()) for e in entries}
 
 
-def page_posts(fs: Fleet, entries: list[dict]) -> list[dict]:
-    """The job pages the coordinators of a and b posted to the front Nginx."""
+def page_posts(fs: Fleet, entries: list[dict], job_id: str) -> list[dict]:
+    """The pages of job `job_id` that the coordinators of a and b posted to the front Nginx."""
     coordinators = {fs.net.address("a"), fs.net.address("b")}
-    return [e for e in entries if e["uri"].startswith("/v1/parse?") and e["remote_addr"] in coordinators]
+    return [e for e in entries if e["uri"].startswith("/v1/parse?") and e["remote_addr"] in coordinators
+            and e["job"] == job_id]
 
 
 def test_a_job_across_the_fleet(fleet_stack):
@@ -426,7 +427,7 @@ def test_a_job_across_the_fleet(fleet_stack):
     assert page_names(images) == [f"Page {n}" for n in range(1, 13)], [i["text"] for i in images]
     assert all(r.json()["images"] == images for r in results)
     log = _log_since(fs, offset)
-    posts = page_posts(fs, log)
+    posts = page_posts(fs, log, job_id)
     # Every page read once (no page retried), by the workers of both hosts, each post accepted.
     assert sorted(e["status"] for e in posts) == [200] * 12, [(e["status"], e["upstream"]) for e in posts]
     assert hosts_of(fs, posts) == {"a", "b"}
@@ -510,7 +511,7 @@ def test_annotate_links_resolve_for_every_host(fleet_stack, page):
             assert got.status == 200 and got.headers["Content-Type"] == "image/png", got.body[:200]
             assert got.body.startswith(b"\x89PNG\r\n\x1a\n")
     # Nothing went to any host's own results folder.
-    assert not any((fs.folder / h / "results").iterdir() for h in ("a", "b"))
+    assert not [p for h in ("a", "b") for p in (fs.folder / h / "results").iterdir()]
     assert call(fs, "GET", "/results/" + "x" * 22 + ".png", key=None).status == 404
 
 
