@@ -1,7 +1,7 @@
 """Jobs on the real stack: two uWSGI instances (one worker and one coordinator mule each) behind Nginx.
 
 API keys are on for the whole module, so every page a coordinator posts goes through the same
-auth as a client's, with the host's internal key. A job here is several single-image files, each
+auth as a client's, with the internal key from the store. A job here is several single-image files, each
 file one page: /v1/parse in this branch reads the first frame of a TIFF only, so multi-page TIFFs
 are counted (tests/test_jobs_store.py) but not read page by page until ?pages=K selects them.
 """
