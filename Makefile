@@ -12,7 +12,7 @@
 #   make reload       rolling reload of what `make run` started: Nginx, then each instance's workers in turn
 #   make status       each instance's readiness
 #   make bench        the serving stack through Nginx: throughput, latency, overhead, 1 vs 2 instances
-#   make bench-jobs   pages per second of a 50-page job against the same pages one request at a time
+#   make bench-jobs   pages per second of a 50-page job against one request at a time; fleet: 2 hosts vs 1, host loss
 #   make bench-load   goodput, p50/p99 and refusals at 1x/2x/4x capacity, then a soak (SOAK_MINUTES=10)
 #   make bench-gpu    one GPU at full use: pages/s and p50/p99 at concurrency 1-64, kernel vs host time, batched vs unbatched accuracy
 #   sudo make install systemd units + Nginx site on a real host (PREFIX=/opt/parse)
@@ -138,9 +138,11 @@ status:
 bench: setup nginx
 	$(PY) -m tests.bench_stack
 
-# A 50-page job on the default stack against the same pages sent one request at a time.
-bench-jobs: setup nginx
+# A 50-page job on the default stack against the same pages sent one request at a time; then, as
+# root, on the namespace fleet (PostgreSQL store): two hosts against one, and a host's loss.
+bench-jobs: setup nginx postgresql
 	$(PY) -m tests.bench_jobs
+	$(PY) -m tests.bench_jobs --fleet
 
 # The soak runs at 80% of the measured capacity for SOAK_MINUTES (a benchmark, never part of make test).
 SOAK_MINUTES ?= 10

@@ -218,6 +218,8 @@ def test_requests_spread_by_weight(fleet_stack):
     assert (hosts.count("a"), hosts.count("b")) == (20, 10)
     # One host's metrics through Nginx, over the same TLS.
     assert metrics.status == 200 and b"parse_worker_ready" in metrics.body
+    # One listen queue: b's own instance, not a's on the same port (each series once per scrape).
+    assert metrics.body.count(b"\nparse_requests_waiting{") == 1, metrics.body
 
 
 def _refused(fs: Fleet, tls: ssl.SSLContext | None) -> str:

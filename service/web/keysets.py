@@ -51,6 +51,8 @@ class StoreKeys:
 
     def _refresh(self, within: float | None = None) -> None:
         """Read the set again if it is older than `within` seconds (default: refresh_seconds)."""
+        if self._internal and not self.api_keys:
+            return  # keys not in the store: the internal key, read once, is all this set holds
         within = self.refresh_seconds if within is None else within
         now = time.monotonic()
         if self._read_at is not None and now - self._read_at < within:
@@ -61,7 +63,8 @@ class StoreKeys:
             try:
                 db = self._db()
                 migrate(db)
-                internal = digest(internal_key.read_or_create(db))
+                # The internal key never changes once made: read once per process.
+                internal = self._internal or (digest(internal_key.read_or_create(db)),)
                 digests: tuple[str, ...] = ()
                 if self.api_keys:
                     with db.tx() as tx:
@@ -77,19 +80,18 @@ class StoreKeys:
             if self._down or set(digests) != set(self._digests):
                 log.info("key set read from the store: %d API keys", len(digests))
             self._down = False
-            self._digests, self._internal, self._read_at = digests, (internal,), now
-
-    def _check(self, key: str, which: str) -> bool:
-        self._refresh()
-        if _any_equal(digest(key), getattr(self, which)):
-            return True
-        self._refresh(MISS_REFRESH_S)
-        return _any_equal(digest(key), getattr(self, which))
+            self._digests, self._internal, self._read_at = digests, internal, now
 
     def accepts(self, key: str) -> bool:
-        """An API key of the store's set."""
-        return self._check(key, "_digests")
+        """An API key of the store's set; one it lacks makes it look again (MISS_REFRESH_S)."""
+        self._refresh()
+        if _any_equal(digest(key), self._digests):
+            return True
+        self._refresh(MISS_REFRESH_S)
+        return _any_equal(digest(key), self._digests)
 
     def internal(self, key: str) -> bool:
-        """The fleet's internal key (job pages posted by a coordinator)."""
-        return self._check(key, "_internal")
+        """The fleet's internal key (job pages posted by a coordinator); every client key is
+        checked against it first, so a miss here never costs a read."""
+        self._refresh()
+        return _any_equal(digest(key), self._internal)
