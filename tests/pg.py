@@ -12,6 +12,7 @@ import os
 import pwd
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -27,6 +28,13 @@ def binary(name: str) -> str | None:
     versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
                       key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
     return versions[-1] if versions else None
+
+
+def free_port() -> int:
+    """A loopback port free now, for a server of a test's own."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def usable() -> str | None:

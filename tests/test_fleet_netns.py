@@ -364,7 +364,8 @@ def report(pages: int) -> bytes:
     """A PDF of `pages` small pages, "Page N of the fleet report", read with OCR (JOB_QUERY).
 
     Written by reportlab, a few KB: uWSGI's sslrouter gateway in this build crashes on request
-    bodies from about 16 KB (README, Several hosts), so every upload through the fleet stays below."""
+    bodies from about 16 KB (docs/design.md, "Found, not fixed here"), so every upload through
+    the fleet stays below."""
     return pdfs.born_digital_pdf([[f"Page {n} of the fleet report", f"Total {n}.50"] for n in range(1, pages + 1)],
                                  size=(360, 144))
 

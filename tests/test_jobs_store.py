@@ -32,7 +32,7 @@ def cluster():
     why = pg.usable()
     if why:
         pytest.skip(why)
-    server = pg.Cluster(port=25432 + os.getpid() % 1000).init()
+    server = pg.Cluster(port=pg.free_port()).init()
     try:
         server.start()
         server.create_database()
