@@ -548,10 +548,12 @@ def test_store_outage(fleet_stack, page):
         routes = [call(fs, "GET", f"/v1/jobs/{job_id}") for _ in range(3)]
         body, ctype = multipart([("image", "p.png", page, "image/png")])
         submitted = call(fs, "POST", "/v1/jobs", body, ctype)
+        scrape = call(fs, "GET", fleet.metrics_path("a"), key=None)  # each worker's own metrics still
         time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
     finally:
         fs.pg.start()
     assert [r.status for r in parses] == [200] * 6, [r.body for r in parses]
+    assert scrape.status == 200 and b"parse_requests_total" in scrape.body
     for r in [*routes, submitted]:
         assert r.status == 503 and r.json()["error"]["code"] == "store_unavailable", r.body
         assert int(r.headers["Retry-After"]) > 0

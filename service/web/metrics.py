@@ -18,6 +18,7 @@ killed with SIGKILL stops counting as ready.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -29,9 +30,11 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                multiprocess)
 
 from ..jobs.metrics import JobsCollector
+from ..store.db import Unavailable
 from . import state
 
 bp = Blueprint("metrics", __name__)
+log = logging.getLogger(__name__)
 
 
 # Per-stage seconds: from a few ms (decode of a small PNG) up to the request deadline.
@@ -151,10 +154,16 @@ def registry(instances: list[tuple[str, str]] = ()) -> CollectorRegistry:
 @bp.get("/metrics")
 def metrics() -> Response:
     sweep_dead()
-    # Job states come from the job store at each scrape (service/jobs/metrics.py), not from files.
-    jobs = CollectorRegistry()
-    jobs.register(JobsCollector(state.current().jobs))
-    # This host's instances only: another host's instance on the same port is not on this loopback.
     worker = state.current()
+    # This host's instances only: another host's instance on the same port is not on this loopback.
     instances = [(str(i.port), i.stats_address) for i in worker.cfg.instances if i.host == worker.instance.host]
-    return Response(generate_latest(registry(instances)) + generate_latest(jobs), content_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry(instances))
+    # Job states come from the job store at each scrape (service/jobs/metrics.py), not from files;
+    # while the store is unreachable the scrape still has every worker's own metrics.
+    try:
+        jobs = CollectorRegistry()
+        jobs.register(JobsCollector(worker.jobs))
+        body += generate_latest(jobs)
+    except Unavailable as err:
+        log.warning("job gauges left out of this scrape: %s", err)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
