@@ -82,7 +82,7 @@ def _multipart(data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def _with_store(call: Any, stop: threading.Event | None = None) -> Any:
+def _with_store(call: Any) -> Any:
     """`call()`, tried again every STORE_RETRY_S while the store is unreachable."""
     warned = False
     while True:
@@ -92,8 +92,6 @@ def _with_store(call: Any, stop: threading.Event | None = None) -> Any:
             if not warned:
                 log.warning("store unreachable (%s); trying again every %.0f s", err, STORE_RETRY_S)
                 warned = True
-            if stop is not None and stop.is_set():
-                raise
             time.sleep(STORE_RETRY_S)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..settings import JobsSettings
-from ..store.db import Postgres, Sqlite
+from ..store.db import Postgres, Sqlite, Tx
 from ..store.schema import migrate
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
@@ -208,7 +208,7 @@ class Store:
                    (now, job["id"]))
             return self._claim_page(tx, job, me, now, until)
 
-    def _claim_page(self, tx: Any, job: dict[str, Any], me: str, now: float, until: float) -> PageTask | None:
+    def _claim_page(self, tx: Tx, job: dict[str, Any], me: str, now: float, until: float) -> PageTask | None:
         inflight = tx.one("SELECT count(*) AS n FROM job_page WHERE job_id = ? AND done = 0 AND lease_until >= ?",
                           (job["id"], now))["n"]
         if inflight >= self.cfg.workers:

@@ -37,18 +37,14 @@ class Unavailable(Exception):
 
 
 class Tx(Protocol):
+    """What a transaction of either engine offers (`with db.tx() as tx`)."""
+
     skip_locked: str
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
     def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None: ...
     def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
     def serialize(self, name: str) -> None: ...
-
-
-class Database(Protocol):
-    kind: str
-
-    def tx(self, exclusive: bool = False) -> Any: ...  # a context manager yielding a Tx
 
 
 def _lock_id(name: str) -> int:
