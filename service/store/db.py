@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sqlite3
 import ssl
 import threading
@@ -27,6 +28,9 @@ from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Seconds a statement may take on an open connection (a job upload of [jobs] max_bytes included);
+# [store] connect_timeout_seconds bounds the connect alone, so an unreachable store is told fast.
+STATEMENT_TIMEOUT_S = 120.0
 # PostgreSQL error classes that mean "the server or the link", not "this statement": connection
 # exceptions (08), operator intervention (57: shutdown, crash recovery), insufficient resources (53).
 _UNAVAILABLE_CLASSES = ("08", "57", "53")
@@ -153,9 +157,9 @@ class Postgres:
             "host": parts.hostname or "127.0.0.1",
             "port": parts.port or 5432,
             "database": urllib.parse.unquote(parts.path.lstrip("/")) or "parse",
-            "timeout": connect_timeout,
             "application_name": "parse",
         }
+        self.connect_timeout = connect_timeout
         if parts.password:
             raise ValueError("[store] url must not hold the password: put it in [store] password_file")
         if password_file is not None:
@@ -174,12 +178,18 @@ class Postgres:
         conn = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
             return conn
+        sock = None
         try:
-            conn = pg8000.dbapi.connect(**self.params)
-        except (pg8000.dbapi.InterfaceError, OSError) as err:
-            raise Unavailable(f"PostgreSQL at {self.host}:{self.port}: {err}") from err
-        except pg8000.dbapi.DatabaseError as err:
-            if _unavailable(err):
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.settimeout(STATEMENT_TIMEOUT_S)
+            conn = pg8000.dbapi.connect(**self.params, sock=sock)
+        except Exception as err:
+            if sock is not None:
+                sock.close()
+            unavailable = isinstance(err, (pg8000.dbapi.InterfaceError, OSError)) or (
+                isinstance(err, pg8000.dbapi.DatabaseError) and _unavailable(err))
+            if unavailable:
                 raise Unavailable(f"PostgreSQL at {self.host}:{self.port}: {err}") from err
             raise
         self._local.conn, self._local.pid = conn, os.getpid()
