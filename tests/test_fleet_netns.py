@@ -536,7 +536,8 @@ def test_max_running_is_fleet_wide(fleet_stack):
 
 def test_store_outage(fleet_stack, page):
     """PostgreSQL stopped for 10 s mid-job: parses go on with the keys each worker read last, job
-    routes answer 503 with Retry-After, and the job finishes once the store is back."""
+    routes answer 503 with Retry-After (passed through by Nginx, which must not count them against
+    the hosts), and the job finishes once the store is back."""
     fs = fleet_stack
     assert [r.status for r in _six(fs, KEY, page)] == [200] * 6  # every worker has read the key set
     job_id = submit(fs, 6)
@@ -549,11 +550,13 @@ def test_store_outage(fleet_stack, page):
         body, ctype = multipart([("image", "p.png", page, "image/png")])
         submitted = call(fs, "POST", "/v1/jobs", body, ctype)
         scrape = call(fs, "GET", fleet.metrics_path("a"), key=None)  # each worker's own metrics still
+        drawn = call(fs, "POST", "/v1/parse?annotate=1", page, "image/png")  # read; its PNG has nowhere to go
         time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
     finally:
         fs.pg.start()
     assert [r.status for r in parses] == [200] * 6, [r.body for r in parses]
     assert scrape.status == 200 and b"parse_requests_total" in scrape.body
+    assert drawn.status == 200 and drawn.json()["images"][0]["annotated_url"] is None
     for r in [*routes, submitted]:
         assert r.status == 503 and r.json()["error"]["code"] == "store_unavailable", r.body
         assert int(r.headers["Retry-After"]) > 0

@@ -160,7 +160,9 @@ def nginx_results(cfg: Settings) -> str:
     (which reads the store) when a store is declared."""
     head = f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
     if cfg.store.url:
-        return head + "location ~ ^/results/[A-Za-z0-9_-]+\\.png$ {\n    include parse/pass.conf;\n}\n"
+        # A 503 here is the store's, the same on every instance: never counted against one.
+        return head + ("location ~ ^/results/[A-Za-z0-9_-]+\\.png$ {\n    uwsgi_next_upstream error timeout;\n"
+                       "    include parse/pass.conf;\n}\n")
     return head + ("location ~ ^/results/([A-Za-z0-9_-]+\\.png)$ {\n    alias $parse_results_dir/$1;\n"
                    "    default_type image/png;\n}\n")
 

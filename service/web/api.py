@@ -7,6 +7,7 @@ service/documents), predict (the model's detect + recognise, service/ocr/model.p
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,7 +20,10 @@ from ..errors import ClientError
 from ..ocr import allocator
 from ..ocr.model import OcrModel
 from ..ocr.types import Page
+from ..store.db import Unavailable
 from . import annotate, guards, metrics, results, state
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.before_request(guards.check_upload)
@@ -70,6 +74,20 @@ def read_mode() -> str:
 def read_format() -> str:
     """?format= (json by default), checked before the body is read, like the mode."""
     return formats.check(request.args.get("format", "json"))
+
+
+def keep_annotated(worker: state.WorkerState, rgb, quads) -> str | None:
+    """The page drawn with its boxes, kept as /results/<id>.png: a file on one host, the store in a
+    fleet ([store] url), which every host serves from. While the store is unreachable the page is
+    still read and answered, without its link (null, as for a PNG over [results] max_bytes)."""
+    png = annotate.encode_png(annotate.draw(rgb, quads))
+    if not worker.cfg.store.url:
+        return annotate.write_png(png, worker.cfg.results)
+    try:
+        return results.keep(worker.db, png, worker.cfg.results)
+    except Unavailable as err:
+        log.warning("annotated PNG not kept, the store is unreachable: %s", err)
+        return None
 
 
 def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
@@ -155,10 +173,7 @@ def parse():
         entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
         # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
         if annotated:
-            png = annotate.encode_png(annotate.draw(doc.rgb, [line.quad for line in page.lines]))
-            # In a fleet ([store] url) the PNG goes to the store, which every host serves from.
-            entry["annotated_url"] = (results.keep(worker.db, png, worker.cfg.results) if worker.cfg.store.url
-                                      else annotate.write_png(png, worker.cfg.results))
+            entry["annotated_url"] = keep_annotated(worker, doc.rgb, [line.quad for line in page.lines])
         if fmt == "pdf":
             backgrounds.append(doc.rgb)
         entries.append(entry)
