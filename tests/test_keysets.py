@@ -31,7 +31,7 @@ def test_store_keys_revocation_bound_new_keys_and_outage(tmp_path: Path, monkeyp
         return db
 
     monkeypatch.setattr(keysets, "MISS_REFRESH_S", 0.2)
-    ring = keysets.StoreKeys(open_db, refresh_seconds=0.5, api_keys=True)
+    ring = keysets.StoreKeys(open_db, refresh_seconds=0.5)
     assert ring.accepts(alice) and not ring.accepts("mistyped")
     time.sleep(0.25)
     bob = admin.add("bob")

@@ -4,7 +4,9 @@ With [auth] keys_in_store the keys live in the store that every host shares (a f
 any machine with the declaration and the store's password, and every worker of every host counts
 the change within [store] refresh_seconds (service/web/keysets.py). Otherwise they live in the
 file named by [auth] keys_file, which this host's workers re-read when it changes
-(service/web/auth.py). Either way only SHA-256 digests are stored; a new key is printed once and
+(service/web/auth.py), and [auth] itself when the settings file changes (service/web/live.py), so
+a key added or revoked here, or keys turned on or off, take effect from the next request, without
+a reload or restart. Either way only SHA-256 digests are stored; a new key is printed once and
 never stored. File writes replace the file atomically, so a worker never reads half a file.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import stat
 import sys
 import tempfile
 import time
@@ -25,15 +28,23 @@ from ..store.schema import migrate
 
 
 def write_keys(path: Path, keys: dict[str, str]) -> None:
-    """Replace the file in one rename, readable by its owner only."""
+    """Replace the file in one rename. A new file is readable by its owner only; a file replaced
+    keeps its owner, group and mode, so one made readable by the service's user (on a host:
+    `chgrp parse FILE; chmod 640 FILE`, as root runs this) stays readable by it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        old = None
     lines = ["# parse API keys: SHA-256 of each key, then its label. Managed by python -m service.keys."]
     lines += [f"{d} {label}".rstrip() for d, label in keys.items()]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write("\n".join(lines) + "\n")
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, stat.S_IMODE(old.st_mode) if old else 0o600)
+        if old and os.geteuid() == 0:
+            os.chown(tmp, old.st_uid, old.st_gid)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -98,11 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         where = f"the store ({cfg.store.url or cfg.jobs.db}); every host counts it within {cfg.store.refresh_seconds:g} s"
         do_add, do_revoke, do_read = store.add, store.revoke, store.read
     elif path is not None:
-        where = str(path)
+        where = f"{path}; /v1/* needs a key from the next request on"
         do_add, do_revoke = (lambda label: add(path, label)), (lambda which: revoke(path, which))
         do_read = lambda: read_keys(path) if path.exists() else {}  # noqa: E731
     else:
-        print("API keys are off: set [auth] keys_file (or keys_in_store) in conf/parse.toml first", file=sys.stderr)
+        print(f"API keys are off: {cfg.path} sets no [auth] keys_file. Turn them on there, e.g.\n\n"
+              f'    [auth]\n    keys_file = "run/api-keys"\n\n'
+              "(a fleet: keys_in_store = true), then run this command again. The running service applies "
+              "both from its next request, no reload needed.", file=sys.stderr)
         return 2
     if args.command == "add":
         print(do_add(args.label))

@@ -15,11 +15,10 @@ import numpy as np
 from flask import Blueprint, Response, g, jsonify, request
 
 from .. import documents, formats
-from ..documents import PageImage
 from ..errors import ClientError
 from ..ocr import allocator
 from ..ocr.model import OcrModel
-from ..ocr.types import Page
+from ..formats.answer import answer, model_json, page_json, read
 from ..store.db import Unavailable
 from . import annotate, guards, metrics, results, state
 
@@ -104,33 +103,6 @@ def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
     )
 
 
-def predict(model: OcrModel, images: list[np.ndarray], greys: list[np.ndarray | None] | None,
-            mode: str) -> list[Page]:
-    """The model's full pipeline, or its recognizer alone on each whole image (mode=line)."""
-    return (model.recognize if mode == "line" else model.parse)(images, greys)
-
-
-def model_json(model: OcrModel) -> dict[str, Any]:
-    return {"name": model.info.name, "version": model.info.version,
-            "weights_sha256": dict(model.info.weights_sha256)}
-
-
-def page_json(doc: PageImage, page: Page, words: bool) -> dict[str, Any]:
-    """One page's entry: the single-image keys first, unchanged, then where the page came from."""
-    out = formats.image_json(page, words)
-    out |= {"file": doc.file, "page": doc.page, "source": doc.source}
-    if doc.dpi is not None:
-        out["dpi"] = doc.dpi
-    return out
-
-
-def read(model: OcrModel, doc: PageImage, mode: str) -> Page:
-    """The page's text: its text layer as it is, or the model's reading of its pixels."""
-    if doc.lines is not None:
-        return Page(doc.width, doc.height, doc.lines)
-    return predict(model, [doc.rgb], [doc.grey], mode)[0]
-
-
 @bp.post("/parse")
 def parse():
     mode = read_mode()
@@ -192,12 +164,7 @@ def parse():
         name = f"parse-{g.request_id}.{formats.FORMATS[fmt][1]}"
         return Response(document, mimetype=None, content_type=media_type,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
-    return jsonify({
-        "request_id": g.request_id,
-        "model": model_json(model),
-        "images": entries,
-        "timing_ms": {stage: round(seconds * 1000, 3) for stage, seconds in timing.items()},
-    })
+    return jsonify(answer(model, entries, timing, g.request_id))
 
 
 @bp.get("/models")

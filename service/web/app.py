@@ -77,9 +77,8 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
         return response
 
     # API keys and the /metrics allow-list run first (401/403), before any blueprint's own checks.
-    # The key set: the store's with [auth] keys_in_store (a fleet), else this host's keys file.
-    api_keys = state.keys if cfg.auth.keys_in_store else auth.KeyFile(cfg.auth.keys_file) if cfg.auth.keys_file else None
-    auth.register(app, cfg.auth, api_keys, state.keys.internal)
+    # The key set in force: this host's keys file, or the store's with [auth] keys_in_store (a fleet).
+    auth.register(app, state.live.auth, state.keys, state.keys.internal)
     register_error_handlers(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(jobs.bp)

@@ -3,7 +3,9 @@
 Keys come from a key set (`KeySet`): on one host a file of SHA-256 hex digests (`[auth] keys_file`),
 one per line with an optional label, re-read when it changes; in a fleet the store
 (`[auth] keys_in_store`, service/web/keysets.py), re-read every few seconds. Either way
-`python -m service.keys` manages them and a change needs no restart. Only digests are stored.
+`python -m service.keys` manages them. [auth] itself is read afresh when the settings file changes
+(service/web/live.py), so turning keys on or off, adding or revoking a key, all apply without a
+restart. Only digests are stored: neither leaks a usable key.
 /healthz and /readyz stay open so that load balancers and systemd can probe without a key.
 """
 
@@ -13,9 +15,8 @@ import hmac
 import ipaddress
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from flask import Flask, g, request
 
@@ -47,17 +48,17 @@ class KeyFile:
     def digests(self) -> tuple[str, ...]:
         try:
             st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            if stamp != self._stamp:
+                self._digests = tuple(read_keys(self.path))
+                self._stamp = stamp
+                log.info("keys file %s loaded: %d keys", self.path, len(self._digests))
         except OSError as err:
-            # Keys are on but the file is gone: fail closed, and tell the operator why (once).
+            # Keys are on but the file is gone or not ours to read: fail closed, and tell the
+            # operator why (once).
             if self._stamp != _MISSING:
                 log.error("keys file %s unreadable (%s): every key is refused", self.path, err)
             self._stamp, self._digests = _MISSING, ()
-            return self._digests
-        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
-        if stamp != self._stamp:
-            self._digests = tuple(read_keys(self.path))
-            self._stamp = stamp
-            log.info("keys file %s loaded: %d keys", self.path, len(self._digests))
         return self._digests
 
     def accepts(self, key: str) -> bool:
@@ -96,14 +97,34 @@ def _job_page(key: str, internal: Callable[[str], bool]) -> bool:
     return True
 
 
-def register(app: Flask, cfg: AuthSettings, keys: KeySet | None, internal: Callable[[str], bool]) -> None:
-    """Install the checks as a before_request hook: keys on /v1/ when a key set is given, /metrics
-    always; `internal` tells the coordinators' internal key."""
+def check_networks(cfg: AuthSettings) -> None:
+    """A typo in [auth] metrics_allow is refused (ValueError): at start, or when the file changes."""
     for net in cfg.metrics_allow:
-        ipaddress.ip_network(net, strict=False)  # a typo in parse.toml fails at start, not per request
+        ipaddress.ip_network(net, strict=False)
+
+
+def register(app: Flask, current: Callable[[], AuthSettings], store_keys: KeySet,
+             internal: Callable[[str], bool]) -> None:
+    """Install the checks as a before_request hook: keys on /v1/ when a key set is in force, /metrics
+    always. `current` gives [auth] as it is now (service/web/live.py), read once per request;
+    `store_keys` is the store's key set, `internal` tells the coordinators' internal key."""
+    check_networks(current())
+    files: dict[Path, KeyFile] = {}
+
+    def key_set(cfg: AuthSettings) -> KeySet | None:
+        """The keys in force under [auth] as it is now; None while keys are off."""
+        if cfg.keys_in_store:
+            return store_keys
+        if cfg.keys_file is None:
+            return None
+        if cfg.keys_file not in files:
+            files[cfg.keys_file] = KeyFile(cfg.keys_file)
+        return files[cfg.keys_file]
 
     @app.before_request
     def _authorize() -> None:
+        cfg = current()
+        keys = key_set(cfg)
         if request.path == "/metrics" and not metrics_allowed(request.remote_addr, cfg.metrics_allow):
             raise ClientError(403, "forbidden", "/metrics is served to loopback and [auth] metrics_allow only")
         key = bearer_key()

@@ -39,10 +39,12 @@ def _any_equal(wanted: str, stored: tuple[str, ...]) -> bool:
 class StoreKeys:
     """The store's key set (API key digests and the internal key's digest), refreshed on a period."""
 
-    def __init__(self, db: Callable[[], Sqlite | Postgres], refresh_seconds: float, api_keys: bool):
+    def __init__(self, db: Callable[[], Sqlite | Postgres], refresh_seconds: float):
         self._db = db
         self.refresh_seconds = refresh_seconds
-        self.api_keys = api_keys
+        # API keys are read from the first accepts() on: once [auth] keys_in_store is in force
+        # (at start, or when the settings file turns it on).
+        self.api_keys = False
         self._lock = threading.Lock()
         self._read_at: float | None = None
         self._digests: tuple[str, ...] = ()
@@ -84,6 +86,8 @@ class StoreKeys:
 
     def accepts(self, key: str) -> bool:
         """An API key of the store's set; one it lacks makes it look again (MISS_REFRESH_S)."""
+        if not self.api_keys:
+            self.api_keys, self._read_at = True, None
         self._refresh()
         if _any_equal(digest(key), self._digests):
             return True

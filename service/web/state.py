@@ -19,8 +19,9 @@ from ..ocr import batching
 from ..ops.deploy import harakiri_s
 from ..ocr.model import OcrModel, load_model
 from ..settings import Settings
-from . import metrics
+from . import auth, metrics
 from .keysets import StoreKeys
+from .live import LiveSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class WorkerState:
 
     def __init__(self, cfg: Settings):
         self.cfg = cfg
+        # [auth] as the settings file says now (who may call applies from the next request).
+        self.live = LiveSettings(cfg, check=lambda new: auth.check_networks(new.auth))
         self.instance = cfg.current_instance()
         self.model: OcrModel | None = None
         self.error: str | None = None
@@ -43,7 +46,7 @@ class WorkerState:
         self._db: Sqlite | Postgres | None = None
         self._jobs: Store | None = None
         # The store's keys: the fleet's API keys with [auth] keys_in_store, the internal key always.
-        self.keys = StoreKeys(lambda: self.db, cfg.store.refresh_seconds, api_keys=cfg.auth.keys_in_store)
+        self.keys = StoreKeys(lambda: self.db, cfg.store.refresh_seconds)
 
     @property
     def db(self) -> Sqlite | Postgres:
