@@ -14,7 +14,7 @@
 #   make reload       rolling reload of what `make run` started: Nginx, then each instance's workers in turn
 #   make status       each instance's readiness
 #   make bench        the serving stack through Nginx: throughput, latency, overhead, 1 vs 2 instances
-#   make bench-jobs   pages per second of a 50-page job against the same pages one request at a time
+#   make bench-jobs   pages per second of a 50-page job against one request at a time; fleet: 2 hosts vs 1, host loss
 #   make bench-load   goodput, p50/p99 and refusals at 1x/2x/4x capacity, then a soak (SOAK_MINUTES=10)
 #   make bench-gpu    one GPU at full use: pages/s and p50/p99 at concurrency 1-64, kernel vs host time, batched vs unbatched accuracy
 #   sudo make install systemd units + Nginx site on a real host (PREFIX=/opt/parse)
@@ -31,7 +31,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents bench-pdf nginx poppler reading-order run stop reload status bench bench-jobs bench-load bench-gpu install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents bench-pdf nginx poppler postgresql reading-order run stop reload status bench bench-jobs bench-load bench-gpu install
 
 setup: $(VENV)/.installed weights
 
@@ -61,7 +61,7 @@ weights: $(VENV)/.installed
 		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
 		$(PY) -m service.ocr.ppocr.convert weights; }
 
-test: setup nginx poppler
+test: setup nginx poppler postgresql
 	$(PY) -m pytest -q tests
 
 # The markers are in pytest.ini; a unit or model test that also starts a server is left to `make test`.
@@ -129,6 +129,16 @@ poppler:
 		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
+# PostgreSQL's binaries for the store tests (tests/pg.py runs initdb + pg_ctl in a folder of its own).
+# Debian starts a package's service on install unless policy-rc.d says no: the system's server is
+# never started, so the rule is put in place for the install only (when none was there).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		echo "installing: postgresql (binaries only; its service is not started)"; \
+		policy=""; [ -e /usr/sbin/policy-rc.d ] || { policy=1; printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; $(SUDO) chmod 755 /usr/sbin/policy-rc.d; }; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; rc=$$?; \
+		[ -z "$$policy" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d; exit $$rc; }
+
 # The page text's reading order against the dev set's ground truth (score.py --order given).
 reading-order: setup
 	$(PY) -m tests.reading_order
@@ -148,9 +158,11 @@ status:
 bench: setup nginx
 	$(PY) -m tests.bench_stack
 
-# A 50-page job on the default stack against the same pages sent one request at a time.
-bench-jobs: setup nginx
+# A 50-page job on the default stack against the same pages sent one request at a time; then, as
+# root, on the namespace fleet (PostgreSQL store): two hosts against one, and a host's loss.
+bench-jobs: setup nginx postgresql
 	$(PY) -m tests.bench_jobs
+	$(PY) -m tests.bench_jobs --fleet
 
 # The soak runs at 80% of the measured capacity for SOAK_MINUTES (a benchmark, never part of make test).
 SOAK_MINUTES ?= 10
@@ -190,6 +202,12 @@ install: nginx
 	install -d -o parse -g parse -m 0750 "$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().results.dir)')"
 	@# The job store: SQLite, uploads and page results, shared by every instance (the drop-in's ReadWritePaths).
 	install -d -o parse -g parse -m 0750 "$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().jobs.dir)')"
+	@# A fleet's store: the PostgreSQL password from pki/store-password, where [store] password_file
+	@# names it (API keys and the internal key are in the store itself: no key file to copy).
+	cd $(PREFIX) && pw="$$($(PY) -c 'from service import settings; print(settings.load().store.password_file or "")')"; \
+	if [ -n "$$pw" ] && [ -f "$(CURDIR)/pki/store-password" ]; then \
+		install -D -m 0640 -g parse "$(CURDIR)/pki/store-password" "$$pw"; \
+	elif [ -n "$$pw" ] && [ ! -f "$$pw" ]; then echo "no $$pw: put the store's password in pki/store-password first"; exit 1; fi
 	id -u www-data >/dev/null 2>&1 && usermod -aG parse www-data || true
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse@.service > /etc/systemd/system/parse@.service
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse.target > /etc/systemd/system/parse.target

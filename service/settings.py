@@ -71,6 +71,22 @@ class NginxSettings:
 class AuthSettings:
     keys_file: Path | None = None
     metrics_allow: tuple[str, ...] = ()
+    # Keys in the store ([store]), shared by every host, instead of a keys file of this host's own.
+    keys_in_store: bool = False
+
+    @property
+    def keys_on(self) -> bool:
+        return self.keys_file is not None or self.keys_in_store
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    # Empty: SQLite in [jobs] dir (one host). postgresql://USER@HOST:PORT/DB: the fleet's store.
+    url: str = ""
+    password_file: Path | None = None
+    connect_timeout_seconds: float = 5.0
+    # How often each worker re-reads the key set from the store: a revocation's bound.
+    refresh_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,7 @@ class Settings:
     results: ResultsSettings = field(default_factory=ResultsSettings)
     jobs: JobsSettings = field(default_factory=JobsSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     instances: tuple[Instance, ...] = ()
     hosts: tuple[Host, ...] = (Host(LOCAL_HOST),)
 
@@ -219,6 +236,10 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     auth = dict(raw.get("auth", {}))
     auth["keys_file"] = _path(auth["keys_file"], base) if auth.get("keys_file") else None
     auth["metrics_allow"] = tuple(auth.get("metrics_allow", ()))
+    store = dict(raw.get("store", {}))
+    store["password_file"] = _path(store["password_file"], base) if store.get("password_file") else None
+    if not isinstance(auth.get("keys_in_store", False), bool):
+        raise ValueError(f"[auth] keys_in_store in {cfg_path} must be true or false")
     results = dict(raw.get("results", {}))
     if "dir" in results:
         results["dir"] = _path(results["dir"], base)
@@ -258,6 +279,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         results=ResultsSettings(**results),
         jobs=JobsSettings(**jobs),
         tls=TlsSettings(**tls),
+        store=StoreSettings(**store),
         instances=instances,
         hosts=hosts,
     )

@@ -67,3 +67,14 @@ def test_web_reaches_families_only_through_the_interface():
     bad = {str(p.relative_to(ROOT)): sorted(n for n in imports(p) if n.startswith(FAMILIES))
            for p in modules("web")}
     assert not {k: v for k, v in bad.items() if v}
+
+
+def test_store_layer_imports_only_settings():
+    """service/store is the bottom of jobs, keys and results: it knows SQL and the settings, and
+    nothing of the web, the jobs, the models or the operations above it."""
+    allowed = ("service.settings", "service.store")
+    bad = {str(p.relative_to(ROOT)): sorted(n for n in imports(p) if n.startswith("service") and not n.startswith(allowed))
+           for p in modules("store")}
+    assert not {k: v for k, v in bad.items() if v}
+    assert not {str(p.relative_to(ROOT)) for p in modules("store") if any(
+        n.split(".")[0] in ("flask", "werkzeug", "torch") for n in imports(p))}

@@ -7,10 +7,10 @@ service/documents), predict (the model's detect + recognise, service/ocr/model.p
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-import numpy as np
 from flask import Blueprint, Response, g, jsonify, request
 
 from .. import documents, formats
@@ -18,7 +18,10 @@ from ..errors import ClientError
 from ..ocr import allocator
 from ..ocr.model import OcrModel
 from ..formats.answer import answer, model_json, page_json, read
-from . import annotate, guards, metrics, state
+from ..store.db import Unavailable
+from . import annotate, guards, metrics, results, state
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.before_request(guards.check_upload)
@@ -69,6 +72,20 @@ def read_mode() -> str:
 def read_format() -> str:
     """?format= (json by default), checked before the body is read, like the mode."""
     return formats.check(request.args.get("format", "json"))
+
+
+def keep_annotated(worker: state.WorkerState, rgb, quads) -> str | None:
+    """The page drawn with its boxes, kept as /results/<id>.png: a file on one host, the store in a
+    fleet ([store] url), which every host serves from. While the store is unreachable the page is
+    still read and answered, without its link (null, as for a PNG over [results] max_bytes)."""
+    png = annotate.encode_png(annotate.draw(rgb, quads))
+    if not worker.cfg.store.url:
+        return annotate.write_png(png, worker.cfg.results)
+    try:
+        return results.keep(worker.db, png, worker.cfg.results)
+    except Unavailable as err:
+        log.warning("annotated PNG not kept, the store is unreachable: %s", err)
+        return None
 
 
 def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
@@ -127,7 +144,7 @@ def parse():
         entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
         # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
         if annotated:
-            entry["annotated_url"] = annotate.annotate(doc.rgb, [line.quad for line in page.lines], worker.cfg.results)
+            entry["annotated_url"] = keep_annotated(worker, doc.rgb, [line.quad for line in page.lines])
         entries.append(entry)
         doc = None  # the page's pixels go before the next page is rendered
     deadline.check("the end of the model call")  # a late result is a 504 too: the deadline is a promise

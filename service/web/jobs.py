@@ -32,7 +32,7 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 def _owner() -> str:
     """Who a job belongs to: the key's digest (keys are never stored), else the client address."""
     key = auth.bearer_key()
-    if state.current().live.auth().keys_file and key:
+    if state.current().live.auth().keys_on and key:
         return f"key:{digest(key)}"
     return f"addr:{request.remote_addr}"
 
@@ -40,7 +40,7 @@ def _owner() -> str:
 def _job(job_id: str) -> Job:
     """The job, if it exists and this client may see it; else the same 404 either way."""
     job = state.current().jobs.get(job_id) if _ID.match(job_id) else None
-    keys_on = state.current().live.auth().keys_file is not None
+    keys_on = state.current().live.auth().keys_on
     if job is None or (keys_on and job.owner != _owner()):
         raise ClientError(404, "job_not_found", f"no job {job_id!r}: it never existed, expired, was deleted, "
                                                 "or belongs to another API key")
@@ -105,7 +105,7 @@ def result(job_id: str):
     if fmt == "json":
         return jsonify(body)
     # The searchable PDF is drawn over the job's upload, which is kept with its results.
-    files = [store.upload_path(job.id, f).read_bytes() for f in range(1 + max(e.get("file", 0) for e in body["images"]))] \
+    files = [store.upload(job.id, f) for f in range(1 + max(e.get("file", 0) for e in body["images"]))] \
         if fmt == "pdf" else None
     document, media_type = formats.render(body["images"], fmt, files)
     return Response(document, content_type=media_type,

@@ -14,11 +14,13 @@ from flask import current_app
 
 from ..errors import ClientError
 from ..jobs.store import Store
+from ..store.db import Postgres, Sqlite, open_database
 from ..ocr import batching
 from ..ops.deploy import harakiri_s
 from ..ocr.model import OcrModel, load_model
 from ..settings import Settings
 from . import auth, metrics
+from .keysets import StoreKeys
 from .live import LiveSettings
 
 log = logging.getLogger(__name__)
@@ -41,13 +43,23 @@ class WorkerState:
         self.error: str | None = None
         self.ready = threading.Event()
         self.loading = False  # a load is under way in this worker (start() was called)
+        self._db: Sqlite | Postgres | None = None
         self._jobs: Store | None = None
+        # The store's keys: the fleet's API keys with [auth] keys_in_store, the internal key always.
+        self.keys = StoreKeys(lambda: self.db, cfg.store.refresh_seconds)
+
+    @property
+    def db(self) -> Sqlite | Postgres:
+        """The store (service/store); nothing connects until a query runs."""
+        if self._db is None:
+            self._db = open_database(self.cfg)
+        return self._db
 
     @property
     def jobs(self) -> Store:
         """The job store, opened on first use: a worker that never sees a job never touches it."""
         if self._jobs is None:
-            self._jobs = Store(self.cfg.jobs)
+            self._jobs = Store(self.cfg.jobs, self.db)
         return self._jobs
 
     def load(self) -> None:
