@@ -59,6 +59,14 @@ class DocumentSettings:
 
 
 @dataclass(frozen=True)
+class StructureSettings:
+    # Document structure (service/structure): regions, tables, Markdown.
+    enabled_by_default: bool = False
+    max_regions: int = 200
+    max_tables: int = 24
+
+
+@dataclass(frozen=True)
 class NginxSettings:
     listen: str = "127.0.0.1:8100"
     # The [[hosts]] entry Nginx runs on (the front host).
@@ -151,6 +159,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     limits: Limits = field(default_factory=Limits)
     documents: DocumentSettings = field(default_factory=DocumentSettings)
+    structure: StructureSettings = field(default_factory=StructureSettings)
     nginx: NginxSettings = field(default_factory=NginxSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     results: ResultsSettings = field(default_factory=ResultsSettings)
@@ -194,6 +203,18 @@ def _documents(raw: dict, cfg_path: Path) -> DocumentSettings:
         raise ValueError(f"[documents] in {cfg_path} needs 0 < min_dpi <= dpi <= max_dpi, "
                          f"not {docs.min_dpi}, {docs.dpi}, {docs.max_dpi}")
     return docs
+
+
+def _structure(raw: dict, cfg_path: Path) -> StructureSettings:
+    st = StructureSettings(**raw)
+    if not isinstance(st.enabled_by_default, bool):
+        raise ValueError(f"[structure] enabled_by_default in {cfg_path} must be true or false, "
+                         f"not {st.enabled_by_default!r}")
+    for key in ("max_regions", "max_tables"):
+        value = getattr(st, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"[structure] {key} in {cfg_path} must be a whole number above 0, not {value!r}")
+    return st
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -253,6 +274,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         model=ModelSettings(**model),
         limits=limits,
         documents=_documents(raw.get("documents", {}), cfg_path),
+        structure=_structure(raw.get("structure", {}), cfg_path),
         nginx=nginx,
         auth=AuthSettings(**auth),
         results=ResultsSettings(**results),

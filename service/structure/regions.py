@@ -1,0 +1,325 @@
+"""Typed regions of a page from the layout model's detections and the page's own OCR lines.
+
+The layout model (CDLA, trained on Chinese papers) finds tables, figures and titles well but
+misses most text blocks outside papers and has no list class and no heading levels. So the
+detections are only the start: every line goes to the detection that holds most of it, the
+lines no detection holds are grouped into blocks by the reading-order code (service/layout) and
+typed from their own shape (lists from bullets and numbering, headings from height and
+numbering, page numbers and running heads from the margins), headings get levels, and every
+region is snapped to the lines it holds. The result is in reading order: page headers first,
+then the body as service/layout reads its lines (columns one after the other), each caption
+beside its figure or table, then page footers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from statistics import median
+from typing import Protocol, Sequence
+
+from ..layout import arrange
+from ..ocr.types import Line, Quad
+
+TYPES = ("title", "heading", "text", "list", "table", "figure", "caption", "header", "footer", "equation",
+         "reference")
+# The layout model's classes (CDLA) as region types.
+FROM_LABEL = {"text": "text", "title": "heading", "figure": "figure", "figure_caption": "caption",
+              "table": "table", "table_caption": "caption", "header": "header", "footer": "footer",
+              "reference": "reference", "equation": "equation"}
+# Regions that keep the detector's box (their content is pixels, not only lines).
+PICTURES = ("table", "figure", "equation")
+# Which detection keeps a line that two hold: the table's cells need every line inside it.
+PRIORITY = {"table": 0, "figure": 1, "equation": 2, "caption": 3, "heading": 4, "header": 5, "footer": 5,
+            "reference": 6, "list": 6, "text": 7}
+
+# Shares of a line's area, of the body's line height (h) or of the page, as named.
+HOLDS = 0.5  # a detection holds a line when it covers this share of the line's box
+DUPLICATE_IOU = 0.7  # two detections this alike are one region: the higher score (then priority) wins
+HEADING_HEIGHT = 1.25  # a block whose lines are this much taller than the body's is a heading
+HEADING_MAX_ROWS = 2
+HEADING_MAX_CHARS = 80
+TITLE_HEIGHT = 1.6  # ...and the tallest heading this tall, in the page's top third, is the title
+SAME_LEVEL = 0.12  # heading heights within this share of each other are one level
+MARGIN = 0.06  # top and bottom bands of the page where running heads and page numbers sit
+CAPTION_GAP = 2.5  # a "Figure 3"/"Table 2" block within this many h of a figure or table is its caption
+BUILT_SCORE = 0.5  # the score of regions built from lines, not detected
+
+BULLET = re.compile(r"^\s*([\u2022\u00b7\u25cf\u25cb\u25e6\u25aa\u25a0\u25a1\u27a2\u2713\u2714\u2023\u2043"
+                    r"\u2219*\-\u2013\u2014>»])\s*\S")
+ENUMERATED = re.compile(r"^\s*(\(?\d{1,3}[.)]|\(?[a-zA-Z][.)]|\(?[ivxIVX]{1,4}[.)]|\(\d{1,3}\)|\d{1,3}、|"
+                        r"[\u2460-\u2473])\s*\S")
+# "3", "3.1", "3.1.2" (a section number), or "一、", "第三章" (Chinese numbering), then the words.
+SECTION = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2}){0,4})\.?\s+\S")
+CJK_SECTION = re.compile(r"^\s*(第[一二三四五六七八九十百0-9]+[章节部篇]|[一二三四五六七八九十]{1,3}[、.])")
+PAGE_NUMBER = re.compile(r"^\W{0,3}(?:page\s*)?\d{1,4}(?:\s*(?:/|of)\s*\d{1,4})?\W{0,3}$|^第\s*\d{1,4}\s*页", re.I)
+CAPTION_START = re.compile(r"^\s*(fig(?:ure)?\.?|table|tab\.|chart|图|表)\s*[0-9一二三四五六七八九十IVX]", re.I)
+SENTENCE_END = (".", "。", ",", "，", ";", "；", ":")
+
+
+class DetectionLike(Protocol):
+    """What the layout model returns per region (service.structure.layout.Detection)."""
+
+    label: str
+    box: tuple[float, float, float, float]
+    score: float
+
+
+@dataclass
+class Region:
+    type: str
+    box: tuple[float, float, float, float]
+    score: float
+    lines: list[int] = field(default_factory=list)  # indices into the page's lines, in reading order
+    level: int | None = None  # headings and the title
+
+    @property
+    def quad(self) -> Quad:
+        x0, y0, x1, y1 = self.box
+        return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+
+    def to_json(self) -> dict:
+        return {"type": self.type, "quad": [[round(x, 2), round(y, 2)] for x, y in self.quad],
+                "score": round(float(self.score), 4), "lines": list(self.lines), "level": self.level}
+
+
+Box = tuple[float, float, float, float]
+
+
+def box_of(quad: Sequence[Sequence[float]]) -> Box:
+    xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _area(b: Box) -> float:
+    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+
+def _overlap(a: Box, b: Box) -> float:
+    return _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+
+
+def _iou(a: Box, b: Box) -> float:
+    inter = _overlap(a, b)
+    return inter / (_area(a) + _area(b) - inter) if inter else 0.0
+
+
+def _union(boxes: Sequence[Box]) -> Box:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _dedupe(detections: Sequence[DetectionLike]) -> list[Region]:
+    """One region per place: of detections that nearly coincide, the best scored (then the more
+    specific type) stays. The model's classes overlap (text and reference on one block)."""
+    ranked = sorted((Region(FROM_LABEL.get(d.label, "text"), tuple(float(v) for v in d.box), float(d.score))
+                     for d in detections),
+                    key=lambda r: (-r.score, PRIORITY[r.type], r.box))
+    kept: list[Region] = []
+    for region in ranked:
+        if _area(region.box) <= 0:
+            continue
+        if all(_iou(region.box, k.box) < DUPLICATE_IOU for k in kept):
+            kept.append(region)
+    return kept
+
+
+def _assign(regions: list[Region], boxes: list[Box]) -> list[int | None]:
+    """Each line's region (index), or None: the one covering most of it, above HOLDS."""
+    owner: list[int | None] = []
+    for b in boxes:
+        area = max(_area(b), 1e-6)
+        best, best_key = None, None
+        for k, region in enumerate(regions):
+            share = _overlap(b, region.box) / area
+            if share < HOLDS:
+                continue
+            key = (PRIORITY[region.type] > PRIORITY["equation"], -share, PRIORITY[region.type], k)
+            if best_key is None or key < best_key:
+                best, best_key = k, key
+        owner.append(best)
+    return owner
+
+
+def _body_height(lines: Sequence[Line], boxes: list[Box]) -> float:
+    """The typical height of a running-text line: the median over lines with text."""
+    heights = [b[3] - b[1] for line, b in zip(lines, boxes) if len(line.text.strip()) > 1]
+    return median(heights) if heights else 1.0
+
+
+def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float, width: float,
+          height: float) -> str:
+    """The type of a block of lines no detection holds, from its own shape and place."""
+    texts = [" ".join(lines[i].text.strip() for i in row) for row in rows]
+    block = _union([boxes[i] for row in rows for i in row])
+    top, bottom = block[3] <= MARGIN * height, block[1] >= (1 - MARGIN) * height
+    if (top or bottom) and len(rows) <= 2:
+        return "header" if top else "footer"
+    if len(rows) == 1 and PAGE_NUMBER.match(texts[0]) and (block[3] <= 2 * MARGIN * height
+                                                          or block[1] >= (1 - 2 * MARGIN) * height):
+        return "header" if block[1] < height / 2 else "footer"
+    marked = sum(bool(BULLET.match(t) or ENUMERATED.match(t)) for t in texts)
+    if marked >= 2 and (BULLET.match(texts[0]) or ENUMERATED.match(texts[0])):
+        return "list"
+    if len(rows) <= HEADING_MAX_ROWS and sum(len(t) for t in texts) <= HEADING_MAX_CHARS:
+        tall = median(boxes[i][3] - boxes[i][1] for row in rows for i in row) >= HEADING_HEIGHT * h
+        numbered = bool(SECTION.match(texts[0]) or CJK_SECTION.match(texts[0]))
+        last = texts[-1].rstrip()
+        if (tall or numbered and len(rows) == 1) and not last.endswith(SENTENCE_END):
+            return "heading"
+    if len(rows) == 1 and BULLET.match(texts[0]):
+        return "list"
+    return "text"
+
+
+def _built(lines: Sequence[Line], boxes: list[Box], free: list[int], h: float, width: float,
+           height: float) -> list[Region]:
+    """Regions for the lines no detection holds: service/layout's blocks, each typed."""
+    if not free:
+        return []
+    layout = arrange([lines[i].quad for i in free])
+    out = []
+    for block in layout.blocks:
+        rows = [[free[i] for i in row] for row in block]
+        kind = _kind(rows, lines, boxes, h, width, height)
+        members = [i for row in rows for i in row]
+        out.append(Region(kind, _union([boxes[i] for i in members]), BUILT_SCORE, members))
+    return out
+
+
+def _row_height(region: Region, boxes: list[Box]) -> float:
+    return median(boxes[i][3] - boxes[i][1] for i in region.lines) if region.lines else 0.0
+
+
+def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: float, height: float) -> None:
+    """Title and heading levels: the tallest heading near the top, well above the body's height,
+    is the title (level 1); the other headings take levels from their section numbers ("2.1" is
+    deeper than "2"), else from their height (taller is higher), below the title."""
+    heads = [r for r in regions if r.type in ("heading", "title") and r.lines]
+    if not heads:
+        return
+    heights = {id(r): _row_height(r, boxes) for r in heads}
+    top = max(heads, key=lambda r: (heights[id(r)], -r.box[1]))
+    if heights[id(top)] >= TITLE_HEIGHT * h and top.box[1] < height / 3 and \
+            sum(heights[id(r)] >= (1 - SAME_LEVEL) * heights[id(top)] for r in heads) == 1:
+        top.type = "title"
+    # Distinct heights, tallest first, each a level.
+    tiers: list[float] = []
+    for value in sorted((heights[id(r)] for r in heads if r.type == "heading"), reverse=True):
+        if not tiers or value < (1 - SAME_LEVEL) * tiers[-1]:
+            tiers.append(value)
+    base = 2 if any(r.type == "title" for r in heads) else 1
+    depths = {}
+    for r in heads:
+        m = SECTION.match(lines[r.lines[0]].text)
+        depths[id(r)] = m.group(1).count(".") + 1 if m else None
+    numbered = [d for d in depths.values() if d]
+    shallowest = min(numbered) if numbered else 1
+    for r in heads:
+        if r.type == "title":
+            r.level = 1
+            continue
+        if depths[id(r)]:
+            r.level = base + depths[id(r)] - shallowest
+        else:
+            tier = next(k for k, t in enumerate(tiers) if heights[id(r)] >= (1 - SAME_LEVEL) * t)
+            r.level = base + tier
+        r.level = min(r.level, 6)
+
+
+def _captions(regions: list[Region], lines: Sequence[Line], h: float) -> None:
+    """Text blocks that start "Figure 3" or "Table 2" right above or below a figure or table
+    are its caption (the detector misses many)."""
+    owners = [r for r in regions if r.type in ("figure", "table")]
+    for r in regions:
+        if r.type != "text" or not r.lines or not CAPTION_START.match(lines[r.lines[0]].text):
+            continue
+        for o in owners:
+            across = min(r.box[2], o.box[2]) - max(r.box[0], o.box[0]) > 0
+            gap = max(o.box[1] - r.box[3], r.box[1] - o.box[3])
+            if across and gap <= CAPTION_GAP * h:
+                r.type = "caption"
+                break
+
+
+def _order(regions: list[Region], lines: Sequence[Line], boxes: list[Box]) -> list[Region]:
+    """Headers, the body in the reading order of its lines, each caption beside its figure or
+    table, then footers."""
+    rank: dict[int, int] = {}
+    for k, i in enumerate(i for block in arrange([line.quad for line in lines]).block_lines() for i in block):
+        rank[i] = k
+    for r in regions:  # each region's lines in the page's reading order
+        r.lines.sort(key=lambda i: rank[i])
+
+    def key(r: Region) -> tuple[float, float, float]:
+        return (rank[r.lines[0]], r.box[1], r.box[0])
+
+    def position(r: Region) -> tuple[float, float, float]:
+        """A region without lines (a figure) goes before the first line below it that it spans."""
+        below = [rank[i] for i in rank if boxes[i][1] >= r.box[3] - 1 and
+                 min(boxes[i][2], r.box[2]) - max(boxes[i][0], r.box[0]) > 0]
+        return (min(below) - 0.5 if below else len(rank), r.box[1], r.box[0])
+
+    keys = {id(r): key(r) if r.lines else position(r) for r in regions}
+    # A caption's figure or table takes the caption's place when it has no lines of its own.
+    captions = [r for r in regions if r.type == "caption"]
+    owners = [r for r in regions if r.type in ("figure", "table")]
+    partner: dict[int, Region] = {}
+    for c in captions:
+        near = sorted((max(o.box[1] - c.box[3], c.box[1] - o.box[3]), k) for k, o in enumerate(owners)
+                      if min(c.box[2], o.box[2]) - max(c.box[0], o.box[0]) > 0 and id(o) not in partner)
+        if near:
+            partner[id(owners[near[0][1]])] = c
+            partner[id(c)] = owners[near[0][1]]
+    body = [r for r in regions if r.type not in ("header", "footer") and r.type != "caption" or
+            r.type == "caption" and id(r) not in partner]
+    body.sort(key=lambda r: keys[id(r)])
+    out: list[Region] = [r for r in sorted((r for r in regions if r.type == "header"), key=lambda r: keys[id(r)])]
+    for r in body:
+        c = partner.get(id(r))
+        if c is not None and r.type in ("figure", "table"):
+            # A caption above its figure or table is read first, one below it after.
+            out.extend([c, r] if c.box[3] <= (r.box[1] + r.box[3]) / 2 else [r, c])
+        else:
+            out.append(r)
+    out.extend(sorted((r for r in regions if r.type == "footer"), key=lambda r: keys[id(r)]))
+    return out
+
+
+def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int, height: int) -> list[Region]:
+    """The page's regions, in reading order, each line in at most one of them."""
+    boxes = [box_of(line.quad) for line in lines]
+    h = _body_height(lines, boxes)
+    regions = _dedupe(detections)
+    owner = _assign(regions, boxes)
+    for i, k in enumerate(owner):
+        if k is not None and lines[i].text.strip():
+            regions[k].lines.append(i)
+    # A detected text block or title with no line in it is a false find (or text the OCR did not see).
+    regions = [r for r in regions if r.lines or r.type in PICTURES]
+    for r in regions:  # snapped to what they hold
+        held = [boxes[i] for i in r.lines]
+        if held:
+            r.box = _union([r.box, *held]) if r.type in PICTURES else _union(held)
+    free = [i for i, k in enumerate(owner) if k is None and lines[i].text.strip()]
+    regions += _built(lines, boxes, free, h, width, height)
+    for r in regions:  # a detected title of many rows is running text the detector mistook
+        if r.type == "heading" and r.score != BUILT_SCORE and len(r.lines) > 3 * HEADING_MAX_ROWS:
+            r.type = "text"
+    _captions(regions, lines, h)
+    _levels(regions, lines, boxes, h, height)
+    return _order(regions, lines, boxes)
+
+
+def region_text(region: Region, lines: Sequence[Line]) -> str:
+    """The region's lines as rows (a row's parts joined by a space), rows apart by a newline."""
+    if not region.lines:
+        return ""
+    layout = arrange([lines[i].quad for i in region.lines])
+    texts = [lines[i].text.strip() for i in region.lines]
+    rows = (" ".join(texts[i] for i in row if texts[i]) for block in layout.blocks for row in block)
+    return "\n".join(row for row in rows if row)
+
+
+def page_text(regions: Sequence[Region], lines: Sequence[Line]) -> str:
+    """The page's text in the regions' order, regions apart by a blank line."""
+    return "\n\n".join(t for t in (region_text(r, lines) for r in regions) if t)
