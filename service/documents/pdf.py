@@ -33,6 +33,8 @@ POINTS_PER_INCH = 72.0
 HEADER_WINDOW = 1024
 # Line breaks PDFium's text page puts between lines (generated) or that the text itself carries.
 BREAKS = {"\r", "\n"}
+# What PDFium reports for a hyphen that breaks a word at the end of a line.
+SOFT_HYPHEN = "\x02"
 # A text layer's lines are exact: no model guessed them.
 TEXT_LAYER_CONFIDENCE = 1.0
 SLACK_PIXELS = 0.01
@@ -193,6 +195,8 @@ def _text_lines(page: pdfium.PdfPage, scale: float) -> list[Line] | None:
         for i in range(count):
             code = pdfium_c.FPDFText_GetUnicode(textpage, i)
             ch = chr(code) if 0 < code < 0x110000 and not 0xD800 <= code < 0xE000 else ""
+            if ch == SOFT_HYPHEN:  # a word hyphenated at a line's end: PDFium joins its halves
+                continue
             if ch in BREAKS:
                 flush()
                 continue

@@ -179,11 +179,34 @@ def _built(lines: Sequence[Line], boxes: list[Box], free: list[int], h: float, w
     layout = arrange([lines[i].quad for i in free])
     out = []
     for block in layout.blocks:
-        rows = [[free[i] for i in row] for row in block]
-        kind = _kind(rows, lines, boxes, h, width, height)
-        members = [i for row in rows for i in row]
-        out.append(Region(kind, _union([boxes[i] for i in members]), BUILT_SCORE, members))
+        for part in _parts([[free[i] for i in row] for row in block], lines, boxes, h):
+            kind = _kind(part, lines, boxes, h, width, height)
+            members = [i for row in part for i in row]
+            out.append(Region(kind, _union([boxes[i] for i in members]), BUILT_SCORE, members))
     return out
+
+
+def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float) -> list[list[list[int]]]:
+    """A block cut where its kind changes without a gap: a heading over its first paragraph, and a
+    run of bulleted or numbered rows (with their indented continuations) inside running text."""
+    texts = [" ".join(lines[i].text.strip() for i in row) for row in rows]
+    height = lambda row: median(boxes[i][3] - boxes[i][1] for i in row)
+    if len(rows) > 1 and len(texts[0]) <= HEADING_MAX_CHARS and not texts[0].rstrip().endswith(SENTENCE_END):
+        tall = height(rows[0]) >= HEADING_HEIGHT * max(h, height(rows[1]))
+        if tall or SECTION.match(texts[0]) and not SECTION.match(texts[1]):
+            return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
+    marked = [k for k, t in enumerate(texts) if BULLET.match(t) or ENUMERATED.match(t)]
+    if len(marked) < 2 or len(rows) == len(marked):
+        return [rows]
+    first, last = marked[0], marked[-1]
+    left = min(boxes[i][0] for k in marked for i in rows[k][:1])
+    while last + 1 < len(rows) and boxes[rows[last + 1][0]][0] > left + 0.5 * h:
+        last += 1  # an item's second row, indented under its text
+    if first == 0 and last == len(rows) - 1:
+        return [rows]
+    before = _parts(rows[:first], lines, boxes, h) if first else []
+    after = _parts(rows[last + 1:], lines, boxes, h) if last + 1 < len(rows) else []
+    return [*before, rows[first:last + 1], *after]
 
 
 def _row_height(region: Region, boxes: list[Box]) -> float:
