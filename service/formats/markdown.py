@@ -55,7 +55,11 @@ def reflow(rows: Sequence[str]) -> str:
 
 
 def _escape(text: str) -> str:
-    """A paragraph's text that Markdown reads as text: a leading marker is escaped."""
+    """A paragraph's text that Markdown reads as text: a leading marker is escaped ("5\\." for a
+    number that would start a list)."""
+    number = re.match(r"^\d{1,9}(?=[.)]\s)", text)
+    if number:
+        return text[:number.end()] + "\\" + text[number.end():]
     return "\\" + text if SYNTAX_START.match(text) else text
 
 

@@ -37,12 +37,14 @@ PRIORITY = {"table": 0, "figure": 1, "equation": 2, "caption": 3, "heading": 4, 
 HOLDS = 0.5  # a detection holds a line when it covers this share of the line's box
 DUPLICATE_IOU = 0.7  # two detections this alike are one region: the higher score (then priority) wins
 HEADING_HEIGHT = 1.25  # a block whose lines are this much taller than the body's is a heading
+NUMBERED_HEIGHT = 1.1  # ...or this much taller when it starts with a section number ("2.1", "一、")
 HEADING_MAX_ROWS = 2
 HEADING_MAX_CHARS = 80
 TITLE_HEIGHT = 1.6  # ...and the tallest heading this tall, in the page's top third, is the title
 SAME_LEVEL = 0.12  # heading heights within this share of each other are one level
 MARGIN = 0.06  # top and bottom bands of the page where running heads and page numbers sit
 CAPTION_GAP = 2.5  # a "Figure 3"/"Table 2" block within this many h of a figure or table is its caption
+CUT_SLACK = 0.02  # the X-Y cut pulls each box's edges in by this share of its size
 BUILT_SCORE = 0.5  # the score of regions built from lines, not detected
 
 BULLET = re.compile(r"^\s*([\u2022\u00b7\u25cf\u25cb\u25e6\u25aa\u25a0\u25a1\u27a2\u2713\u2714\u2023\u2043"
@@ -54,6 +56,9 @@ SECTION = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2}){0,4})\.?\s+\S")
 CJK_SECTION = re.compile(r"^\s*(第[一二三四五六七八九十百0-9]+[章节部篇]|[一二三四五六七八九十]{1,3}[、.])")
 PAGE_NUMBER = re.compile(r"^\W{0,3}(?:page\s*)?\d{1,4}(?:\s*(?:/|of)\s*\d{1,4})?\W{0,3}$|^第\s*\d{1,4}\s*页", re.I)
 CAPTION_START = re.compile(r"^\s*(fig(?:ure)?\.?|table|tab\.|chart|图|表)\s*[0-9一二三四五六七八九十IVX]", re.I)
+WORD = re.compile(r"[^\W\d_]{3,}")
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+PROSE_WORDS, PROSE_CJK = 5, 10
 SENTENCE_END = (".", "。", ",", "，", ";", "；", ":")
 
 
@@ -123,15 +128,23 @@ def _dedupe(detections: Sequence[DetectionLike]) -> list[Region]:
     return kept
 
 
-def _assign(regions: list[Region], boxes: list[Box]) -> list[int | None]:
-    """Each line's region (index), or None: the one covering most of it, above HOLDS."""
+def prose(text: str) -> bool:
+    """Whether a line reads as running text (a sentence's worth of words), not a label or a formula."""
+    return len(WORD.findall(text)) >= PROSE_WORDS or len(CJK.findall(text)) >= PROSE_CJK
+
+
+def _assign(regions: list[Region], lines: Sequence[Line], boxes: list[Box]) -> list[int | None]:
+    """Each line's region (index), or None: the one covering most of it, above HOLDS. A figure or
+    an equation holds no running text: a detector's box that swallows paragraphs around a chart or
+    a formula leaves them to the text regions."""
     owner: list[int | None] = []
-    for b in boxes:
+    for line, b in zip(lines, boxes):
         area = max(_area(b), 1e-6)
         best, best_key = None, None
+        is_prose = prose(line.text)
         for k, region in enumerate(regions):
             share = _overlap(b, region.box) / area
-            if share < HOLDS:
+            if share < HOLDS or is_prose and region.type in ("figure", "equation"):
                 continue
             key = (PRIORITY[region.type] > PRIORITY["equation"], -share, PRIORITY[region.type], k)
             if best_key is None or key < best_key:
@@ -157,16 +170,15 @@ def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: flo
     if len(rows) == 1 and PAGE_NUMBER.match(texts[0]) and (block[3] <= 2 * MARGIN * height
                                                           or block[1] >= (1 - 2 * MARGIN) * height):
         return "header" if block[1] < height / 2 else "footer"
-    marked = sum(bool(BULLET.match(t) or ENUMERATED.match(t)) for t in texts)
-    if marked >= 2 and (BULLET.match(texts[0]) or ENUMERATED.match(texts[0])):
-        return "list"
     if len(rows) <= HEADING_MAX_ROWS and sum(len(t) for t in texts) <= HEADING_MAX_CHARS:
-        tall = median(boxes[i][3] - boxes[i][1] for row in rows for i in row) >= HEADING_HEIGHT * h
+        row_height = median(boxes[i][3] - boxes[i][1] for row in rows for i in row)
+        # A section number makes a heading of a line a little taller than the body; without one
+        # it takes a clearly larger type. "4. ..." in the body's size is a list item.
         numbered = bool(SECTION.match(texts[0]) or CJK_SECTION.match(texts[0]))
-        last = texts[-1].rstrip()
-        if (tall or numbered and len(rows) == 1) and not last.endswith(SENTENCE_END):
+        tall = row_height >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * h
+        if tall and not texts[-1].rstrip().endswith(SENTENCE_END):
             return "heading"
-    if len(rows) == 1 and BULLET.match(texts[0]):
+    if BULLET.match(texts[0]) or ENUMERATED.match(texts[0]):
         return "list"
     return "text"
 
@@ -192,8 +204,8 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
     texts = [" ".join(lines[i].text.strip() for i in row) for row in rows]
     height = lambda row: median(boxes[i][3] - boxes[i][1] for i in row)
     if len(rows) > 1 and len(texts[0]) <= HEADING_MAX_CHARS and not texts[0].rstrip().endswith(SENTENCE_END):
-        tall = height(rows[0]) >= HEADING_HEIGHT * max(h, height(rows[1]))
-        if tall or SECTION.match(texts[0]) and not SECTION.match(texts[1]):
+        numbered = SECTION.match(texts[0]) or CJK_SECTION.match(texts[0])
+        if height(rows[0]) >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * max(h, height(rows[1])):
             return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
     marked = [k for k, t in enumerate(texts) if BULLET.match(t) or ENUMERATED.match(t)]
     if len(marked) < 2 or len(rows) == len(marked):
@@ -264,26 +276,42 @@ def _captions(regions: list[Region], lines: Sequence[Line], h: float) -> None:
                 break
 
 
-def _order(regions: list[Region], lines: Sequence[Line], boxes: list[Box]) -> list[Region]:
-    """Headers, the body in the reading order of its lines, each caption beside its figure or
-    table, then footers."""
-    rank: dict[int, int] = {}
-    for k, i in enumerate(i for block in arrange([line.quad for line in lines]).block_lines() for i in block):
-        rank[i] = k
-    for r in regions:  # each region's lines in the page's reading order
-        r.lines.sort(key=lambda i: rank[i])
+def _spans(items: list[Region], lo: int, hi: int) -> list[list[Region]]:
+    """Runs of regions separated along one axis (lo/hi: 0/2 across, 1/3 down) by an empty band;
+    a box's edges are pulled in by CUT_SLACK of its size, so that sloppy boxes that touch still part."""
+    def edges(r: Region) -> tuple[float, float]:
+        slack = CUT_SLACK * (r.box[hi] - r.box[lo])
+        return r.box[lo] + slack, r.box[hi] - slack
+    ordered = sorted(items, key=lambda r: (edges(r)[0], r.box))
+    runs, reach = [[ordered[0]]], edges(ordered[0])[1]
+    for r in ordered[1:]:
+        start, end = edges(r)
+        if start > reach:
+            runs.append([])
+        runs[-1].append(r)
+        reach = max(reach, end)
+    return runs
 
-    def key(r: Region) -> tuple[float, float, float]:
-        return (rank[r.lines[0]], r.box[1], r.box[0])
 
-    def position(r: Region) -> tuple[float, float, float]:
-        """A region without lines (a figure) goes before the first line below it that it spans."""
-        below = [rank[i] for i in rank if boxes[i][1] >= r.box[3] - 1 and
-                 min(boxes[i][2], r.box[2]) - max(boxes[i][0], r.box[0]) > 0]
-        return (min(below) - 0.5 if below else len(rank), r.box[1], r.box[0])
+def _xy_cut(items: list[Region]) -> list[Region]:
+    """Regions in reading order by a recursive X-Y cut: columns first (a gutter no region crosses),
+    left to right, then bands top to bottom; what neither cut parts is read top to bottom."""
+    if len(items) <= 1:
+        return list(items)
+    for lo, hi in ((0, 2), (1, 3)):
+        runs = _spans(items, lo, hi)
+        if len(runs) > 1:
+            return [r for run in runs for r in _xy_cut(run)]
+    return sorted(items, key=lambda r: (r.box[1], r.box[0]))
 
-    keys = {id(r): key(r) if r.lines else position(r) for r in regions}
-    # A caption's figure or table takes the caption's place when it has no lines of its own.
+
+def _order(regions: list[Region], lines: Sequence[Line]) -> list[Region]:
+    """Headers, the body by an X-Y cut of its regions (columns one after the other), each caption
+    beside its figure or table, then footers. A region's lines are in service/layout's order."""
+    for r in regions:
+        if r.lines:
+            order = arrange([lines[i].quad for i in r.lines]).block_lines()
+            r.lines = [r.lines[j] for block in order for j in block]
     captions = [r for r in regions if r.type == "caption"]
     owners = [r for r in regions if r.type in ("figure", "table")]
     partner: dict[int, Region] = {}
@@ -293,18 +321,18 @@ def _order(regions: list[Region], lines: Sequence[Line], boxes: list[Box]) -> li
         if near:
             partner[id(owners[near[0][1]])] = c
             partner[id(c)] = owners[near[0][1]]
-    body = [r for r in regions if r.type not in ("header", "footer") and r.type != "caption" or
-            r.type == "caption" and id(r) not in partner]
-    body.sort(key=lambda r: keys[id(r)])
-    out: list[Region] = [r for r in sorted((r for r in regions if r.type == "header"), key=lambda r: keys[id(r)])]
-    for r in body:
+    margins = ("header", "footer")
+    body = [r for r in regions if r.type not in margins and not (r.type == "caption" and id(r) in partner)]
+    top_down = lambda r: (r.box[1], r.box[0])
+    out: list[Region] = sorted((r for r in regions if r.type == "header"), key=top_down)
+    for r in _xy_cut(body):
         c = partner.get(id(r))
-        if c is not None and r.type in ("figure", "table"):
+        if c is not None:
             # A caption above its figure or table is read first, one below it after.
             out.extend([c, r] if c.box[3] <= (r.box[1] + r.box[3]) / 2 else [r, c])
         else:
             out.append(r)
-    out.extend(sorted((r for r in regions if r.type == "footer"), key=lambda r: keys[id(r)]))
+    out.extend(sorted((r for r in regions if r.type == "footer"), key=top_down))
     return out
 
 
@@ -313,12 +341,24 @@ def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int
     boxes = [box_of(line.quad) for line in lines]
     h = _body_height(lines, boxes)
     regions = _dedupe(detections)
-    owner = _assign(regions, boxes)
+    owner = _assign(regions, lines, boxes)
     for i, k in enumerate(owner):
         if k is not None and lines[i].text.strip():
             regions[k].lines.append(i)
     # A detected text block or title with no line in it is a false find (or text the OCR did not see).
     regions = [r for r in regions if r.lines or r.type in PICTURES]
+    # The detector's text blocks often hold several paragraphs, headings and lists (it was trained
+    # on papers): each is cut into its own parts as free lines are, keeping the detector's score.
+    cut = []
+    for r in regions:
+        if r.type not in ("text", "reference"):
+            cut.append(r)
+            continue
+        for part in _built(lines, boxes, r.lines, h, width, height):
+            part.score = r.score
+            part.type = r.type if part.type == "text" else part.type
+            cut.append(part)
+    regions = cut
     for r in regions:  # snapped to what they hold
         held = [boxes[i] for i in r.lines]
         if held:
@@ -330,7 +370,7 @@ def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int
             r.type = "text"
     _captions(regions, lines, h)
     _levels(regions, lines, boxes, h, height)
-    return _order(regions, lines, boxes)
+    return _order(regions, lines)
 
 
 def region_text(region: Region, lines: Sequence[Line]) -> str:
