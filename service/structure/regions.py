@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Protocol, Sequence
 
+import numpy as np
+
 from ..layout import arrange
 from ..ocr.types import Line, Quad
 
@@ -44,6 +46,10 @@ TITLE_HEIGHT = 1.6  # ...and the tallest heading this tall, in the page's top th
 SAME_LEVEL = 0.12  # heading heights within this share of each other are one level
 MARGIN = 0.06  # top and bottom bands of the page where running heads and page numbers sit
 CAPTION_GAP = 2.5  # a "Figure 3"/"Table 2" block within this many h of a figure or table is its caption
+GUTTER_H = 0.5  # free lines: a vertical band this many h wide that no narrow line crosses is a gutter
+COLUMN_H = 8.0  # ...between sides at least this many h wide
+MIN_COLUMN_LINES = 3  # ...each holding this many lines
+CROSSING = 0.05  # ...that at most this share of the lines crosses (titles over both columns)
 CUT_SLACK = 0.02  # the X-Y cut pulls each box's edges in by this share of its size
 BUILT_SCORE = 0.5  # the score of regions built from lines, not detected
 
@@ -188,14 +194,59 @@ def _built(lines: Sequence[Line], boxes: list[Box], free: list[int], h: float, w
     """Regions for the lines no detection holds: service/layout's blocks, each typed."""
     if not free:
         return []
-    layout = arrange([lines[i].quad for i in free])
     out = []
-    for block in layout.blocks:
-        for part in _parts([[free[i] for i in row] for row in block], lines, boxes, h):
+    blocks = [[[group[i] for i in row] for row in block]
+              for group in _column_groups(free, lines, boxes, h)
+              for block in arrange([lines[i].quad for i in group]).blocks]
+    for block in blocks:
+        for part in _parts(block, lines, boxes, h):
             kind = _kind(part, lines, boxes, h, width, height)
             members = [i for row in part for i in row]
             out.append(Region(kind, _union([boxes[i] for i in members]), BUILT_SCORE, members))
     return out
+
+
+def _column_groups(free: list[int], lines: Sequence[Line], boxes: list[Box], h: float) -> list[list[int]]:
+    """Lines in columns, split at a gutter before service/layout reads each group.
+
+    service/layout keeps two sides whose lines share rows together (a table's cells do), which
+    also keeps an exam's or a form's two columns of short lines together. Here a gutter that only
+    lines spanning both columns (titles) cross splits the lines when each side is wide enough for
+    prose and holds a few lines: bands between the crossing lines, each band's left side then its
+    right side (each split again the same way)."""
+    if len(free) < 2 * MIN_COLUMN_LINES:
+        return [free]
+    x0, x1 = int(min(boxes[i][0] for i in free)), int(max(boxes[i][2] for i in free)) + 1
+    cover = np.zeros(x1 - x0 + 1, np.int32)  # lines over each pixel column
+    for i in free:
+        cover[int(boxes[i][0]) - x0:int(boxes[i][2]) - x0 + 1] += 1
+    # A gutter: columns crossed by at most a few lines (titles over both columns), GUTTER_H wide.
+    open_ = cover <= max(1, int(CROSSING * len(free)))
+    best, run = None, 0
+    for x in range(len(cover)):
+        run = run + 1 if open_[x] else 0
+        if run >= GUTTER_H * h:
+            gutter = x0 + x - run // 2
+            left = sum(boxes[j][2] <= gutter for j in free)
+            right = sum(boxes[j][0] >= gutter for j in free)
+            if min(left, right) >= MIN_COLUMN_LINES and gutter - x0 >= COLUMN_H * h and x1 - gutter >= COLUMN_H * h:
+                best = gutter
+                break
+    if best is None:
+        return [free]
+    crossing = sorted((i for i in free if boxes[i][0] < best < boxes[i][2]), key=lambda i: boxes[i][1])
+    groups: list[list[int]] = []
+    top = float("-inf")
+    for cut in [*crossing, None]:
+        bottom = boxes[cut][1] if cut is not None else float("inf")
+        band = [i for i in free if i not in crossing and top <= (boxes[i][1] + boxes[i][3]) / 2 < bottom]
+        for side in ([i for i in band if boxes[i][2] <= best], [i for i in band if boxes[i][2] > best]):
+            if side:
+                groups.extend(_column_groups(side, lines, boxes, h) if len(side) < len(free) else [side])
+        if cut is not None:
+            groups.append([cut])
+            top = boxes[cut][3]
+    return [g for g in groups if g]
 
 
 def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float) -> list[list[list[int]]]:
