@@ -71,9 +71,9 @@ def _list(rows: list[str]) -> str:
         if bullet:
             items.append(("-", [row[bullet.end():]]))
         elif number:
-            mark = number.group(1)
-            digits = re.fullmatch(r"\(?(\d{1,3})[.)]", mark)
-            items.append((f"{digits.group(1)}." if digits else f"- {mark}", [row[number.end():]]))
+            # "3." and "3)" are Markdown's own; "(3)", "a." or "①" stay as written after a "-".
+            digits = re.fullmatch(r"(\d{1,3})[.)]", number.group(1))
+            items.append((f"{digits.group(1)}.", [row[number.end():]]) if digits else ("-", [row]))
         elif items:
             items[-1][1].append(row)
         else:

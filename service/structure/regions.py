@@ -65,6 +65,7 @@ CAPTION_START = re.compile(r"^\s*(fig(?:ure)?\.?|table|tab\.|chart|图|表)\s*[0
 WORD = re.compile(r"[^\W\d_]{3,}")
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 PROSE_WORDS, PROSE_CJK = 5, 10
+PAGE_FIGURE = 0.5  # a figure over more than this share of the page holds no lines
 SENTENCE_END = (".", "。", ",", "，", ";", "；", ":")
 
 
@@ -139,7 +140,7 @@ def prose(text: str) -> bool:
     return len(WORD.findall(text)) >= PROSE_WORDS or len(CJK.findall(text)) >= PROSE_CJK
 
 
-def _assign(regions: list[Region], lines: Sequence[Line], boxes: list[Box]) -> list[int | None]:
+def _assign(regions: list[Region], lines: Sequence[Line], boxes: list[Box], page_area: float) -> list[int | None]:
     """Each line's region (index), or None: the one covering most of it, above HOLDS. A figure or
     an equation holds no running text: a detector's box that swallows paragraphs around a chart or
     a formula leaves them to the text regions."""
@@ -152,6 +153,8 @@ def _assign(regions: list[Region], lines: Sequence[Line], boxes: list[Box]) -> l
             share = _overlap(b, region.box) / area
             if share < HOLDS or is_prose and region.type in ("figure", "equation"):
                 continue
+            if region.type == "figure" and _area(region.box) > PAGE_FIGURE * page_area:
+                continue  # a "figure" over most of the page is a photographed page: its text is read
             key = (PRIORITY[region.type] > PRIORITY["equation"], -share, PRIORITY[region.type], k)
             if best_key is None or key < best_key:
                 best, best_key = k, key
@@ -392,7 +395,7 @@ def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int
     boxes = [box_of(line.quad) for line in lines]
     h = _body_height(lines, boxes)
     regions = _dedupe(detections)
-    owner = _assign(regions, lines, boxes)
+    owner = _assign(regions, lines, boxes, float(width) * height)
     for i, k in enumerate(owner):
         if k is not None and lines[i].text.strip():
             regions[k].lines.append(i)
