@@ -1,0 +1,1 @@
+"""Document structure: layout regions and tables (models in layout.py and table.py)."""
