@@ -24,7 +24,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Root installs system packages directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# The ONNX reader is needed only to convert PP-OCR weights, never to serve.
+# The ONNX reader is needed only to convert the PP-OCR and SLANet weights, never to serve.
 ONNX_REQ := onnx==1.23.2
 
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
@@ -59,6 +59,10 @@ weights: $(VENV)/.installed
 	$(PY) -m service.ocr.ppocr.convert --check weights || { \
 		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
 		$(PY) -m service.ocr.ppocr.convert weights; }
+	@# SLANet_plus (tables): the same, for service/structure/slanet.py.
+	$(PY) -m service.structure.convert_table --check weights || { \
+		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
+		$(PY) -m service.structure.convert_table weights; }
 
 test: setup nginx poppler
 	$(PY) -m pytest -q tests

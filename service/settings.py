@@ -17,6 +17,7 @@ DEFAULT_CONFIG = ROOT / "conf" / "parse.toml"
 # The uWSGI stats server of the instance on port P listens on 127.0.0.1:P+STATS_OFFSET.
 STATS_OFFSET = 1000
 PIPELINES = ("parse", "rapidocr")
+TABLE_MODES = ("parse", "rapidtable")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ class DocumentSettings:
 
 @dataclass(frozen=True)
 class StructureSettings:
-    # Document structure (service/structure): regions, tables, Markdown.
+    # "rapidtable" is RapidTable 0.3.0 exactly; "parse" fills cells from parse's own words.
+    table: str = "parse"
+    table_max_steps: int = 501
+    max_table_cells: int = 500
+    # Regions, Markdown and their bounds (the document helper).
     enabled_by_default: bool = False
     max_regions: int = 200
     max_tables: int = 24
@@ -207,10 +212,12 @@ def _documents(raw: dict, cfg_path: Path) -> DocumentSettings:
 
 def _structure(raw: dict, cfg_path: Path) -> StructureSettings:
     st = StructureSettings(**raw)
+    if st.table not in TABLE_MODES:
+        raise ValueError(f"[structure] table in {cfg_path} must be one of {TABLE_MODES}, not {st.table!r}")
     if not isinstance(st.enabled_by_default, bool):
         raise ValueError(f"[structure] enabled_by_default in {cfg_path} must be true or false, "
                          f"not {st.enabled_by_default!r}")
-    for key in ("max_regions", "max_tables"):
+    for key in ("table_max_steps", "max_table_cells", "max_regions", "max_tables"):
         value = getattr(st, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"[structure] {key} in {cfg_path} must be a whole number above 0, not {value!r}")

