@@ -65,6 +65,8 @@ CAPTION_START = re.compile(r"^\s*(fig(?:ure)?\.?|table|tab\.|chart|图|表)\s*[0
 WORD = re.compile(r"[^\W\d_]{3,}")
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 PROSE_WORDS, PROSE_CJK = 5, 10
+PROSE_TABLE = 0.4  # a table this share of whose lines are prose is text
+NESTED = 0.8  # a detection holding this share of a better one of its type, and twice its size, goes
 PAGE_FIGURE = 0.5  # a figure over more than this share of the page holds no lines
 SENTENCE_END = (".", "。", ",", "，", ";", "；", ":")
 
@@ -129,6 +131,11 @@ def _dedupe(detections: Sequence[DetectionLike]) -> list[Region]:
     kept: list[Region] = []
     for region in ranked:
         if _area(region.box) <= 0:
+            continue
+        # A box around a better-scored one of its own type (and twice its size) is the model
+        # hedging between one table and a whole page of them.
+        if any(k.type == region.type and _overlap(region.box, k.box) >= NESTED * _area(k.box)
+               and _area(region.box) > 2 * _area(k.box) for k in kept):
             continue
         if all(_iou(region.box, k.box) < DUPLICATE_IOU for k in kept):
             kept.append(region)
@@ -396,6 +403,11 @@ def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int
     h = _body_height(lines, boxes)
     regions = _dedupe(detections)
     owner = _assign(regions, lines, boxes, float(width) * height)
+    # A table whose lines read mostly as sentences is running text the detector boxed.
+    for k, region in enumerate(regions):
+        held = [i for i, o in enumerate(owner) if o == k]
+        if region.type == "table" and sum(map(prose, (lines[i].text for i in held))) > PROSE_TABLE * max(1, len(held)):
+            region.type = "text"
     for i, k in enumerate(owner):
         if k is not None and lines[i].text.strip():
             regions[k].lines.append(i)
