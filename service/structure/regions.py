@@ -39,11 +39,13 @@ PRIORITY = {"table": 0, "figure": 1, "equation": 2, "caption": 3, "heading": 4, 
 HOLDS = 0.5  # a detection holds a line when it covers this share of the line's box
 DUPLICATE_IOU = 0.7  # two detections this alike are one region: the higher score (then priority) wins
 HEADING_HEIGHT = 1.25  # a block whose lines are this much taller than the body's is a heading
-NUMBERED_HEIGHT = 1.1  # ...or this much taller when it starts with a section number ("2.1", "一、")
+NUMBERED_HEIGHT = 1.15  # ...or this much taller when it starts with a section number ("2.1", "一、")
+SHORT_HEADING = 0.7  # ...and, over a paragraph, narrower than this share of its widest row
 HEADING_MAX_ROWS = 2
 HEADING_MAX_CHARS = 80
 TITLE_HEIGHT = 1.6  # ...and the tallest heading this tall, in the page's top third, is the title
-SAME_LEVEL = 0.12  # heading heights within this share of each other are one level
+SAME_LEVEL = 0.2  # heading heights within this share of each other are one level
+VERTICAL = 2.0  # a line this many times taller than wide is set vertically
 MARGIN = 0.06  # top and bottom bands of the page where running heads and page numbers sit
 CAPTION_GAP = 2.5  # a "Figure 3"/"Table 2" block within this many h of a figure or table is its caption
 GUTTER_H = 0.5  # free lines: a vertical band this many h wide that no narrow line crosses is a gutter
@@ -183,6 +185,10 @@ def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: flo
     top, bottom = block[3] <= MARGIN * height, block[1] >= (1 - MARGIN) * height
     if (top or bottom) and len(rows) <= 2:
         return "header" if top else "footer"
+    # Text set vertically in a side margin (a report's running head) is a header too.
+    if all(boxes[i][3] - boxes[i][1] > VERTICAL * (boxes[i][2] - boxes[i][0]) for row in rows for i in row) and \
+            (block[2] <= MARGIN * width or block[0] >= (1 - MARGIN) * width):
+        return "header"
     if len(rows) == 1 and PAGE_NUMBER.match(texts[0]) and (block[3] <= 2 * MARGIN * height
                                                           or block[1] >= (1 - 2 * MARGIN) * height):
         return "header" if block[1] < height / 2 else "footer"
@@ -192,7 +198,8 @@ def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: flo
         # it takes a clearly larger type. "4. ..." in the body's size is a list item.
         numbered = bool(SECTION.match(texts[0]) or CJK_SECTION.match(texts[0]))
         tall = row_height >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * h
-        if tall and not texts[-1].rstrip().endswith(SENTENCE_END):
+        # "一、" or "第三章" opens a Chinese section heading whatever its size.
+        if (tall or len(rows) == 1 and CJK_SECTION.match(texts[0])) and not texts[-1].rstrip().endswith(SENTENCE_END):
             return "heading"
     if BULLET.match(texts[0]) or ENUMERATED.match(texts[0]):
         return "list"
@@ -266,7 +273,10 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
     height = lambda row: median(boxes[i][3] - boxes[i][1] for i in row)
     if len(rows) > 1 and len(texts[0]) <= HEADING_MAX_CHARS and not texts[0].rstrip().endswith(SENTENCE_END):
         numbered = SECTION.match(texts[0]) or CJK_SECTION.match(texts[0])
-        if height(rows[0]) >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * max(h, height(rows[1])):
+        width = lambda row: boxes[row[-1]][2] - boxes[row[0]][0]
+        short = width(rows[0]) < SHORT_HEADING * max(width(r) for r in rows[1:])
+        if (height(rows[0]) >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * max(h, height(rows[1]))
+                or CJK_SECTION.match(texts[0]) and short):
             return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
     marked = [k for k, t in enumerate(texts) if BULLET.match(t) or ENUMERATED.match(t)]
     if len(marked) < 2 or len(rows) == len(marked):
@@ -287,9 +297,10 @@ def _row_height(region: Region, boxes: list[Box]) -> float:
 
 
 def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: float, height: float) -> None:
-    """Title and heading levels: the tallest heading near the top, well above the body's height,
-    is the title (level 1); the other headings take levels from their section numbers ("2.1" is
-    deeper than "2"), else from their height (taller is higher), below the title."""
+    """Title and heading levels, relative to the page (a page cannot know its document's outline):
+    the tallest heading near the top, well above the body's height and alone in its size, is the
+    title; it and the page's top headings are level 1. Deeper levels come from section numbers
+    ("2.1" under "2"), else from a clearly smaller type (heights in tiers SAME_LEVEL apart)."""
     heads = [r for r in regions if r.type in ("heading", "title") and r.lines]
     if not heads:
         return
@@ -298,12 +309,10 @@ def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: f
     if heights[id(top)] >= TITLE_HEIGHT * h and top.box[1] < height / 3 and \
             sum(heights[id(r)] >= (1 - SAME_LEVEL) * heights[id(top)] for r in heads) == 1:
         top.type = "title"
-    # Distinct heights, tallest first, each a level.
     tiers: list[float] = []
     for value in sorted((heights[id(r)] for r in heads if r.type == "heading"), reverse=True):
         if not tiers or value < (1 - SAME_LEVEL) * tiers[-1]:
             tiers.append(value)
-    base = 2 if any(r.type == "title" for r in heads) else 1
     depths = {}
     for r in heads:
         m = SECTION.match(lines[r.lines[0]].text)
@@ -313,13 +322,10 @@ def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: f
     for r in heads:
         if r.type == "title":
             r.level = 1
-            continue
-        if depths[id(r)]:
-            r.level = base + depths[id(r)] - shallowest
+        elif depths[id(r)]:
+            r.level = min(6, 1 + depths[id(r)] - shallowest)
         else:
-            tier = next(k for k, t in enumerate(tiers) if heights[id(r)] >= (1 - SAME_LEVEL) * t)
-            r.level = base + tier
-        r.level = min(r.level, 6)
+            r.level = min(6, 1 + next(k for k, t in enumerate(tiers) if heights[id(r)] >= (1 - SAME_LEVEL) * t))
 
 
 def _captions(regions: list[Region], lines: Sequence[Line], h: float) -> None:
