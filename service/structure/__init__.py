@@ -1,0 +1,1 @@
+"""Document structure: layout regions and tables, from models rebuilt in PyTorch."""
