@@ -24,7 +24,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Root installs system packages directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# The ONNX reader is needed only to convert the PP-OCR and SLANet weights, never to serve.
+# The ONNX reader is needed only to convert the PP-OCR, SLANet and layout weights, never to serve.
 ONNX_REQ := onnx==1.23.2
 
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
@@ -63,6 +63,10 @@ weights: $(VENV)/.installed
 	$(PY) -m service.structure.convert_table --check weights || { \
 		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
 		$(PY) -m service.structure.convert_table weights; }
+	@# Layout (PicoDet, CDLA): ONNX -> torch state_dict, the same way.
+	$(PY) -m service.structure.convert_layout --check weights || { \
+		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
+		$(PY) -m service.structure.convert_layout weights; }
 
 test: setup nginx poppler
 	$(PY) -m pytest -q tests
