@@ -14,6 +14,7 @@
 #   make bench        the serving stack through Nginx: throughput, latency, overhead, 1 vs 2 instances
 #   make bench-jobs   pages per second of a 50-page job against the same pages one request at a time
 #   make bench-load   goodput, p50/p99 and refusals at 1x/2x/4x capacity, then a soak (SOAK_MINUTES=10)
+#   make bench-structure  regions, tables and Markdown on ../shared/structure-dev (default, exact, reference), their cost, memory (SOAK_PAGES=500)
 #   make bench-gpu    one GPU at full use: pages/s and p50/p99 at concurrency 1-64, kernel vs host time, batched vs unbatched accuracy
 #   sudo make install systemd units + Nginx site on a real host (PREFIX=/opt/parse)
 
@@ -29,7 +30,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents nginx poppler reading-order run stop reload status bench bench-jobs bench-load bench-gpu install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents nginx poppler reading-order run stop reload status bench bench-jobs bench-load bench-gpu bench-structure install
 
 setup: $(VENV)/.installed weights
 
@@ -145,6 +146,11 @@ bench-load: setup nginx
 BENCH_GPU_ARGS ?=
 bench-gpu: setup nginx
 	$(PY) -m tests.bench_gpu $(BENCH_GPU_ARGS)
+
+# Structure (issue 25): scored with ../shared/tools/score_structure.py; SOAK_PAGES structured pages for the memory check.
+SOAK_PAGES ?= 50
+bench-structure: setup
+	$(PY) -m tests.bench_structure --soak-pages $(SOAK_PAGES)
 
 # A real host: code and venv in $(PREFIX), files rendered from conf/parse.toml into /etc, one
 # parse@PORT unit per declared instance under parse.target, the Nginx site enabled.

@@ -65,6 +65,10 @@ class StructureSettings:
     table: str = "parse"
     table_max_steps: int = 501
     max_table_cells: int = 500
+    # Regions, Markdown and their bounds (the document helper).
+    enabled_by_default: bool = False
+    max_regions: int = 200
+    max_tables: int = 24
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,10 @@ def _structure(raw: dict, cfg_path: Path) -> StructureSettings:
     st = StructureSettings(**raw)
     if st.table not in TABLE_MODES:
         raise ValueError(f"[structure] table in {cfg_path} must be one of {TABLE_MODES}, not {st.table!r}")
-    for key in ("table_max_steps", "max_table_cells"):
+    if not isinstance(st.enabled_by_default, bool):
+        raise ValueError(f"[structure] enabled_by_default in {cfg_path} must be true or false, "
+                         f"not {st.enabled_by_default!r}")
+    for key in ("table_max_steps", "max_table_cells", "max_regions", "max_tables"):
         value = getattr(st, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"[structure] {key} in {cfg_path} must be a whole number above 0, not {value!r}")

@@ -19,6 +19,7 @@ from ..errors import ClientError
 from ..ocr import allocator
 from ..ocr.model import OcrModel
 from ..ocr.types import Page
+from ..structure import StructureModel, TooManyRegions
 from . import annotate, guards, metrics, state
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -72,6 +73,31 @@ def read_format() -> str:
     return formats.check(request.args.get("format", "json"))
 
 
+def read_structure(fmt: str, mode: str) -> bool:
+    """Whether to find the pages' regions and tables: ?structure=1, or an output written from them
+    (Markdown), or the [structure] default; checked before the body is read."""
+    value = request.args.get("structure")
+    if value not in (None, "", "0", "1"):
+        raise ClientError(400, "invalid_structure", f"structure={value!r} is not accepted: use structure=1 (regions "
+                                                    "and tables in the answer) or structure=0")
+    wanted = fmt == "markdown" or value == "1" or (
+        value in (None, "") and state.current().cfg.structure.enabled_by_default)
+    if wanted and mode == "line":
+        raise ClientError(400, "invalid_structure", "mode=line reads each image as one text line, which has no "
+                                                    "layout: drop structure=1 and format=markdown, or use mode=page")
+    return wanted
+
+
+def structure_json(structure: StructureModel, doc: PageImage, page: Page, deadline: guards.Deadline) -> dict[str, Any]:
+    """The page's regions and tables, and its text in their reading order."""
+    try:
+        found = structure.analyse(doc.rgb, page.lines, lambda what: deadline.check(f"{what} on page {doc.page}"))
+    except TooManyRegions as err:
+        raise ClientError(422, "too_many_regions", f"page {doc.page}: {err}; send the tables as crops with "
+                                                   "mode=table, or the page without structure") from None
+    return {"text": found.text(page.lines), **found.to_json()}
+
+
 def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
     """?pages=, ?dpi= and ?ocr=, checked before the body is read. `pixels`: render text-layer
     pages too, for an output that draws them (the searchable PDF, ?annotate=1)."""
@@ -117,11 +143,14 @@ def read(model: OcrModel, doc: PageImage, mode: str) -> Page:
 def parse():
     mode = read_mode()
     fmt = read_format()
+    structured = read_structure(fmt, mode)
     worker = state.current()
     deadline = guards.deadline()
     model = worker.await_model(deadline.remaining())  # a fresh worker's model may still be loading
+    structure = worker.require_structure() if structured else None
     annotated = request.args.get("annotate") == "1"
-    options = read_options(model, pixels=annotated or fmt == "pdf")
+    # The layout model reads the page's pixels, a text-layer page's too (its text stays the layer's).
+    options = read_options(model, pixels=annotated or fmt == "pdf" or structured)
     start = time.perf_counter()  # the stages time the work, not the wait for a model
     limits = worker.cfg.limits
     entries: list[dict[str, Any]] = []
@@ -153,6 +182,11 @@ def parse():
         lines += len(page.lines)
         # Other formats are built from the entries, with every word's box.
         entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
+        if structure is not None:
+            deadline.check(f"the layout of page {len(entries) + 1}")
+            began = time.perf_counter()
+            entry |= structure_json(structure, doc, page, deadline)
+            timing["structure"] = timing.get("structure", 0.0) + time.perf_counter() - began
         # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
         if annotated:
             entry["annotated_url"] = annotate.annotate(doc.rgb, [line.quad for line in page.lines], worker.cfg.results)
