@@ -211,3 +211,70 @@ def test_html_and_cell_boxes_are_rapidtables(models):
     for path, st, ref in zip(crops, model.structure(images), answers):
         assert st.tokens == ref["tokens"], path.stem
         assert np.abs(st.boxes - np.asarray(ref["boxes"])).max() <= 1.0, path.stem
+
+
+# ------------------------------------------------------------------ ?mode=table through the API
+
+
+def table_pdf() -> bytes:
+    """The same table as a born-digital PDF page (reportlab): ruled cells, text in a text layer."""
+    import io
+
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    pdf = canvas.Canvas(buf, pagesize=A4)
+    x0, top, cw, ch = 60, 760, 110, 32
+    spans = [(0, 1), (1, 3), (3, 4)]
+    cells = [(0, a, b, text) for (a, b), text in zip(spans, HEADER)]
+    cells += [(r + 1, c, c + 1, text) for r, row in enumerate(ROWS) for c, text in enumerate(row)]
+    pdf.setFont("Helvetica", 14)
+    for row, a, b, text in cells:
+        pdf.rect(x0 + a * cw, top - (row + 1) * ch, (b - a) * cw, ch)
+        pdf.drawString(x0 + a * cw + 10, top - (row + 1) * ch + 11, text)
+    pdf.save()
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(cfg):
+    from service.web.app import create_app
+    from service.web.state import WorkerState
+
+    app = create_app(cfg, load=False)
+    app.extensions[WorkerState.KEY].load()  # the OCR model and the structure models, synchronously
+    return app.test_client()
+
+
+def _expected_cells() -> dict[tuple[int, int], str]:
+    out = {(0, 0): "Region", (0, 1): "Sales", (0, 3): "Total"}
+    return out | {(r + 1, c): text for r, row in enumerate(ROWS) for c, text in enumerate(row)}
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("kind", ["png", "pdf"])
+def test_mode_table_answers_the_cells(client, kind):
+    from tests.support import png
+
+    body, ctype = (png(render_table()), "image/png") if kind == "png" else (table_pdf(), "application/pdf")
+    reply = client.post("/v1/parse?mode=table", data=body, content_type=ctype)
+    assert reply.status_code == 200, reply.get_data(as_text=True)[:300]
+    page = reply.get_json()["images"][0]
+    (table,) = page["tables"]
+    assert {(c["row"], c["col"]): c["text"] for c in table["cells"]} == _expected_cells()
+    assert [(c["rowspan"], c["colspan"]) for c in table["cells"] if (c["row"], c["col"]) == (0, 1)] == [(1, 2)]
+    assert 'colspan="2"' in table["html"] and not table["truncated"]
+    assert [r["type"] for r in page["regions"]] == ["table"]
+    assert "table" in reply.get_json()["timing_ms"]
+    # Markdown writes the table as HTML, since a cell spans.
+    md = client.post("/v1/parse?mode=table&format=markdown", data=body, content_type=ctype)
+    assert md.status_code == 200 and 'colspan="2"' in md.get_data(as_text=True)
+
+
+@pytest.mark.unit
+def test_an_unknown_mode_names_table(tmp_path):
+    from tests.support import make_client, parse
+
+    reply = parse(make_client(tmp_path, keys=False), query_string={"mode": "tables"})
+    assert reply.status_code == 400 and "mode=table" in reply.get_json()["error"]["message"]
