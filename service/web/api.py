@@ -55,8 +55,9 @@ def uploads(max_files: int | None = None) -> list[bytes]:
 
 
 # ?mode=: "page" finds every line; "line" reads each image as one text line (no detection), which
-# is what a crop wants, and far cheaper with ppocr, whose detector first upscales to 736 px.
-MODES = ("page", "line")
+# is what a crop wants, and far cheaper with ppocr, whose detector first upscales to 736 px;
+# "table" reads each image as one table: its lines, then the table model's cells (no layout).
+MODES = ("page", "line", "table")
 
 
 def read_mode() -> str:
@@ -64,7 +65,8 @@ def read_mode() -> str:
     mode = request.args.get("mode", "page")
     if mode not in MODES:
         raise ClientError(400, "invalid_mode", f"mode={mode!r} is not accepted: use mode=page (find every text line, "
-                                            "the default) or mode=line (each image is one text line)")
+                                            "the default), mode=line (each image is one text line) or "
+                                            "mode=table (each image is one table)")
     return mode
 
 
@@ -147,10 +149,10 @@ def parse():
     worker = state.current()
     deadline = guards.deadline()
     model = worker.await_model(deadline.remaining())  # a fresh worker's model may still be loading
-    structure = worker.require_structure() if structured else None
+    structure = worker.require_structure() if structured or mode == "table" else None
     annotated = request.args.get("annotate") == "1"
-    # The layout model reads the page's pixels, a text-layer page's too (its text stays the layer's).
-    options = read_options(model, pixels=annotated or fmt == "pdf" or structured)
+    # The layout and table models read the page's pixels, a text-layer page's too (its text stays the layer's).
+    options = read_options(model, pixels=annotated or fmt == "pdf" or structured or mode == "table")
     start = time.perf_counter()  # the stages time the work, not the wait for a model
     limits = worker.cfg.limits
     entries: list[dict[str, Any]] = []
@@ -182,7 +184,16 @@ def parse():
         lines += len(page.lines)
         # Other formats are built from the entries, with every word's box.
         entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
-        if structure is not None:
+        if mode == "table":  # the whole image is the table: its cells, filled from the page's lines
+            deadline.check(f"the table of page {len(entries) + 1}")
+            began = time.perf_counter()
+            table = structure.table.read(doc.rgb, None, page.lines).to_json()
+            # One region, the whole image, holds every line: Markdown, hOCR and ALTO write the table.
+            entry["regions"] = [{"type": "table", "quad": table["quad"], "score": 1.0,
+                                 "lines": list(range(len(page.lines))), "level": None}]
+            entry["tables"] = [table]
+            timing["table"] = timing.get("table", 0.0) + time.perf_counter() - began
+        elif structure is not None:
             deadline.check(f"the layout of page {len(entries) + 1}")
             began = time.perf_counter()
             entry |= structure_json(structure, doc, page, deadline)

@@ -138,6 +138,9 @@ SCHEMAS: dict[str, Any] = {
                                "rowspan": {"type": "integer", "minimum": 1},
                                "colspan": {"type": "integer", "minimum": 1},
                                "quad": {"$ref": "#/components/schemas/Quad"}, "text": {"type": "string"}}}},
+            "truncated": {"type": "boolean",
+                          "description": "The table was longer than [structure] table_max_steps or "
+                                         "max_table_cells: only its first whole rows are here"},
         },
     },
     "ParseResult": {
@@ -233,9 +236,10 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                                 "description": "1: also keep each image with its boxes drawn as a PNG; "
                                                "its path is the image's annotated_url"},
                                {"name": "mode", "in": "query", "required": False,
-                                "schema": {"type": "string", "enum": ["page", "line"], "default": "page"},
+                                "schema": {"type": "string", "enum": ["page", "line", "table"], "default": "page"},
                                 "description": "page: find every text line; line: each image is one text "
-                                               "line (a crop), read without detection"},
+                                               "line (a crop), read without detection; table: each image is "
+                                               "one table (a crop): its lines, then its cells in `tables`"},
                                {"name": "format", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
                                 "description": "json: the result below; text: the text in reading order; "
