@@ -41,6 +41,8 @@ DUPLICATE_IOU = 0.7  # two detections this alike are one region: the higher scor
 HEADING_HEIGHT = 1.25  # a block whose lines are this much taller than the body's is a heading
 NUMBERED_HEIGHT = 1.15  # ...or this much taller when it starts with a section number ("2.1", "一、")
 SHORT_HEADING = 0.7  # ...and, over a paragraph, narrower than this share of its widest row
+PARAGRAPH_END = 3.0  # a row ending this many h short of the block's right edge ends a paragraph
+PARAGRAPH_INDENT = 1.0  # ...and a row starting this many h right of the block's left edge starts one
 HEADING_MAX_ROWS = 2
 HEADING_MAX_CHARS = 80
 TITLE_HEIGHT = 1.6  # ...and the tallest heading this tall, in the page's top third, is the title
@@ -280,7 +282,7 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
             return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
     marked = [k for k, t in enumerate(texts) if BULLET.match(t) or ENUMERATED.match(t)]
     if len(marked) < 2 or len(rows) == len(marked):
-        return [rows]
+        return _paragraphs(rows, boxes, h) if not marked else [rows]
     first, last = marked[0], marked[-1]
     left = min(boxes[i][0] for k in marked for i in rows[k][:1])
     while last + 1 < len(rows) and boxes[rows[last + 1][0]][0] > left + 0.5 * h:
@@ -290,6 +292,23 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
     before = _parts(rows[:first], lines, boxes, h) if first else []
     after = _parts(rows[last + 1:], lines, boxes, h) if last + 1 < len(rows) else []
     return [*before, rows[first:last + 1], *after]
+
+
+def _paragraphs(rows: list[list[int]], boxes: list[Box], h: float) -> list[list[list[int]]]:
+    """Running text cut into paragraphs where nothing but the type says so: after a row that stops
+    well short of the block's right edge, and before a row whose first line is indented."""
+    if len(rows) < 3:
+        return [rows]
+    left = median(boxes[row[0]][0] for row in rows)
+    right = max(boxes[row[-1]][2] for row in rows)
+    out = [[rows[0]]]
+    for prev, row in zip(rows, rows[1:]):
+        short = boxes[prev[-1]][2] < right - PARAGRAPH_END * h
+        indented = boxes[row[0]][0] > left + PARAGRAPH_INDENT * h and boxes[prev[0]][0] <= left + 0.3 * h
+        if short or indented:
+            out.append([])
+        out[-1].append(row)
+    return out
 
 
 def _row_height(region: Region, boxes: list[Box]) -> float:
