@@ -19,7 +19,8 @@
    SOAK_PAGES=500` runs the issue's 500.
 
 --ocr-cache DIR reuses `python -m service.ops.cli --out DIR` results for the dev images (the OCR
-is the same model; it spares the time of reading every page again).
+is the same model; it spares the time of reading every page again), and keeps there the pages it
+had to read.
 """
 
 from __future__ import annotations
@@ -142,7 +143,13 @@ def accuracy(args, cfg, model, score) -> dict[str, dict]:
     lines_of: dict[str, list[Line]] = {}
     for stem, _, path in dev:
         lines = cached_lines(args.ocr_cache, stem)
-        lines_of[stem] = lines if lines is not None else model.parse([rgb(path)], [None])[0].lines
+        if lines is None:
+            lines = model.parse([rgb(path)], [None])[0].lines
+            if args.ocr_cache is not None:  # the next run reads it from there
+                args.ocr_cache.mkdir(parents=True, exist_ok=True)
+                (args.ocr_cache / f"{stem}.json").write_text(json.dumps(
+                    {"lines": [line.to_json(words=True) for line in lines]}, ensure_ascii=False))
+        lines_of[stem] = lines
     for name in args.configs:
         structure = structure_model(cfg, CONFIGS[name])
         layout_t, table_t = Timer(structure.layout, "detect"), Timer(structure.table, "read")
