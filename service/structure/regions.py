@@ -2,13 +2,14 @@
 
 The layout model (CDLA, trained on Chinese papers) finds tables, figures and titles well but
 misses most text blocks outside papers and has no list class and no heading levels. So the
-detections are only the start: every line goes to the detection that holds most of it, the
-lines no detection holds are grouped into blocks by the reading-order code (service/layout) and
-typed from their own shape (lists from bullets and numbering, headings from height and
-numbering, page numbers and running heads from the margins), headings get levels, and every
-region is snapped to the lines it holds. The result is in reading order: page headers first,
-then the body as service/layout reads its lines (columns one after the other), each caption
-beside its figure or table, then page footers.
+detections are only the start: every line goes to the detection that holds most of it; the
+lines no detection holds, and those of each detected text block, are split into columns, grouped
+into blocks by the reading-order code (service/layout), cut into paragraphs and typed from their
+own shape (lists from bullets and numbering, headings from height and numbering, page numbers and
+running heads from the margins); headings get levels, and every region is snapped to the lines it
+holds. The result is in reading order: page headers first, then the body by an X-Y cut of the
+regions (columns one after the other), each caption beside its figure or table, then page footers.
+The design notes are in docs/design.md ("Document structure").
 """
 
 from __future__ import annotations
