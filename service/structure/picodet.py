@@ -33,6 +33,17 @@ class ConvBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.hardswish(self.bn(self.conv(x)))
 
+    def fold(self) -> None:
+        """Fold the batch norm into the conv (weights and bias computed in float64): one op less."""
+        conv, bn = self.conv, self.bn
+        scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                           groups=conv.groups, bias=True)
+        with torch.no_grad():
+            folded.weight.copy_((conv.weight.double() * scale.reshape(-1, 1, 1, 1)).float())
+            folded.bias.copy_((bn.bias.double() - bn.running_mean.double() * scale).float())
+        self.conv, self.bn = folded, nn.Identity()
+
 
 class DepthwiseSeparable(nn.Module):
     """Depthwise kxk (stride) -> [SE] -> pointwise 1x1: an LCNet block, and PicoDet's DP module."""
@@ -163,3 +174,11 @@ class PicoDet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return self.head(self.neck(self.backbone(x)))
+
+    def for_inference(self) -> "PicoDet":
+        """Batch norms folded into their convs, channels-last memory: the form that serves (load the
+        state_dict first: the folded form no longer has the batch-norm tensors)."""
+        for m in self.modules():
+            if isinstance(m, ConvBN):
+                m.fold()
+        return self.eval().to(memory_format=torch.channels_last)
