@@ -238,9 +238,9 @@ def crop_table(image: np.ndarray, box: tuple[float, float, float, float] | None)
     if box is None:
         return 0, 0, image
     pad = max(4, int(0.01 * max(h, w)))
-    x0, y0 = max(0, int(box[0]) - pad), max(0, int(box[1]) - pad)
+    x0, y0 = min(w - 1, max(0, int(box[0]) - pad)), min(h - 1, max(0, int(box[1]) - pad))
     x1, y1 = min(w, int(np.ceil(box[2])) + pad), min(h, int(np.ceil(box[3])) + pad)
-    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)  # a box off the page still gives a 1-px crop
     return x0, y0, np.ascontiguousarray(image[y0:y1, x0:x1])
 
 
