@@ -14,7 +14,7 @@ cell that holds its centre, and a cell's words are joined in reading order (`tab
 from __future__ import annotations
 
 import html as htmlmod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -81,8 +81,6 @@ class _Slot:
     colspan: int
     box: int
     attrs: str = ""  # the span attributes as the tokens write them
-    header: bool = False
-    words: list[tuple[int, int]] = field(default_factory=list)  # (line, word) pairs that fill it
 
 
 def preprocess(crop_rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
@@ -254,17 +252,12 @@ def layout_cells(tokens: list[str], max_cells: int, truncated: bool) -> tuple[li
     slots: list[_Slot] = []
     occupied: set[tuple[int, int]] = set()
     row = col = box = 0
-    header = False
     end_tok = end_slot = 0  # what a cut keeps: everything up to the last closed row
     over = False
     i = 0
     while i < len(body):
         tok = body[i]
-        if tok == "<thead>":
-            header = True
-        elif tok == "</thead>":
-            header = False
-        elif tok == "<tr>":
+        if tok == "<tr>":
             col = 0
         elif tok == "</tr>":
             row += 1
@@ -285,7 +278,7 @@ def layout_cells(tokens: list[str], max_cells: int, truncated: bool) -> tuple[li
                     j += 1
             while (row, col) in occupied:
                 col += 1
-            slots.append(_Slot(row, col, rowspan, colspan, box, attrs, header))
+            slots.append(_Slot(row, col, rowspan, colspan, box, attrs))
             occupied.update((r, c) for r in range(row, row + rowspan) for c in range(col, col + colspan))
             box += 1
             col += colspan
