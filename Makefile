@@ -15,6 +15,7 @@
 #   make bench        the serving stack through Nginx: throughput, latency, overhead, 1 vs 2 instances
 #   make bench-jobs   pages per second of a 50-page job against the same pages one request at a time
 #   make bench-load   goodput, p50/p99 and refusals at 1x/2x/4x capacity, then a soak (SOAK_MINUTES=10)
+#   make bench-table     tables: ours (both settings) against RapidTable 0.3.0 on the PubTabNet crops, TEDS and s/table, 2 threads
 #   make bench-structure  regions, tables and Markdown on ../shared/structure-dev (default, exact, reference), their cost, memory (SOAK_PAGES=500)
 #   make bench-gpu    one GPU at full use: pages/s and p50/p99 at concurrency 1-64, kernel vs host time, batched vs unbatched accuracy
 #   sudo make install systemd units + Nginx site on a real host (PREFIX=/opt/parse)
@@ -31,7 +32,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents nginx poppler reading-order run stop reload status bench bench-jobs bench-load bench-gpu bench-structure install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents nginx poppler reading-order run stop reload status bench bench-jobs bench-load bench-gpu bench-structure bench-table install
 
 setup: $(VENV)/.installed weights
 
@@ -105,6 +106,19 @@ bench-easyocr: setup $(EASYOCR_VENV)/.installed
 $(EASYOCR_VENV)/.installed:
 	$(PYTHON) -m venv $(EASYOCR_VENV)
 	$(EASYOCR_VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 easyocr==1.7.2
+	touch $@
+
+# RapidTable 0.3.0 with RapidOCR 3.10.0 and onnxruntime, the versions of ../shared/structure-dev-reference
+# (its lock file), in a venv of their own again: the table parity test compares cell boxes with it
+# where it exists, and bench-table times ours against it on the PubTabNet crops, taking turns.
+STRUCTURE_REF_VENV := build/structure-ref-venv
+STRUCTURE_LOCK := ../shared/structure-dev-reference/requirements-rapid-structure.lock.txt
+bench-table: setup $(STRUCTURE_REF_VENV)/.installed
+	$(PY) -m tests.bench_table --threads 2 --original-python $(STRUCTURE_REF_VENV)/bin/python
+
+$(STRUCTURE_REF_VENV)/.installed:
+	$(PYTHON) -m venv $(STRUCTURE_REF_VENV)
+	$(STRUCTURE_REF_VENV)/bin/pip install -q -r $(STRUCTURE_LOCK)
 	touch $@
 
 # Nginx from apt for the dev stack and the tests (they start their own, on loopback, from run/).

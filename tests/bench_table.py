@@ -1,7 +1,7 @@
 """Tables on the structure dev set: TEDS of ours (both settings) and of RapidTable 0.3.0, and time per table.
 
     python -m tests.bench_table [--threads 2] [--out build/bench-table]
-        [--original-python build/structure-ref-venv/bin/python]
+        [--original-python build/structure-ref-venv/bin/python] [--limit N --engines parse,RapidTable]
 
 On every PubTabNet crop of ../shared/structure-dev, three engines take turns, crop by crop, each in
 its own process state, from the decoded image to the table's HTML:
@@ -13,6 +13,8 @@ Writes each engine's predictions to OUT/<engine>/<stem>.json, scores them with
 ../shared/tools/score_structure.py (run by the original's interpreter, which has apted), and prints
 TEDS and TEDS-Struct per engine, how many tables' HTML the exact setting reproduces character for
 character (against RapidTable now and against the stored reference), and the median seconds per table.
+--limit N times the first N crops only, and scores nothing (TEDS needs every crop); --engines
+picks which of the three take turns.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def crops() -> list[tuple[str, Path]]:
     return out
 
 
-def engines(threads: int):
+def engines(threads: int, names: list[str]):
     """Our two settings: name -> image path -> (html, seconds from decoded image to Table)."""
     import torch
 
@@ -56,6 +58,8 @@ def engines(threads: int):
     cfg = settings_mod.load()
     out = {}
     for name, pipeline, table in (("parse", "parse", "parse"), ("exact", "rapidocr", "rapidtable")):
+        if name not in names:
+            continue
         ocr = load_model(dataclasses.replace(cfg.model, pipeline=pipeline), "cpu", threads)
         ocr.warmup()
         model = TableModel.load(dataclasses.replace(cfg.structure, table=table), ROOT / "weights", torch.device("cpu"))
@@ -88,9 +92,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench-table")
     ap.add_argument("--original-python", type=Path, default=ORIGINAL_PYTHON)
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--engines", default="parse,exact,RapidTable")
     args = ap.parse_args()
-    items = crops()
-    ours = engines(args.threads)
+    items = crops()[: args.limit or None]
+    chosen = args.engines.split(",")
+    ours = engines(args.threads, [n for n in chosen if n != "RapidTable"])
     original = subprocess.Popen([str(args.original_python), str(ROOT / "tests" / "rapidtable_reference.py"),
                                  "--serve", "--threads", str(args.threads)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -101,7 +108,7 @@ def main() -> None:
         answer = json.loads(original.stdout.readline())
         return answer["html"], answer["seconds"]
 
-    runs = {"parse": ours["parse"], "exact": ours["exact"], "RapidTable": rapidtable}
+    runs = {name: ours.get(name, rapidtable) for name in chosen}
     for run in runs.values():  # warm-up, not timed
         run(items[0][1])
     seconds: dict[str, list[float]] = {name: [] for name in runs}
@@ -117,6 +124,14 @@ def main() -> None:
     finally:
         original.stdin.close()
         original.wait(timeout=60)
+    base = statistics.median(seconds["RapidTable"]) if "RapidTable" in seconds else float("nan")
+    if args.limit or set(chosen) != {"parse", "exact", "RapidTable"}:
+        for name in runs:
+            med = statistics.median(seconds[name])
+            ratios = [a / b for a, b in zip(seconds[name], seconds.get("RapidTable", seconds[name]))]
+            print(f"{name:12s} median {med:.3f} s/table, {med / base:.2f}x RapidTable's median "
+                  f"(median of per-crop ratios {statistics.median(ratios):.2f})")
+        return
     stored = {stem: json.loads((REFERENCE / "gtbox" / f"{stem}.json").read_text())["images"][0]["tables"][0]["html"]
               for stem, _ in items}
     same_now = sum(htmls["exact"][s] == htmls["RapidTable"][s] for s, _ in items)
@@ -127,7 +142,6 @@ def main() -> None:
     for stem, _ in items:
         write(write_ref, stem, stored[stem])
     print(f"\n{'engine':12s} {'TEDS':>7s} {'TEDS-S':>7s} {'median s/table':>15s} {'vs RapidTable':>14s}")
-    base = statistics.median(seconds["RapidTable"])
     for name in (*runs, "reference"):
         s = score(args.original_python, args.out / name)
         med = statistics.median(seconds[name]) if name in seconds else float("nan")

@@ -285,3 +285,24 @@ def test_an_unknown_mode_names_table(tmp_path):
 
     reply = parse(make_client(tmp_path, keys=False), query_string={"mode": "tables"})
     assert reply.status_code == 400 and "mode=table" in reply.get_json()["error"]["message"]
+
+
+@pytest.mark.model
+def test_crops_decoded_together_read_as_alone(models):
+    """Batched decode: each crop leaves the batch at its own end token, with the tokens it has alone."""
+    crops = [render_table(), render_table(cell_w=110, size=20), render_table(cell_w=180, cell_h=70, size=30)]
+    model = models["parse"]
+    together = model.structure(crops)
+    for crop, st in zip(crops, together):
+        (alone,) = model.structure([crop])
+        assert st.tokens == alone.tokens
+        assert np.abs(st.boxes - alone.boxes).max() <= 0.01
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("box", [(5000.0, 5000.0, 6000.0, 6000.0), (10.0, 10.0, 10.0, 10.0), (-50.0, -50.0, 3.0, 3.0)])
+def test_odd_table_boxes_give_a_table(models, box):
+    """A box off the page, empty or at its corner still reads (as a tiny crop), never raises."""
+    image = render_table()
+    table = models["parse"].read(image, box, [])
+    assert table.html.startswith("<table>") and table.html.endswith("</table>")
