@@ -300,7 +300,7 @@ def main() -> None:
     print(table(report), flush=True)
     if not args.skip_e2e:
         report["end_to_end"] = end_to_end(args, cfg, model)
-        print("20-page mixed PDF, page by page:", json.dumps(report["end_to_end"]), flush=True)
+        print(f"{args.e2e_pages}-page mixed PDF, page by page:", json.dumps(report["end_to_end"]), flush=True)
     report["soak"] = soak(args, cfg, model)
     print("memory over structured pages:", json.dumps(report["soak"]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
