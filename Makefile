@@ -6,6 +6,7 @@
 #   make bench-rapidocr  PP-OCR (both pipelines) against RapidOCR 3.10.0 (defaults, use_cls off), same pages, threads, machine
 #   make reading-order  the page text's reading order scored on the dev set (score.py --order given)
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
+#   make bench-layout    the layout model (both settings) against RapidLayout 1.2.1 itself, 20 structure dev pages, 2 threads
 #   make bench-documents a 20-page scanned PDF against the same pages as images (s/page, peak RSS), and the dpi sweep
 #   make bench-pdf    searchable PDFs of 40 scanned receipts: parse against OCRmyPDF 17 (text CER, size, s/page)
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready;
@@ -16,6 +17,8 @@
 #   make bench        the serving stack through Nginx: throughput, latency, overhead, 1 vs 2 instances
 #   make bench-jobs   pages per second of a 50-page job against one request at a time; fleet: 2 hosts vs 1, host loss
 #   make bench-load   goodput, p50/p99 and refusals at 1x/2x/4x capacity, then a soak (SOAK_MINUTES=10)
+#   make bench-table     tables: ours (both settings) against RapidTable 0.3.0 on the PubTabNet crops, TEDS and s/table, 2 threads
+#   make bench-structure  regions, tables and Markdown on ../shared/structure-dev (default, exact, reference), their cost, memory (SOAK_PAGES=500)
 #   make bench-gpu    one GPU at full use: pages/s and p50/p99 at concurrency 1-64, kernel vs host time, batched vs unbatched accuracy
 #   sudo make install systemd units + Nginx site on a real host (PREFIX=/opt/parse)
 
@@ -25,13 +28,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Root installs system packages directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# The ONNX reader is needed only to convert PP-OCR weights, never to serve.
+# The ONNX reader is needed only to convert the PP-OCR, SLANet and layout weights, never to serve.
 ONNX_REQ := onnx==1.23.2
 
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents bench-pdf nginx poppler postgresql reading-order run stop reload status bench bench-jobs bench-load bench-gpu install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents bench-pdf nginx poppler postgresql reading-order run stop reload status bench bench-jobs bench-load bench-gpu bench-structure bench-table bench-layout install
 
 setup: $(VENV)/.installed weights
 
@@ -60,6 +63,14 @@ weights: $(VENV)/.installed
 	$(PY) -m service.ocr.ppocr.convert --check weights || { \
 		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
 		$(PY) -m service.ocr.ppocr.convert weights; }
+	@# SLANet_plus (tables): the same, for service/structure/slanet.py.
+	$(PY) -m service.structure.convert_table --check weights || { \
+		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
+		$(PY) -m service.structure.convert_table weights; }
+	@# Layout (PicoDet, CDLA): ONNX -> torch state_dict, the same way.
+	$(PY) -m service.structure.convert_layout --check weights || { \
+		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
+		$(PY) -m service.structure.convert_layout weights; }
 
 test: setup nginx poppler postgresql
 	$(PY) -m pytest -q tests
@@ -111,6 +122,19 @@ bench-easyocr: setup $(EASYOCR_VENV)/.installed
 $(EASYOCR_VENV)/.installed:
 	$(PYTHON) -m venv $(EASYOCR_VENV)
 	$(EASYOCR_VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 easyocr==1.7.2
+	touch $@
+
+# RapidTable 0.3.0 with RapidOCR 3.10.0 and onnxruntime, the versions of ../shared/structure-dev-reference
+# (its lock file), in a venv of their own again: the table parity test compares cell boxes with it
+# where it exists, and bench-table times ours against it on the PubTabNet crops, taking turns.
+STRUCTURE_REF_VENV := build/structure-ref-venv
+STRUCTURE_LOCK := ../shared/structure-dev-reference/requirements-rapid-structure.lock.txt
+bench-table: setup $(STRUCTURE_REF_VENV)/.installed
+	$(PY) -m tests.bench_table --threads 2 --original-python $(STRUCTURE_REF_VENV)/bin/python
+
+$(STRUCTURE_REF_VENV)/.installed:
+	$(PYTHON) -m venv $(STRUCTURE_REF_VENV)
+	$(STRUCTURE_REF_VENV)/bin/pip install -q -r $(STRUCTURE_LOCK)
 	touch $@
 
 # Nginx from apt for the dev stack and the tests (they start their own, on loopback, from run/).
@@ -174,6 +198,11 @@ BENCH_GPU_ARGS ?=
 bench-gpu: setup nginx
 	$(PY) -m tests.bench_gpu $(BENCH_GPU_ARGS)
 
+# Structure (issue 25): scored with ../shared/tools/score_structure.py; SOAK_PAGES structured pages for the memory check.
+SOAK_PAGES ?= 50
+bench-structure: setup
+	$(PY) -m tests.bench_structure --soak-pages $(SOAK_PAGES)
+
 # A real host: code and venv in $(PREFIX), files rendered from conf/parse.toml into /etc, one
 # parse@PORT unit per declared instance under parse.target, the Nginx site enabled.
 install: nginx
@@ -228,3 +257,17 @@ install: nginx
 	cd $(PREFIX) && for port in $$($(PY) -m service.ops.fleet ports); do systemctl restart "parse@$$port.service"; done
 	if (cd $(PREFIX) && $(PY) -m service.ops.fleet is-front); then nginx -t && systemctl reload-or-restart nginx; fi
 	@echo "installed: http://$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().nginx.listen)')/"
+
+# The layout model against RapidLayout 1.2.1 (onnxruntime), the versions of
+# ../shared/structure-dev-reference's lock file, in a venv of its own (serving needs neither):
+# ours ("parse" and "rapidlayout") and RapidLayout take turns on 20 structure dev pages, 2 threads.
+.PHONY: bench-layout
+STRUCTURE_REF_VENV := build/structure-ref-venv
+bench-layout: setup $(STRUCTURE_REF_VENV)/.installed
+	$(PY) -m tests.bench_layout --pages 20 --threads 2 --original-python $(STRUCTURE_REF_VENV)/bin/python
+
+$(STRUCTURE_REF_VENV)/.installed:
+	$(PYTHON) -m venv $(STRUCTURE_REF_VENV)
+	$(STRUCTURE_REF_VENV)/bin/pip install -q rapid-layout==1.2.1 onnxruntime==1.31.1 numpy==2.4.6 \
+		opencv-python==5.1.0.95 omegaconf==2.4.0 colorlog==6.12.0 requests==2.34.2 tqdm==4.70.1 pillow==13.0.0
+	touch $@

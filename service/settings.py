@@ -17,6 +17,8 @@ DEFAULT_CONFIG = ROOT / "conf" / "parse.toml"
 # The uWSGI stats server of the instance on port P listens on 127.0.0.1:P+STATS_OFFSET.
 STATS_OFFSET = 1000
 PIPELINES = ("parse", "rapidocr")
+TABLE_MODES = ("parse", "rapidtable")
+LAYOUTS = ("parse", "rapidlayout")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,22 @@ class DocumentSettings:
     dpi: float = 300.0
     min_dpi: float = 72.0
     max_dpi: float = 600.0
+
+
+@dataclass(frozen=True)
+class StructureSettings:
+    # "rapidtable" is RapidTable 0.3.0 exactly; "parse" fills cells from parse's own words.
+    table: str = "parse"
+    table_max_steps: int = 501
+    max_table_cells: int = 500
+    # Regions, Markdown and their bounds (the document helper).
+    enabled_by_default: bool = False
+    max_regions: int = 200
+    max_tables: int = 24
+    # "rapidlayout" is RapidLayout 1.2.1 exactly; "parse" uses the two thresholds below.
+    layout: str = "parse"
+    layout_min_score: float = 0.5
+    layout_nms_iou: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -167,6 +185,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     limits: Limits = field(default_factory=Limits)
     documents: DocumentSettings = field(default_factory=DocumentSettings)
+    structure: StructureSettings = field(default_factory=StructureSettings)
     nginx: NginxSettings = field(default_factory=NginxSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     results: ResultsSettings = field(default_factory=ResultsSettings)
@@ -211,6 +230,26 @@ def _documents(raw: dict, cfg_path: Path) -> DocumentSettings:
         raise ValueError(f"[documents] in {cfg_path} needs 0 < min_dpi <= dpi <= max_dpi, "
                          f"not {docs.min_dpi}, {docs.dpi}, {docs.max_dpi}")
     return docs
+
+
+def _structure(raw: dict, cfg_path: Path) -> StructureSettings:
+    st = StructureSettings(**raw)
+    if st.table not in TABLE_MODES:
+        raise ValueError(f"[structure] table in {cfg_path} must be one of {TABLE_MODES}, not {st.table!r}")
+    if not isinstance(st.enabled_by_default, bool):
+        raise ValueError(f"[structure] enabled_by_default in {cfg_path} must be true or false, "
+                         f"not {st.enabled_by_default!r}")
+    for key in ("table_max_steps", "max_table_cells", "max_regions", "max_tables"):
+        value = getattr(st, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"[structure] {key} in {cfg_path} must be a whole number above 0, not {value!r}")
+    if st.layout not in LAYOUTS:
+        raise ValueError(f"[structure] layout in {cfg_path} must be one of {LAYOUTS}, not {st.layout!r}")
+    for key in ("layout_min_score", "layout_nms_iou"):
+        value = getattr(st, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ValueError(f"[structure] {key} in {cfg_path} must be a number in [0, 1], not {value!r}")
+    return st
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -274,6 +313,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         model=ModelSettings(**model),
         limits=limits,
         documents=_documents(raw.get("documents", {}), cfg_path),
+        structure=_structure(raw.get("structure", {}), cfg_path),
         nginx=nginx,
         auth=AuthSettings(**auth),
         results=ResultsSettings(**results),

@@ -1,4 +1,4 @@
-"""Results as documents: JSON, plain text, hOCR, ALTO and searchable PDF, from pages in order.
+"""Results as documents: JSON, plain text, Markdown, hOCR, ALTO and searchable PDF, from pages in order.
 
 `render(pages, format, uploads)` is the one entry point for every caller (the parse route, job
 results, the CLI): pages are the model's Page objects or the JSON image entries a response
@@ -12,12 +12,13 @@ from typing import Any, Sequence
 
 from ..errors import ClientError
 from ..ocr.types import Page
-from . import document, pdf, xml
+from . import document, markdown, pdf, xml
 
 # format -> (media type, file extension)
 FORMATS: dict[str, tuple[str, str]] = {
     "json": ("application/json", "json"),
     "text": ("text/plain; charset=utf-8", "txt"),
+    "markdown": ("text/markdown; charset=utf-8", "md"),
     "hocr": ("application/xhtml+xml; charset=utf-8", "hocr.html"),
     "alto": ("application/xml; charset=utf-8", "alto.xml"),
     "pdf": ("application/pdf", "pdf"),
@@ -40,8 +41,16 @@ def image_json(page: Page, words: bool = False) -> dict[str, Any]:
 
 
 def text(pages: Sequence[document.DocPage]) -> str:
-    """Each page's text in reading order; pages apart by a form feed, as pdftotext parts them."""
-    return "\f".join(p.layout.text([line.text for line in p.lines]) + "\n" for p in pages)
+    """Each page's text in reading order (its regions' when structure ran); pages apart by a form
+    feed, as pdftotext parts them."""
+    return "\f".join(_page_text(p) + "\n" for p in pages)
+
+
+def _page_text(page: document.DocPage) -> str:
+    if not page.regions:
+        return page.layout.text([line.text for line in page.lines])
+    return "\n\n".join(text for text in ("\n".join(" ".join(l.text.strip() for l in row if l.text.strip())
+                                                    for row in block.rows) for block in page.blocks()) if text)
 
 
 def render(pages: Sequence[document.PageLike], format: str,
@@ -60,6 +69,8 @@ def render(pages: Sequence[document.PageLike], format: str,
         return json.dumps({"images": entries}, ensure_ascii=False).encode(), media_type
     if format == "text":
         return text(docs).encode(), media_type
+    if format == "markdown":
+        return markdown.markdown(docs), media_type
     if format == "hocr":
         return xml.hocr(docs), media_type
     if format == "alto":

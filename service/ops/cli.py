@@ -1,14 +1,16 @@
 """Command line: run the configured model on image, PDF and TIFF files, for people and benchmarks.
 
-    .venv/bin/python -m service.cli FILE... [--out DIR] [--format json|text|hocr|alto|pdf] [--words]
-        [--threads N] [--device D] [--recognize-only] [--pages 2-4,7] [--dpi N] [--ocr auto|force]
-        [--pipeline parse|rapidocr]
+    .venv/bin/python -m service.cli FILE... [--out DIR] [--format json|text|markdown|hocr|alto|pdf]
+        [--words] [--structure] [--mode page|line|table] [--threads N] [--device D] [--recognize-only]
+        [--pages 2-4,7] [--dpi N] [--ocr auto|force] [--pipeline parse|rapidocr]
 
 Without --out, each file's text is printed in reading order (pages apart by a form feed), as the
 API's format=text gives it. With --out, each file gives DIR/<stem>.<ext>: by default the JSON
 /v1/parse answers for that file (the same builder, service/formats/answer.py: "images", one entry
 per page, with "text", "lines", "blocks", "angle", "source", ...; no request_id), or with --format
-another of the API's formats, rendered by the same call the API makes.
+another of the API's formats, rendered by the same call the API makes. --structure adds each page's
+"regions" and "tables" (the API's ?structure=1; implied by --format markdown), --mode table reads each
+image as one table (the API's ?mode=table).
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 
 from .. import documents, formats
 from .. import settings as settings_mod
 from ..errors import ClientError
-from ..formats.answer import answer, page_json, read
+from ..formats.answer import answer, page_json, read, structure_json, table_json
 from ..ocr import allocator
 from ..ocr.model import OcrModel, load_model
+from ..structure import StructureModel
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,20 +48,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ocr", default="auto", help="auto (a PDF page's text layer where it has one) or force")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
-    parser.add_argument("--recognize-only", action="store_true", help="treat each image as one text line (mode=line)")
+    parser.add_argument("--mode", default="page", choices=("page", "line", "table"),
+                        help="page (default), line: each image is one text line, table: each image is one table")
+    parser.add_argument("--recognize-only", action="store_true", help="the same as --mode line")
     parser.add_argument("--model", default=cfg.model.family, help=f"model family (default {cfg.model.family})")
     parser.add_argument("--precision", default=cfg.model.precision, help="auto, fp32 or a family's opt-in (README; default from config)")
     parser.add_argument("--pipeline", default=cfg.model.pipeline, choices=settings_mod.PIPELINES,
                         help=f"ppocr: parse's own pipeline or RapidOCR's exact one (default {cfg.model.pipeline})")
+    parser.add_argument("--structure", action="store_true",
+                        help="add regions and tables (the API's ?structure=1; implied by --format markdown)")
     args = parser.parse_args(argv)
     if args.format != "json" and not args.out:
         parser.error(f"--format {args.format} writes files: add --out DIR")
+    mode = "line" if args.recognize_only else args.mode
+    args.structure = (args.structure or args.format == "markdown") and mode == "page"
+    if mode == "line" and (args.structure or args.format == "markdown"):
+        parser.error("--mode line reads each image as one text line, which has no layout: drop --structure")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     model_cfg = dataclasses.replace(cfg.model, family=args.model, precision=args.precision,
                                     pipeline=args.pipeline)
     model = load_model(model_cfg, device=args.device, threads=args.threads)
     model.warmup()
+    structure = StructureModel.load(cfg.structure, cfg.model.weights_dir, torch.device(args.device)) \
+        if args.structure or mode == "table" else None
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     try:
@@ -66,16 +80,15 @@ def main(argv: list[str] | None = None) -> None:
         options = documents.ReadOptions(pages=documents.parse_pages(args.pages),
                                         dpi=documents.parse_dpi(args.dpi, cfg.documents),
                                         ocr=documents.parse_ocr(args.ocr), grey=model.reads_grey,
-                                        documents=cfg.documents)
+                                        documents=cfg.documents, pixels=structure is not None)
     except ClientError as err:
         parser.error(err.message)
-    mode = "line" if args.recognize_only else "page"
     failed = False
     for path in args.files:
         try:
             data = path.read_bytes()
             entries, timing = read_file(model, data, limits, options, mode,
-                                        words=args.words or args.format != "json", cfg=cfg)
+                                        words=args.words or args.format != "json", cfg=cfg, structure=structure)
         except ClientError as err:
             print(f"{path.name}: refused: {err.message}", file=sys.stderr)
             failed = True
@@ -97,9 +110,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def read_file(model: OcrModel, data: bytes, limits: settings_mod.Limits, options: documents.ReadOptions,
-              mode: str, words: bool, cfg: settings_mod.Settings
+              mode: str, words: bool, cfg: settings_mod.Settings, structure: StructureModel | None = None
               ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """One file's page entries, timed by stage as the API times a request."""
+    """One file's page entries, timed by stage as the API times a request; with `structure`, each
+    page's regions and tables (or, in mode table, the image's one table)."""
     timing = {"decode": 0.0, "detect": 0.0, "recognize": 0.0}
     entries = []
     start = time.perf_counter()
@@ -110,7 +124,13 @@ def read_file(model: OcrModel, data: bytes, limits: settings_mod.Limits, options
             allocator.release_above(cfg.limits.worker_memory_bytes)  # a worker's allowance (service/web/api.py)
         timing["detect"] += page.timing.get("detect", 0.0)
         timing["recognize"] += page.timing.get("recognize", 0.0)
-        entries.append(page_json(doc, page, words))
+        entry = page_json(doc, page, words)
+        if structure is not None:
+            began = time.perf_counter()
+            entry |= table_json(structure, doc, page) if mode == "table" else structure_json(structure, doc, page)
+            stage = "table" if mode == "table" else "structure"
+            timing[stage] = timing.get(stage, 0.0) + time.perf_counter() - began
+        entries.append(entry)
     timing["total"] = time.perf_counter() - start
     return entries, timing
 

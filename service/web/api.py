@@ -17,7 +17,7 @@ from .. import documents, formats
 from ..errors import ClientError
 from ..ocr import allocator
 from ..ocr.model import OcrModel
-from ..formats.answer import answer, model_json, page_json, read
+from ..formats.answer import answer, model_json, page_json, read, structure_json, table_json
 from ..store.db import Unavailable
 from . import annotate, guards, metrics, results, state
 
@@ -56,8 +56,9 @@ def uploads(max_files: int | None = None) -> list[bytes]:
 
 
 # ?mode=: "page" finds every line; "line" reads each image as one text line (no detection), which
-# is what a crop wants, and far cheaper with ppocr, whose detector first upscales to 736 px.
-MODES = ("page", "line")
+# is what a crop wants, and far cheaper with ppocr, whose detector first upscales to 736 px;
+# "table" reads each image as one table: its lines, then the table model's cells (no layout).
+MODES = ("page", "line", "table")
 
 
 def read_mode() -> str:
@@ -65,7 +66,8 @@ def read_mode() -> str:
     mode = request.args.get("mode", "page")
     if mode not in MODES:
         raise ClientError(400, "invalid_mode", f"mode={mode!r} is not accepted: use mode=page (find every text line, "
-                                            "the default) or mode=line (each image is one text line)")
+                                            "the default), mode=line (each image is one text line) or "
+                                            "mode=table (each image is one table)")
     return mode
 
 
@@ -88,6 +90,21 @@ def keep_annotated(worker: state.WorkerState, rgb, quads) -> str | None:
         return None
 
 
+def read_structure(fmt: str, mode: str) -> bool:
+    """Whether to find the pages' regions and tables: ?structure=1, or an output written from them
+    (Markdown), or the [structure] default; checked before the body is read."""
+    value = request.args.get("structure")
+    if value not in (None, "", "0", "1"):
+        raise ClientError(400, "invalid_structure", f"structure={value!r} is not accepted: use structure=1 (regions "
+                                                    "and tables in the answer) or structure=0")
+    wanted = fmt == "markdown" or value == "1" or (
+        value in (None, "") and state.current().cfg.structure.enabled_by_default)
+    if wanted and mode == "line":
+        raise ClientError(400, "invalid_structure", "mode=line reads each image as one text line, which has no "
+                                                    "layout: drop structure=1 and format=markdown, or use mode=page")
+    return wanted
+
+
 def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
     """?pages=, ?dpi= and ?ocr=, checked before the body is read. `pixels`: render text-layer
     pages too, for an output that draws them (?annotate=1)."""
@@ -106,11 +123,14 @@ def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
 def parse():
     mode = read_mode()
     fmt = read_format()
+    structured = read_structure(fmt, mode)
     worker = state.current()
     deadline = guards.deadline()
     model = worker.await_model(deadline.remaining())  # a fresh worker's model may still be loading
+    structure = worker.require_structure() if structured or mode == "table" else None
     annotated = request.args.get("annotate") == "1"
-    options = read_options(model, pixels=annotated)
+    # The layout and table models read the page's pixels, a text-layer page's too (its text stays the layer's).
+    options = read_options(model, pixels=annotated or structured or mode == "table")
     start = time.perf_counter()  # the stages time the work, not the wait for a model
     limits = worker.cfg.limits
     entries: list[dict[str, Any]] = []
@@ -142,6 +162,16 @@ def parse():
         lines += len(page.lines)
         # Other formats are built from the entries, with every word's box.
         entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
+        if mode == "table":  # the whole image is the table: its cells, filled from the page's lines
+            deadline.check(f"the table of page {len(entries) + 1}")
+            began = time.perf_counter()
+            entry |= table_json(structure, doc, page)
+            timing["table"] = timing.get("table", 0.0) + time.perf_counter() - began
+        elif structure is not None:
+            deadline.check(f"the layout of page {len(entries) + 1}")
+            began = time.perf_counter()
+            entry |= structure_json(structure, doc, page, lambda what: deadline.check(f"{what} on page {doc.page}"))
+            timing["structure"] = timing.get("structure", 0.0) + time.perf_counter() - began
         # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
         if annotated:
             entry["annotated_url"] = keep_annotated(worker, doc.rgb, [line.quad for line in page.lines])
