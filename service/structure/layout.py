@@ -17,7 +17,6 @@ is in its batch. It serves with its batch norms folded into the convs and channe
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
