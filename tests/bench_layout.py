@@ -1,6 +1,7 @@
 """Time the layout model against RapidLayout 1.2.1 itself on the structure dev pages, same threads and machine.
 
-    python -m tests.bench_layout [--pages 20] [--threads 2] [--original-python build/structure-ref-venv/bin/python]
+    python -m tests.bench_layout [--pages 20] [--threads 2] [--omp-wait-policy passive]
+        [--original-python build/structure-ref-venv/bin/python]
 
 Three engines, each in its own process, take turns page by page (the order turning, so that a
 shared machine's drift slows all alike): ours with `layout = "parse"` and with `"rapidlayout"`,
@@ -9,6 +10,8 @@ it. Each call is timed from the decoded page to the regions, after a warm-up. Ra
 dependency of parse: it runs under --original-python (`make bench-layout` makes that venv with the
 reference's lock-file versions). Prints per engine the median and p90 seconds per page, the
 ratios, and how far ours ("rapidlayout") is from RapidLayout's regions on the same pages.
+--omp-wait-policy sets OMP_WAIT_POLICY for our engines (libgomp's idle threads sleep instead of
+spinning; on a machine with more busy threads than cores this decides PyTorch's speed).
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--original-python", type=Path, default=ORIGINAL_PYTHON)
+    parser.add_argument("--omp-wait-policy", choices=("active", "passive"), help="OMP_WAIT_POLICY of our engines")
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not STRUCTURE_DEV.is_dir():
@@ -104,7 +108,11 @@ def main() -> None:
     for name in names:
         python = str(args.original_python) if name == "RapidLayout" else sys.executable
         cmd = [python, "-m", "tests.bench_layout", "--engine", name, "--threads", str(args.threads)]
-        children[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        env = dict(os.environ)
+        if args.omp_wait_policy and name != "RapidLayout":
+            env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+        children[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                                          env=env)
     seconds: dict[str, list[float]] = {n: [] for n in names}
     same_classes, worst = 0, 0.0
     todo = pages(args.pages)
@@ -132,7 +140,8 @@ def main() -> None:
         for child in children.values():
             child.stdin.close()
             child.wait(timeout=60)
-    print(f"layout, {len(todo)} structure-dev pages, {args.threads} threads, engines taking turns")
+    policy = f", ours with OMP_WAIT_POLICY={args.omp_wait_policy.upper()}" if args.omp_wait_policy else ""
+    print(f"layout, {len(todo)} structure-dev pages, {args.threads} threads, engines taking turns{policy}")
     for name in names:
         s = sorted(seconds[name])
         print(f"  {name:<12} median {statistics.median(s):6.3f} s  p90 {s[int(0.9 * (len(s) - 1))]:6.3f} s")

@@ -133,3 +133,15 @@ def test_network_equals_the_onnx_graph(exact):
         scores, dists = exact.raw([image])[0]
         for ours, theirs in zip(scores + dists, expected):
             np.testing.assert_allclose(ours, theirs[0], rtol=0, atol=2e-4)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("table, message", [('layout = "yolo"', "layout"), ("layout_min_score = 1.5", "layout_min_score"),
+                                            ('layout_nms_iou = "0.5"', "layout_nms_iou")])
+def test_structure_settings_are_checked(tmp_path, table, message):
+    cfg = tmp_path / "parse.toml"
+    cfg.write_text(f"[structure]\n{table}\n")
+    with pytest.raises(ValueError, match=message):
+        settings_mod.load(cfg)
+    cfg.write_text('[structure]\nlayout = "rapidlayout"\nlayout_min_score = 0.3\n')
+    assert settings_mod.load(cfg).structure.layout_min_score == 0.3

@@ -17,7 +17,6 @@ is in its batch. It serves with its batch norms folded into the convs and channe
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +55,12 @@ class Detection:
 
 
 def preprocess(image: np.ndarray) -> np.ndarray:
-    """RGB uint8 page -> 3 x 800 x 608 float32, exactly RapidLayout's tensor for the same page."""
+    """RGB uint8 page -> 3 x 800 x 608 float32 (strided channels-last), exactly RapidLayout's tensor."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"layout needs an RGB uint8 H x W x 3 image, got {image.dtype} {image.shape}")
     h, w = INPUT_HW
     resized = cv2.resize(np.ascontiguousarray(image[:, :, ::-1]), (w, h))  # BGR, bilinear
-    return np.stack([_LUT[resized[:, :, c], c] for c in range(3)])
+    return cv2.LUT(resized, _LUT.reshape(256, 1, 3)).transpose(2, 0, 1)  # a channels-last view
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -110,9 +109,11 @@ def postprocess(scores: list[np.ndarray], dists: list[np.ndarray], page_hw: tupl
     boxes, cand = [], []
     bins = np.arange(REG_MAX + 1)
     for stride, score, dist in zip(STRIDES, scores, dists):
-        d = (_softmax(dist.reshape(-1, REG_MAX + 1)) * bins).sum(axis=1).reshape(-1, 4) * stride
         top = np.argsort(score.max(axis=1))[::-1][:TOP_PER_LEVEL]
-        boxes.append(_CENTERS[stride][top] + np.array([-1, -1, 1, 1]) * d[top])
+        # RapidLayout decodes every cell, then keeps the top ones; the decode is row by row, so
+        # decoding only the kept cells gives the same numbers.
+        d = (_softmax(dist[top].reshape(-1, REG_MAX + 1)) * bins).sum(axis=1).reshape(-1, 4) * stride
+        boxes.append(_CENTERS[stride][top] + np.array([-1, -1, 1, 1]) * d)
         cand.append(score[top])
     box, score = np.concatenate(boxes), np.concatenate(cand)
     h, w = INPUT_HW
@@ -161,7 +162,7 @@ class LayoutModel:
         with torch.inference_mode():
             for image in images:
                 x = torch.from_numpy(preprocess(image))[None].to(self.device)
-                scores, dists = self.net(x.contiguous(memory_format=torch.channels_last))
+                scores, dists = self.net(x.contiguous(memory_format=torch.channels_last))  # no copy on the CPU
                 out.append(([s[0].float().cpu().numpy() for s in scores], [d[0].float().cpu().numpy() for d in dists]))
         return out
 

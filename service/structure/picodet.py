@@ -31,7 +31,8 @@ class ConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(cout, eps=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.hardswish(self.bn(self.conv(x)))
+        # in place: the conv's (or batch norm's) output is fresh and read by nothing else
+        return F.hardswish(self.bn(self.conv(x)), inplace=True)
 
     def fold(self) -> None:
         """Fold the batch norm into the conv (weights and bias computed in float64): one op less."""
