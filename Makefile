@@ -6,6 +6,7 @@
 #   make bench-rapidocr  PP-OCR (both pipelines) against RapidOCR 3.10.0 (defaults, use_cls off), same pages, threads, machine
 #   make reading-order  the page text's reading order scored on the dev set (score.py --order given)
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
+#   make bench-layout    the layout model (both settings) against RapidLayout 1.2.1 itself, 20 structure dev pages, 2 threads
 #   make bench-documents a 20-page scanned PDF against the same pages as images (s/page, peak RSS), and the dpi sweep
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
 #   make stop         stops what `make run` started, by PID, gracefully
@@ -25,7 +26,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Root installs system packages directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# The ONNX reader is needed only to convert the PP-OCR and SLANet weights, never to serve.
+# The ONNX reader is needed only to convert the PP-OCR, SLANet and layout weights, never to serve.
 ONNX_REQ := onnx==1.23.2
 
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
@@ -64,6 +65,10 @@ weights: $(VENV)/.installed
 	$(PY) -m service.structure.convert_table --check weights || { \
 		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
 		$(PY) -m service.structure.convert_table weights; }
+	@# Layout (PicoDet, CDLA): ONNX -> torch state_dict, the same way.
+	$(PY) -m service.structure.convert_layout --check weights || { \
+		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
+		$(PY) -m service.structure.convert_layout weights; }
 
 test: setup nginx poppler
 	$(PY) -m pytest -q tests
@@ -214,3 +219,17 @@ install: nginx
 	cd $(PREFIX) && for port in $$($(PY) -m service.ops.fleet ports); do systemctl restart "parse@$$port.service"; done
 	if (cd $(PREFIX) && $(PY) -m service.ops.fleet is-front); then nginx -t && systemctl reload-or-restart nginx; fi
 	@echo "installed: http://$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().nginx.listen)')/"
+
+# The layout model against RapidLayout 1.2.1 (onnxruntime), the versions of
+# ../shared/structure-dev-reference's lock file, in a venv of its own (serving needs neither):
+# ours ("parse" and "rapidlayout") and RapidLayout take turns on 20 structure dev pages, 2 threads.
+.PHONY: bench-layout
+STRUCTURE_REF_VENV := build/structure-ref-venv
+bench-layout: setup $(STRUCTURE_REF_VENV)/.installed
+	$(PY) -m tests.bench_layout --pages 20 --threads 2 --original-python $(STRUCTURE_REF_VENV)/bin/python
+
+$(STRUCTURE_REF_VENV)/.installed:
+	$(PYTHON) -m venv $(STRUCTURE_REF_VENV)
+	$(STRUCTURE_REF_VENV)/bin/pip install -q rapid-layout==1.2.1 onnxruntime==1.31.1 numpy==2.4.6 \
+		opencv-python==5.1.0.95 omegaconf==2.4.0 colorlog==6.12.0 requests==2.34.2 tqdm==4.70.1 pillow==13.0.0
+	touch $@

@@ -18,6 +18,7 @@ DEFAULT_CONFIG = ROOT / "conf" / "parse.toml"
 STATS_OFFSET = 1000
 PIPELINES = ("parse", "rapidocr")
 TABLE_MODES = ("parse", "rapidtable")
+LAYOUTS = ("parse", "rapidlayout")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class StructureSettings:
     enabled_by_default: bool = False
     max_regions: int = 200
     max_tables: int = 24
+    # "rapidlayout" is RapidLayout 1.2.1 exactly; "parse" uses the two thresholds below.
+    layout: str = "parse"
+    layout_min_score: float = 0.5
+    layout_nms_iou: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,12 @@ def _structure(raw: dict, cfg_path: Path) -> StructureSettings:
         value = getattr(st, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"[structure] {key} in {cfg_path} must be a whole number above 0, not {value!r}")
+    if st.layout not in LAYOUTS:
+        raise ValueError(f"[structure] layout in {cfg_path} must be one of {LAYOUTS}, not {st.layout!r}")
+    for key in ("layout_min_score", "layout_nms_iou"):
+        value = getattr(st, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ValueError(f"[structure] {key} in {cfg_path} must be a number in [0, 1], not {value!r}")
     return st
 
 

@@ -186,3 +186,10 @@ def test_hocr_and_alto_carry_regions_and_tables(lines):
     composed = root.findall(f".//{a}ComposedBlock")
     assert [c.get("TYPE") for c in composed] == ["table"]
     assert len(root.findall(f".//{a}Illustration")) == 1
+
+
+def test_job_pages_read_their_structure_for_markdown():
+    from service.jobs.plan import page_query
+    assert page_query("format=markdown&dpi=150") == "dpi=150&structure=1&words=1"
+    assert page_query("format=markdown&structure=1") == "structure=1&words=1"
+    assert page_query("format=hocr") == "words=1"

