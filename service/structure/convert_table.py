@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..ocr import weights as weights_mod
+from ..ocr.weights import SUMS_FILE, WeightsError, expected_sums, sha256_file, verify
 from .slanet import INPUT_SIZE, SLANetPlus
 
 SOURCE = "slanet-plus.onnx"
@@ -166,9 +166,9 @@ def serialize(state: dict[str, torch.Tensor]) -> bytes:
 
 def _current(path: Path) -> bool:
     try:
-        weights_mod.verify(path)
+        verify(path)
         return True
-    except weights_mod.WeightsError:
+    except WeightsError:
         return False
 
 
@@ -183,21 +183,21 @@ def convert(dest: Path) -> None:
         return
     import onnx
 
-    weights_mod.verify(dest / SOURCE)
+    verify(dest / SOURCE)
     model = onnx.load(str(dest / SOURCE))
     (dest / NET_FILE).write_bytes(serialize(state_dict_from(model)))
     (dest / TOKENS_FILE).write_text("\n".join(tokens(model)) + "\n", encoding="utf-8")
     for name in (NET_FILE, TOKENS_FILE):
-        if name in weights_mod.expected_sums():
-            weights_mod.verify(dest / name)
+        if name in expected_sums():
+            verify(dest / name)
             print(f"ok  {name}")
         else:
-            print(f"{weights_mod.sha256_file(dest / name)}  {name}  (not pinned yet)")
+            print(f"{sha256_file(dest / name)}  {name}  (not pinned yet)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dest", type=Path, nargs="?", default=weights_mod.SUMS_FILE.parent)
+    parser.add_argument("dest", type=Path, nargs="?", default=SUMS_FILE.parent)
     parser.add_argument("--check", action="store_true", help="exit 1 if a converted file is missing or stale")
     args = parser.parse_args()
     if args.check:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ocr import weights as weights_mod
+from ..ocr.weights import WeightsError, load_state_dict, verify
 from ..ocr.types import Line, as_quad
 from ..settings import StructureSettings
 from .slanet import INPUT_SIZE, NUM_CLASSES, SLANetPlus
@@ -125,20 +125,20 @@ class TableModel:
             vocab.remove("<td>")
         self.vocab = ["sos"] + vocab + ["eos"]
         if len(self.vocab) != NUM_CLASSES:
-            raise weights_mod.WeightsError(f"{TOKENS_FILE} gives {len(self.vocab)} classes, the network has {NUM_CLASSES}")
+            raise WeightsError(f"{TOKENS_FILE} gives {len(self.vocab)} classes, the network has {NUM_CLASSES}")
         self.eos = len(self.vocab) - 1
         self.td_ids = torch.tensor([i for i, t in enumerate(self.vocab) if t in _TD_TOKENS], device=device)
 
     @classmethod
     def load(cls, settings: StructureSettings, weights_dir: Path, device: torch.device) -> "TableModel":
-        state, net_sum = weights_mod.load_state_dict(Path(weights_dir) / NET_FILE)
+        state, net_sum = load_state_dict(Path(weights_dir) / NET_FILE)
         net = SLANetPlus()
         net.load_state_dict(state, strict=True)
         # Folded batch norms and channels-last maps: a quarter less time per crop on CPUs, and the
         # same structure tokens and cell boxes (tests/test_table.py holds them to RapidTable's).
         net = net.eval().fold().to(device, memory_format=torch.channels_last)
         tokens_path = Path(weights_dir) / TOKENS_FILE
-        tok_sum = weights_mod.verify(tokens_path)
+        tok_sum = verify(tokens_path)
         vocab = tokens_path.read_text(encoding="utf-8").splitlines()
         return cls(settings, net, vocab, device, {NET_FILE: net_sum, TOKENS_FILE: tok_sum})
 
