@@ -151,7 +151,16 @@ class TableModel:
             return []
         inputs, shapes = zip(*(preprocess(c) for c in crops))
         x = torch.from_numpy(np.stack(inputs)).to(self.device).contiguous(memory_format=torch.channels_last)
-        ids, hiddens, truncated = self._decode(self.net.encode(x))
+        fea = self.net.encode(x)
+        # The decoder's steps are a few hundred small ops each: a second CPU thread only adds a
+        # barrier per op (15x slower at 2 threads on a busy 2-core host, docs/benchmarks.md).
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)
+        try:
+            ids, hiddens, truncated = self._decode(fea)
+        finally:
+            torch.set_num_threads(threads)
         out = []
         for k, (h, w) in enumerate(shapes):
             tokens, keep = [], []
