@@ -1,13 +1,15 @@
 """The OCR API: POST /v1/parse and GET /v1/models.
 
 A parse request goes through three steps, each timed: decode (uploads -> pages, one at a time:
-service/documents), predict (the model's detect + recognise, service/ocr/model.py) and encode
-(pages -> the JSON a client gets). A PDF page with a text layer skips the model.
+service/documents), predict (the model's detect + recognise, service/ocr/model.py; with batching
+across requests, a document's pages together: service/web/reading.py) and encode (pages -> the
+JSON a client gets). A PDF page with a text layer skips the model.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ from ..errors import ClientError
 from ..ocr import allocator
 from ..ocr.model import OcrModel
 from ..ocr.types import Page
-from . import annotate, guards, metrics, state
+from . import annotate, guards, metrics, reading, state
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.before_request(guards.check_upload)
@@ -86,12 +88,6 @@ def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
     )
 
 
-def predict(model: OcrModel, images: list[np.ndarray], greys: list[np.ndarray | None] | None,
-            mode: str) -> list[Page]:
-    """The model's full pipeline, or its recognizer alone on each whole image (mode=line)."""
-    return (model.recognize if mode == "line" else model.parse)(images, greys)
-
-
 def model_json(model: OcrModel) -> dict[str, Any]:
     return {"name": model.info.name, "version": model.info.version,
             "weights_sha256": dict(model.info.weights_sha256)}
@@ -104,13 +100,6 @@ def page_json(doc: PageImage, page: Page, words: bool) -> dict[str, Any]:
     if doc.dpi is not None:
         out["dpi"] = doc.dpi
     return out
-
-
-def read(model: OcrModel, doc: PageImage, mode: str) -> Page:
-    """The page's text: its text layer as it is, or the model's reading of its pixels."""
-    if doc.lines is not None:
-        return Page(doc.width, doc.height, doc.lines)
-    return predict(model, [doc.rgb], [doc.grey], mode)[0]
 
 
 @bp.post("/parse")
@@ -130,36 +119,32 @@ def parse():
     timing = {"decode": 0.0, "detect": 0.0, "recognize": 0.0}
     ocr_pages = lines = 0
     pages = documents.read_pages(uploads(), limits, options)
-    while True:
-        deadline.check(f"reading page {len(entries) + 1}")
-        doc = next(pages, None)
-        if doc is None:
-            break
-        timing["decode"] += doc.decode_seconds
-        deadline.check(f"the model call on page {len(entries) + 1}")
-        page = read(model, doc, mode)
-        if doc.lines is None:
-            ocr_pages += 1
-            # The page's tensors are freed by now: memory past the worker's allowance goes back to the kernel.
-            allocator.release_above(limits.worker_memory_bytes)
-            heap = allocator.heap_in_use_bytes()
-            if heap is not None:
-                metrics.HEAP_BYTES.set(heap)
-        timing["detect"] += page.timing.get("detect", 0.0)
-        timing["recognize"] += page.timing.get("recognize", 0.0)
-        if "batch_wait" in page.timing:  # batching across requests is on (service/ocr/batching.py)
-            timing["batch_wait"] = timing.get("batch_wait", 0.0) + page.timing["batch_wait"]
-            metrics.BATCH_PAGES.observe(page.batch_pages)
-        lines += len(page.lines)
-        # Other formats are built from the entries, with every word's box.
-        entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
-        # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
-        if annotated:
-            entry["annotated_url"] = annotate.annotate(doc.rgb, [line.quad for line in page.lines], worker.cfg.results)
-        if fmt == "pdf":
-            backgrounds.append(doc.rgb)
-        entries.append(entry)
-        doc = None  # the page's pixels go before the next page is rendered
+    with closing(reading.readings(model, pages, mode, deadline, keep_pixels=annotated or fmt == "pdf")) as read:
+        for doc, page in read:
+            timing["decode"] += doc.decode_seconds
+            if doc.lines is None:
+                ocr_pages += 1
+                # The page's tensors are freed by now: memory past the worker's allowance goes back to the kernel.
+                allocator.release_above(limits.worker_memory_bytes)
+                heap = allocator.heap_in_use_bytes()
+                if heap is not None:
+                    metrics.HEAP_BYTES.set(heap)
+            timing["detect"] += page.timing.get("detect", 0.0)
+            timing["recognize"] += page.timing.get("recognize", 0.0)
+            if "batch_wait" in page.timing:  # batching across requests is on (service/ocr/batching.py)
+                timing["batch_wait"] = timing.get("batch_wait", 0.0) + page.timing["batch_wait"]
+                metrics.BATCH_PAGES.observe(page.batch_pages)
+            lines += len(page.lines)
+            # Other formats are built from the entries, with every word's box.
+            entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
+            # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
+            if annotated:
+                entry["annotated_url"] = annotate.annotate(doc.rgb, [line.quad for line in page.lines],
+                                                           worker.cfg.results)
+            if fmt == "pdf":
+                backgrounds.append(doc.rgb)
+            entries.append(entry)
+            doc = page = None  # the page's pixels go before the next page is rendered
     deadline.check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
     timing["total"] = time.perf_counter() - start
     for stage, seconds in timing.items():
