@@ -3,6 +3,7 @@
 #
 #   bash tests/gpu_session.sh pack [--with-dev]   here, before the device call: fills .gpu/ (ignored)
 #   bash tests/gpu_session.sh run                 there: the device tool's `run`, carry [".gpu"]
+#   bash tests/gpu_session.sh setup               there: only what `run` does first (venv, nginx)
 #
 # The device machine is bare and offline: its python3 holds a CUDA PyTorch, but no Flask, uWSGI,
 # PDFium, Nginx or weights, and `make setup` would try to download them. So `pack` puts what it
@@ -125,5 +126,6 @@ run() {
 case "${1:-}" in
     pack) shift; pack "$@" ;;
     run) run ;;
-    *) sed -n 2,22p "$0"; exit 2 ;;
+    setup) setup ;;  # the venv, weights and nginx alone, e.g. before a command of one's own
+    *) sed -n 2,23p "$0"; exit 2 ;;
 esac
