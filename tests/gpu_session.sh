@@ -89,7 +89,7 @@ setup() {
     local ours
     ours=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     "$python" -c 'import site; print("\n".join(site.getsitepackages()))' >"$ours/device_python.pth"
-    "$python" -m pip --python .venv/bin/python install -q --no-index --no-deps --no-compile \
+    "$python" -m pip --python .venv/bin/python install -q --no-index --no-deps --no-compile --ignore-installed \
         "$GPU_DIR"/wheels/*.whl || return 1
     .venv/bin/python -c 'import torch, flask, pypdfium2, pyclipper, cv2; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())' || return 1
     ln -f "$GPU_DIR"/weights/* weights/ 2>/dev/null || cp "$GPU_DIR"/weights/* weights/
