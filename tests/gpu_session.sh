@@ -128,5 +128,5 @@ case "${1:-}" in
     pack) shift; pack "$@" ;;
     run) run ;;
     setup) setup ;;  # the venv, weights and nginx alone, e.g. before a command of one's own
-    *) sed -n 2,24p "$0"; exit 2 ;;
+    *) sed -n 2,22p "$0"; exit 2 ;;
 esac
