@@ -105,8 +105,9 @@ def document_pages(data: bytes) -> list[documents.PageImage]:
 
 
 def read_document(model, data: bytes) -> list[Page]:
-    with_pages = readings(model, iter(documents.read_pages([data], Limits(), documents.ReadOptions(dpi=200))),
-                          "page", Deadline(600), keep_pixels=False)
+    with_pages = list(readings(model, iter(documents.read_pages([data], Limits(), documents.ReadOptions(dpi=200))),
+                               "page", Deadline(600), keep_pixels=False))
+    assert all(doc.rgb is None for doc, _ in with_pages)  # no output draws them: they went once read
     return [page for _, page in with_pages]
 
 
@@ -154,10 +155,11 @@ def test_a_document_hands_in_at_most_a_batch_ahead(ppocr, uploads):
             yield doc
 
     answered = 0
-    for _, page in readings(model, counted(), "page", Deadline(600), keep_pixels=False):
+    for doc, page in readings(model, counted(), "page", Deadline(600), keep_pixels=True):
         answered += 1
         assert rendered - answered <= model.max_pages - 1
         assert page.batch_pages <= 2
+        assert doc.rgb is not None  # an output that draws the page (?annotate=1) still has it
     assert answered == len(DOCUMENT_TEXTS)
 
 

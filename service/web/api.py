@@ -119,7 +119,8 @@ def parse():
     timing = {"decode": 0.0, "detect": 0.0, "recognize": 0.0}
     ocr_pages = lines = 0
     pages = documents.read_pages(uploads(), limits, options)
-    with closing(reading.readings(model, pages, mode, deadline, keep_pixels=annotated or fmt == "pdf")) as read:
+    # Pixels the output draws (options.pixels) stay with each page after its reading.
+    with closing(reading.readings(model, pages, mode, deadline, keep_pixels=options.pixels)) as read:
         for doc, page in read:
             timing["decode"] += doc.decode_seconds
             if doc.lines is None:
