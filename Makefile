@@ -7,7 +7,8 @@
 #   make reading-order  the page text's reading order scored on the dev set (score.py --order given)
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
 #   make bench-documents a 20-page scanned PDF against the same pages as images (s/page, peak RSS), and the dpi sweep
-#   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready
+#   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready;
+#                     on a running stack, a rolling reload (make reload) that names what needs a restart
 #   make stop         stops what `make run` started, by PID, gracefully
 #   make reload       rolling reload of what `make run` started: Nginx, then each instance's workers in turn
 #   make status       each instance's readiness

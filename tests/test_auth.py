@@ -105,3 +105,47 @@ def test_metrics_allow_list(tmp_path: Path, address: str, allowed: bool) -> None
 def test_bad_metrics_network_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         make_client(tmp_path, keys=False, allow=("10.0.0.0/33",))
+
+
+def test_auth_follows_the_settings_file(tmp_path: Path) -> None:
+    """[auth] applies from the next request when the settings file changes; an edit that does not
+    load, or a file caught half-written (no [[instances]] yet), keeps the settings in force."""
+    from service import settings as settings_mod
+    from service.web.app import create_app
+
+    path = tmp_path / "parse.toml"
+    instances = "[[instances]]\nport = 6001\n"
+    path.write_text(instances)
+    client = create_app(settings_mod.load(path), load=False).test_client()
+    assert parse(client).status_code == PASSED
+    key = add(tmp_path / "keys", "frank")
+    path.write_text(f'[auth]\nkeys_file = "{tmp_path / "keys"}"\n' + instances)
+    assert parse(client).json["error"]["code"] == "missing_api_key"
+    assert parse(client, key).status_code == PASSED
+    for broken in ("[auth\n", "", '[auth]\nmetrics_allow = ["10.0.0.0/33"]\n' + instances):
+        path.write_text(broken)
+        assert parse(client).status_code == 401, broken
+    path.write_text(instances)
+    assert parse(client).status_code == PASSED
+
+
+def test_a_keys_file_it_cannot_read_refuses_every_key(tmp_path: Path) -> None:
+    """Keys on and the file not readable (here a folder): 401 for every key, never a 500."""
+    client = make_client(tmp_path, keys=True)
+    (tmp_path / "keys").mkdir()
+    reply = parse(client, "any-key")
+    assert reply.status_code == 401 and reply.json["error"]["code"] == "invalid_api_key"
+
+
+def test_rewriting_the_keys_file_keeps_its_group_and_mode(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    add(path, "one")
+    assert path.stat().st_mode & 0o777 == 0o600  # a new file: its owner's only
+    os.chmod(path, 0o640)
+    if os.geteuid() == 0:
+        os.chown(path, -1, 1)
+    add(path, "two")
+    revoke(path, "one")
+    assert path.stat().st_mode & 0o777 == 0o640
+    if os.geteuid() == 0:
+        assert path.stat().st_gid == 1

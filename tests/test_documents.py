@@ -96,6 +96,23 @@ def test_a_born_digital_page_returns_its_text_layer_exactly():
         assert 143 <= x0 <= 148 and y0 < baseline < y1 + 8 and x1 > x0 + 100
 
 
+def test_text_layer_words_are_placed_by_their_own_characters():
+    lines = ["Invoice 2024-0042", "Total:   1,234.56 EUR"]
+    (page,) = read(pdfs.born_digital_pdf([lines], font_size=14), dpi=144)
+    for line in page.lines:
+        assert [w.text for w in line.words] == line.text.split()
+        assert all(w.confidence == 1.0 for w in line.words)
+        boxes = [(w.quad[0][0], w.quad[0][1], w.quad[2][0], w.quad[2][1]) for w in line.words]
+        (lx0, ly0), _, (lx1, ly1), _ = line.quad
+        # Left to right, apart, inside the line's box, the first and last words on its edges.
+        assert all(a[2] < b[0] for a, b in zip(boxes, boxes[1:])), boxes
+        assert all(lx0 <= x0 < x1 <= lx1 and ly0 <= y0 < y1 <= ly1 for x0, y0, x1, y1 in boxes)
+        assert boxes[0][0] == lx0 and boxes[-1][2] == lx1
+    # A word's width follows its characters: "1,234.56" is wider than "EUR".
+    total = page.lines[1].words
+    assert total[1].quad[1][0] - total[1].quad[0][0] > total[2].quad[1][0] - total[2].quad[0][0]
+
+
 def test_text_layer_quads_match_pdfiums_own_mapping_on_rotated_pages():
     for rotation in (0, 90, 180, 270):
         data = pdfs.born_digital_pdf([["Rotated line"]], size=(612, 792), rotation=rotation)

@@ -67,3 +67,14 @@ def test_unknown_format_lists_the_formats():
     with pytest.raises(ClientError) as caught:
         render(PAGES, "docx")
     assert caught.value.status == 400 and all(name in caught.value.message for name in FORMATS)
+
+
+def test_json_quads_are_rounded_to_a_tenth_of_a_pixel_lines_and_words_alike():
+    from service.formats import image_json
+    from service.ocr.types import Line, Page, Word
+
+    quad = [[73.03427124023438, 41.0], [305.96, 42.049], [305.0, 76.25000001], [37.0, 75.0]]
+    page = Page(400, 100, [Line("ACME 12", 0.9, quad, [Word("ACME", 0.9, quad), Word("12", 0.9, quad)])])
+    line = image_json(page, words=True)["lines"][0]
+    expected = [[73.0, 41.0], [306.0, 42.0], [305.0, 76.3], [37.0, 75.0]]
+    assert line["quad"] == expected and all(w["quad"] == expected for w in line["words"])

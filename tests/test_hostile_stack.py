@@ -86,10 +86,10 @@ def bomb_png() -> bytes:
 
 MALFORMED = [
     # (name, body, content type, status, code, a word the message must contain)
-    ("empty body", b"", "image/png", 400, "empty_body", "image"),
+    ("empty body", b"", "image/png", 400, "empty_body", "application/pdf"),
     ("misnamed field", *multipart([("upload", "a.png", encoded("PNG"), "image/png")]), 400, "missing_image", "upload"),
     ("no boundary", b"--x\r\n\r\n--x--\r\n", "multipart/form-data", 400, "missing_boundary", "boundary"),
-    ("text as image", b"hello, I am not a picture" * 10, "image/png", 415, "unsupported_media_type", "image/jpeg"),
+    ("text as image", b"hello, I am not a picture" * 10, "image/png", 415, "unsupported_media_type", "application/pdf"),
     ("truncated png", encoded("PNG")[:120], "image/png", 400, "corrupt_image", "re-export"),
     ("zero-sized png", zero_png(), "image/png", 400, "corrupt_image", "zero-sized"),
     ("decompression bomb", bomb_png(), "image/png", 413, "image_too_large", "downscale"),
@@ -268,11 +268,11 @@ def test_deadline_504_and_the_worker_lives(limited: Stack) -> None:
 # --- the rendered Nginx pieces (no stack needed) ------------------------------------------------
 
 def test_rendered_rate_limits_and_max_conns(tmp_path: Path) -> None:
-    """Per-client rate always; per-key rate only with keys on; max_conns = workers + listen queue."""
+    """Per-client and per-key rates always (keys turn on without a reload); max_conns = workers + listen queue."""
     for name in ("off", "on"):
         (tmp_path / name).mkdir()
     off = write_config(tmp_path / "off", ONE_WORKER)
-    assert "parse_per_key" not in deploy.nginx_http(off) + deploy.nginx_limit_req(off)
+    assert "limit_req zone=parse_per_key burst=" in deploy.nginx_limit_req(off)
     on = write_config(tmp_path / "on", ONE_WORKER, keys=(KEY,), rate=(7, 9))
     http_conf, limit_conf = deploy.nginx_http(on), deploy.nginx_limit_req(on)
     assert "limit_req_zone $http_authorization zone=parse_per_key:10m rate=7r/s;" in http_conf

@@ -198,7 +198,7 @@ def test_non_image_gets_a_readable_error(stack: Stack, browser, tmp_path: Path):
     assert "failed" in card.get_attribute("class")
     error = by_css(card, ".error")[0]
     assert error.is_displayed() and error.get_attribute("role") == "alert"
-    assert by_css(card, ".error-title")[0].text == "This file isn't an image the service can read"
+    assert by_css(card, ".error-title")[0].text == "This file isn't an image or PDF the service can read"
     # The server's own message, which names the accepted types, is shown under the title.
     assert "image/png" in by_css(card, ".error-detail")[0].text
     screenshot(browser, "web-error.png")
@@ -230,7 +230,7 @@ def test_drop_several_files_at_once(stack: Stack, browser):
     assert "done" in first.get_attribute("class")
     assert {"dropped", "512"} <= words(by_css(first, ".fulltext")[0].get_attribute("value"))
     assert "failed" in second.get_attribute("class")
-    assert by_css(browser, "#summary")[0].text == "2 images · 1 read · 1 failed"
+    assert by_css(browser, "#summary")[0].text == "2 files · 1 read · 1 failed"
     assert "dragging" not in by_css(browser, "body")[0].get_attribute("class")
 
 

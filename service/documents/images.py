@@ -28,7 +28,8 @@ ACCEPTED: dict[str, str] = {
     "TIFF": "image/tiff",
     "GIF": "image/gif",
 }
-ACCEPTED_LIST = ", ".join(ACCEPTED.values())
+# Every type an upload may be, a PDF first (service/documents/pdf.py reads those): what a 415 lists.
+ACCEPTED_LIST = ", ".join(("application/pdf", *ACCEPTED.values()))
 EXIF_ORIENTATION = 0x0112
 
 
@@ -159,7 +160,7 @@ def _unidentified(data: bytes) -> ClientError:
                 f"the file starts like a {fmt} image but its header is invalid: it is zero-sized, truncated "
                 "or corrupt; re-export it and upload the whole file",
             )
-    return ClientError(415, "unsupported_media_type", f"not a supported image; send one of: {ACCEPTED_LIST}")
+    return ClientError(415, "unsupported_media_type", f"neither a PDF nor a supported image; send one of: {ACCEPTED_LIST}")
 
 
 def _too_large(detail: str, limits: Limits) -> ClientError:

@@ -24,7 +24,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from ..errors import ClientError
-from ..ocr.types import Line
+from ..ocr.types import Line, Word
 from ..settings import DocumentSettings, Limits
 
 LOCK = threading.RLock()
@@ -168,6 +168,8 @@ class PdfFile:
 
 
 def _text_lines(page: pdfium.PdfPage, scale: float) -> list[Line] | None:
+    """The text layer's lines (PDFium's line breaks), each with its words: whitespace-separated
+    runs of characters placed by the union of their own character boxes."""
     textpage = page.get_textpage()
     try:
         count = textpage.count_chars()
@@ -177,13 +179,25 @@ def _text_lines(page: pdfium.PdfPage, scale: float) -> list[Line] | None:
         lines: list[Line] = []
         chars: list[str] = []
         boxes: list[tuple[float, float, float, float]] = []
+        words: list[Word] = []
+        word: list[str] = []
+        word_boxes: list[tuple[float, float, float, float]] = []
+
+        def end_word() -> None:
+            # A word of generated characters alone has no box of its own: it stays in the line's text only.
+            if word and word_boxes:
+                words.append(Word("".join(word), TEXT_LAYER_CONFIDENCE, _quad(word_boxes, to_pixels)))
+            word.clear()
+            word_boxes.clear()
 
         def flush() -> None:
+            end_word()
             text = "".join(chars).strip()
             if text and boxes:
-                lines.append(Line(text, TEXT_LAYER_CONFIDENCE, _quad(boxes, to_pixels)))
+                lines.append(Line(text, TEXT_LAYER_CONFIDENCE, _quad(boxes, to_pixels), list(words)))
             chars.clear()
             boxes.clear()
+            words.clear()
 
         for i in range(count):
             code = pdfium_c.FPDFText_GetUnicode(textpage, i)
@@ -191,9 +205,17 @@ def _text_lines(page: pdfium.PdfPage, scale: float) -> list[Line] | None:
             if ch in BREAKS:
                 flush()
                 continue
+            if not ch:
+                continue
             chars.append(ch)
-            if ch.strip() and not pdfium_c.FPDFText_IsGenerated(textpage, i):
-                boxes.append(textpage.get_charbox(i))
+            if not ch.strip():
+                end_word()
+                continue
+            word.append(ch)
+            if not pdfium_c.FPDFText_IsGenerated(textpage, i):
+                box = textpage.get_charbox(i)
+                boxes.append(box)
+                word_boxes.append(box)
         flush()
         return lines or None
     finally:

@@ -19,6 +19,15 @@ def as_quad(points) -> Quad:
     return [[float(x), float(y)] for x, y in points]
 
 
+# Quads in JSON are rounded to 0.1 px, every one alike (lines and words, from a model or a PDF's
+# text layer): a detector's box is good to about a pixel, and more digits are only noise.
+QUAD_DECIMALS = 1
+
+
+def json_quad(quad: Quad) -> Quad:
+    return [[round(float(x), QUAD_DECIMALS), round(float(y), QUAD_DECIMALS)] for x, y in quad]
+
+
 @dataclass
 class Word:
     """One whitespace-separated run of a line's text, placed where the recognizer read it."""
@@ -28,7 +37,7 @@ class Word:
     quad: Quad
 
     def to_json(self) -> dict:
-        return {"text": self.text, "confidence": round(float(self.confidence), 6), "quad": as_quad(self.quad)}
+        return {"text": self.text, "confidence": round(float(self.confidence), 6), "quad": json_quad(self.quad)}
 
 
 @dataclass
@@ -41,7 +50,7 @@ class Line:
     words: list[Word] = field(default_factory=list)
 
     def to_json(self, words: bool = False) -> dict:
-        out = {"text": self.text, "confidence": round(float(self.confidence), 6), "quad": as_quad(self.quad)}
+        out = {"text": self.text, "confidence": round(float(self.confidence), 6), "quad": json_quad(self.quad)}
         if words:
             out["words"] = [word.to_json() for word in self.words]
         return out

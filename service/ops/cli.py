@@ -1,13 +1,14 @@
 """Command line: run the configured model on image, PDF and TIFF files, for people and benchmarks.
 
-    .venv/bin/python -m service.cli FILE... [--out DIR] [--threads N] [--device D] [--recognize-only]
-        [--pages 2-4,7] [--dpi N] [--ocr auto|force]
+    .venv/bin/python -m service.cli FILE... [--out DIR] [--format json|text|hocr|alto|pdf] [--words]
+        [--threads N] [--device D] [--recognize-only] [--pages 2-4,7] [--dpi N] [--ocr auto|force]
         [--pipeline parse|rapidocr]
 
-With --out, each file gives DIR/<stem>.json. A single image: {"lines": [...], "seconds": <parse
-call alone>}, the format the dev-set scorer reads (tests/devset.py). A PDF or a multi-page TIFF: the same keys
-for its first page, plus "pages": one such record per page (with "page", "source", "width",
-"height" and, for PDFs, "dpi"). Without --out the text is printed, page by page.
+Without --out, each file's text is printed in reading order (pages apart by a form feed), as the
+API's format=text gives it. With --out, each file gives DIR/<stem>.<ext>: by default the JSON
+/v1/parse answers for that file (the same builder, service/formats/answer.py: "images", one entry
+per page, with "text", "lines", "blocks", "angle", "source", ...; no request_id), or with --format
+another of the API's formats, rendered by the same call the API makes.
 """
 
 from __future__ import annotations
@@ -16,39 +17,48 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from .. import documents
+import numpy as np
+
+from .. import documents, formats
 from .. import settings as settings_mod
 from ..errors import ClientError
+from ..formats.answer import answer, page_json, read
 from ..ocr import allocator
-from ..ocr.model import load_model
+from ..ocr.model import OcrModel, load_model
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = settings_mod.load()
     parser = argparse.ArgumentParser(prog="python -m service.cli", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path, help="images, PDFs, multi-page TIFFs")
-    parser.add_argument("--out", type=Path, help="write <stem>.json per file here")
+    parser.add_argument("--out", type=Path, help="write <stem>.<ext> per file here (else print the text)")
+    parser.add_argument("--format", default="json", choices=list(formats.FORMATS),
+                        help="what --out holds, as the API's ?format= (default json)")
+    parser.add_argument("--words", action="store_true", help="each line's words in the JSON (the API's ?words=1)")
     parser.add_argument("--pages", help="pages to read from each file, e.g. 2-4,7 (default all)")
     parser.add_argument("--dpi", help=f"PDF rendering resolution (default {cfg.documents.dpi:g})")
     parser.add_argument("--ocr", default="auto", help="auto (a PDF page's text layer where it has one) or force")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
-    parser.add_argument("--recognize-only", action="store_true", help="treat each image as one text line")
+    parser.add_argument("--recognize-only", action="store_true", help="treat each image as one text line (mode=line)")
     parser.add_argument("--model", default=cfg.model.family, help=f"model family (default {cfg.model.family})")
     parser.add_argument("--precision", default=cfg.model.precision, help="auto, fp32 or a family's opt-in (README; default from config)")
     parser.add_argument("--pipeline", default=cfg.model.pipeline, choices=settings_mod.PIPELINES,
                         help=f"ppocr: parse's own pipeline or RapidOCR's exact one (default {cfg.model.pipeline})")
     args = parser.parse_args(argv)
+    if args.format != "json" and not args.out:
+        parser.error(f"--format {args.format} writes files: add --out DIR")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     model_cfg = dataclasses.replace(cfg.model, family=args.model, precision=args.precision,
                                     pipeline=args.pipeline)
     model = load_model(model_cfg, device=args.device, threads=args.threads)
     model.warmup()
-    run = model.recognize if args.recognize_only else model.parse
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     try:
@@ -57,44 +67,56 @@ def main(argv: list[str] | None = None) -> None:
         options = documents.ReadOptions(pages=documents.parse_pages(args.pages),
                                         dpi=documents.parse_dpi(args.dpi, cfg.documents),
                                         ocr=documents.parse_ocr(args.ocr), grey=model.reads_grey,
-                                        documents=cfg.documents)
+                                        documents=cfg.documents, pixels=args.format == "pdf")
     except ClientError as err:
         parser.error(err.message)
+    mode = "line" if args.recognize_only else "page"
     failed = False
     for path in args.files:
         try:
-            records = [read_page(doc, run, cfg) for doc in documents.read_pages([path.read_bytes()], limits, options)]
+            entries, timing, backgrounds = read_file(model, path.read_bytes(), limits, options, mode,
+                                                     words=args.words or args.format != "json", cfg=cfg)
         except ClientError as err:
-            print(f"{path.name}: refused: {err.message}")
+            print(f"{path.name}: refused: {err.message}", file=sys.stderr)
             failed = True
             continue
-        if args.out:
-            record = {"lines": records[0]["lines"], "seconds": records[0]["seconds"]}
-            if len(records) > 1 or records[0].get("dpi") is not None:
-                record["pages"] = records
-            (args.out / f"{path.stem}.json").write_text(json.dumps(record, ensure_ascii=False))
-            lines = sum(len(r["lines"]) for r in records)
-            print(f"{path.name}: {len(records)} page(s), {lines} lines in {sum(r['seconds'] for r in records):.3f}s")
+        if not args.out:
+            print("\f".join(e["text"] + "\n" for e in entries), end="")  # as format=text parts pages
+            continue
+        if args.format == "json":
+            document = json.dumps(answer(model, entries, timing), ensure_ascii=False).encode()
         else:
-            for r in records:
-                print(f"== {path.name} page {r['page']} ({r['source']}, {r['seconds']:.3f}s)\n"
-                      + "\n".join(line["text"] for line in r["lines"]))
+            # The same call, with the same arguments, as the API's (service/web/api.py).
+            document, _ = formats.render(entries, args.format, backgrounds or None)
+        target = args.out / f"{path.stem}.{formats.FORMATS[args.format][1]}"
+        target.write_bytes(document)
+        lines = sum(len(e["lines"]) for e in entries)
+        print(f"{path.name}: {len(entries)} page(s), {lines} lines in {timing['total']:.3f}s -> {target}",
+              file=sys.stderr)
     raise SystemExit(1 if failed else 0)
 
 
-def read_page(doc: documents.PageImage, run, cfg: settings_mod.Settings) -> dict:
-    """One page's record: the model's reading of its pixels, or its text layer as it is."""
+def read_file(model: OcrModel, data: bytes, limits: settings_mod.Limits, options: documents.ReadOptions,
+              mode: str, words: bool, cfg: settings_mod.Settings
+              ) -> tuple[list[dict[str, Any]], dict[str, float], list[np.ndarray | None]]:
+    """One file's page entries, timed by stage as the API times a request, and, for the searchable
+    PDF, each page's pixels."""
+    timing = {"decode": 0.0, "detect": 0.0, "recognize": 0.0}
+    entries, backgrounds = [], []
     start = time.perf_counter()
-    if doc.lines is not None:
-        lines = doc.lines
-    else:
-        lines = run([doc.rgb], [doc.grey])[0].lines
-        allocator.release_above(cfg.limits.worker_memory_bytes)  # a worker's allowance (service/web/api.py)
-    record = {"page": doc.page, "source": doc.source, "width": doc.width, "height": doc.height,
-              "lines": [line.to_json() for line in lines], "seconds": round(time.perf_counter() - start, 4)}
-    if doc.dpi is not None:
-        record["dpi"] = doc.dpi
-    return record
+    for doc in documents.read_pages([data], limits, options):
+        timing["decode"] += doc.decode_seconds
+        page = read(model, doc, mode)
+        if doc.lines is None:
+            allocator.release_above(cfg.limits.worker_memory_bytes)  # a worker's allowance (service/web/api.py)
+        timing["detect"] += page.timing.get("detect", 0.0)
+        timing["recognize"] += page.timing.get("recognize", 0.0)
+        entries.append(page_json(doc, page, words))
+        if options.pixels:
+            backgrounds.append(doc.rgb)
+    timing["total"] = time.perf_counter() - start
+    return entries, timing, backgrounds
+
 
 if __name__ == "__main__":
     main()

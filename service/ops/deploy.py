@@ -3,6 +3,7 @@
     python -m service.deploy render [--run-dir DIR]   the dev stack's files under run/
     python -m service.deploy render --host [--destdir D]   a real host's files (sudo make install)
     python -m service.deploy up | down | status        make run / make stop / make status
+                                                       (up on a running stack: a rolling reload)
     python -m service.deploy ports                     the declared instance ports, one a line
 
 The declaration (conf/parse.toml) names the instances and limits once. The values derived from
@@ -156,13 +157,11 @@ def max_conns(cfg: Settings, inst: Instance) -> int:
 def nginx_http(cfg: Settings) -> str:
     servers = "".join(f"    server {fleet.server_address(cfg, i)} weight={i.weight} max_fails={MAX_FAILS} "
                       f"fail_timeout={FAIL_TIMEOUT_S}s max_conns={max_conns(cfg, i)};\n" for i in cfg.instances)
-    per_key = (f"limit_req_zone $http_authorization zone=parse_per_key:10m rate={cfg.nginx.rate_per_second}r/s;\n"
-               if cfg.auth.keys_file else "")
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
             # The zone (shared memory) makes max_conns one count across all Nginx worker processes.
             f"upstream parse_instances {{\n    zone parse_instances 64k;\n{servers}}}\n"
             f"limit_req_zone $binary_remote_addr zone=parse_per_client:10m rate={cfg.nginx.rate_per_second}r/s;\n"
-            f"{per_key}"
+            f"limit_req_zone $http_authorization zone=parse_per_key:10m rate={cfg.nginx.rate_per_second}r/s;\n"
             f"{fleet.nginx_metrics_upstreams(cfg)}")
 
 
@@ -181,12 +180,12 @@ def nginx_server(cfg: Settings, access_log: Path) -> str:
 
 
 def nginx_limit_req(cfg: Settings) -> str:
-    # With keys on, each key has the rate too (requests without the header are not counted
-    # by that zone), so one key spread over many addresses is still limited.
-    per_key = f"limit_req zone=parse_per_key burst={cfg.nginx.rate_burst} nodelay;\n" if cfg.auth.keys_file else ""
+    # Each key has the rate too (requests without the header are not counted by that zone), so one
+    # key spread over many addresses is still limited. It is there with keys off as well: keys turn
+    # on without a reload (service/web/live.py), and Nginx's files must not depend on them.
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
             f"limit_req zone=parse_per_client burst={cfg.nginx.rate_burst} nodelay;\n"
-            f"{per_key}")
+            f"limit_req zone=parse_per_key burst={cfg.nginx.rate_burst} nodelay;\n")
 
 
 def nginx_jobs(cfg: Settings) -> str:
@@ -473,6 +472,13 @@ def main(argv: list[str] | None = None) -> None:
         render_dev(cfg, args.run_dir)
         print(f"rendered into {layout.run}")
     elif args.command == "up":
+        if layout.pids.is_dir() and running(layout):
+            from . import reload  # reload is built on this module, so it is imported only here
+            try:
+                reload.apply(cfg, args.run_dir, START_TIMEOUT_S)
+            except (TimeoutError, OSError) as exc:
+                sys.exit(f"reload stopped: {exc}")
+            return
         up(cfg, args.run_dir)
         print(f"parse is up: http://{cfg.nginx.listen}/  (logs in {layout.logs}; stop with `make stop`)")
     elif args.command == "down":

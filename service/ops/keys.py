@@ -1,7 +1,8 @@
 """`python -m service.keys add|revoke|list`: manage the API keys file named by [auth] keys_file.
 
-The running service re-reads the file when it changes (service/web/auth.py), so a key added or revoked
-here takes effect on the next request, without a restart. The file holds only SHA-256 digests; a
+The running service re-reads the file when it changes (service/web/auth.py), and [auth] itself when
+the settings file changes (service/web/live.py), so a key added or revoked here, or keys turned on or
+off, take effect from the next request, without a reload or restart. The file holds only SHA-256 digests; a
 new key is printed once and never stored. Writes replace the file atomically, so a worker never
 reads half a file.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -20,15 +22,23 @@ from ..apikeys import digest, read_keys
 
 
 def write_keys(path: Path, keys: dict[str, str]) -> None:
-    """Replace the file in one rename, readable by its owner only."""
+    """Replace the file in one rename. A new file is readable by its owner only; a file replaced
+    keeps its owner, group and mode, so one made readable by the service's user (on a host:
+    `chgrp parse FILE; chmod 640 FILE`, as root runs this) stays readable by it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        old = None
     lines = ["# parse API keys: SHA-256 of each key, then its label. Managed by python -m service.keys."]
     lines += [f"{d} {label}".rstrip() for d, label in keys.items()]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write("\n".join(lines) + "\n")
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, stat.S_IMODE(old.st_mode) if old else 0o600)
+        if old and os.geteuid() == 0:
+            os.chown(tmp, old.st_uid, old.st_gid)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -60,13 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="show digests and labels")
     args = parser.parse_args(argv)
 
-    path = settings.load().auth.keys_file
+    cfg = settings.load()
+    path = cfg.auth.keys_file
     if path is None:
-        print("API keys are off: set [auth] keys_file in conf/parse.toml first", file=sys.stderr)
+        print(f"API keys are off: {cfg.path} sets no [auth] keys_file. Turn them on there, e.g.\n\n"
+              f'    [auth]\n    keys_file = "run/api-keys"\n\n'
+              "then run this command again. The running service applies both from its next request, "
+              "no reload needed.", file=sys.stderr)
         return 2
     if args.command == "add":
         print(add(path, args.label))
-        print(f"stored its digest in {path}; the key is not shown again", file=sys.stderr)
+        print(f"stored its digest in {path}; the key is not shown again. /v1/* needs a key from the "
+              "next request on.", file=sys.stderr)
     elif args.command == "revoke":
         gone = revoke(path, args.which)
         print(f"revoked {len(gone)} key(s)", file=sys.stderr)

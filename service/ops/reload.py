@@ -67,7 +67,8 @@ def chain_reload(inst: Instance, fifo: Path, stats_address: str, timeout: float)
             pids = worker_pids(stats_address)
         except OSError:
             pids = set()
-        if len(pids) == inst.processes and not pids & old and instance_ready(inst):
+        # As many workers as before: the master keeps its count until a restart, whatever the file says.
+        if len(pids) == len(old) and not pids & old and instance_ready(inst):
             return time.monotonic() - start
         time.sleep(0.2)
     raise TimeoutError(f"instance {inst.port}: workers not all replaced and ready within {timeout:g} s")
@@ -79,7 +80,8 @@ def rolling(cfg: Settings, fifo_dir: Path, ports: list[int], timeout: float, hos
     for port in ports:
         inst = cfg.instance(port, host)
         seconds = chain_reload(inst, deploy.fifo_path(fifo_dir, inst), deploy.stats_address(inst), timeout)
-        print(f"instance {port}: {inst.processes} worker(s) replaced and ready in {seconds:.1f} s", flush=True)
+        workers = len(worker_pids(deploy.stats_address(inst)))
+        print(f"instance {port}: {workers} worker(s) replaced and ready in {seconds:.1f} s", flush=True)
 
 
 def dev(cfg: Settings, run: Path, timeout: float) -> None:
@@ -103,6 +105,24 @@ def dev(cfg: Settings, run: Path, timeout: float) -> None:
         os.kill(int(layout.pid_file("nginx").read_text()), signal.SIGHUP)
         print("nginx: configuration reloaded", flush=True)
     rolling(cfg, layout.control, [i.port for i in cfg.instances], timeout)
+
+
+def running_ports(layout: deploy.DevLayout) -> set[int]:
+    return {int(name.removeprefix("uwsgi-")) for name in deploy.running(layout) if name.startswith("uwsgi-")}
+
+
+def apply(cfg: Settings, run: Path, timeout: float) -> None:
+    """`make run` on a running dev stack: the rolling reload applies every edit it can, and what
+    it cannot (instances added or removed) is named with the command that applies it."""
+    layout = deploy.DevLayout(run.resolve())
+    declared, up = {i.port for i in cfg.instances}, running_ports(layout)
+    nginx = "nginx" in deploy.running(layout)
+    if up != declared or not nginx:
+        print(f"the stack under {layout.run} runs instances {sorted(up)}{'' if nginx else ' without nginx'}; "
+              f"{cfg.path} declares {sorted(declared)}: `make stop && make run` starts what is declared", flush=True)
+        return
+    print("already running: applying the configuration and code by a rolling reload (make reload)", flush=True)
+    dev(cfg, run, timeout)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,11 +16,10 @@ import numpy as np
 from flask import Blueprint, Response, g, jsonify, request
 
 from .. import documents, formats
-from ..documents import PageImage
 from ..errors import ClientError
 from ..ocr import allocator
 from ..ocr.model import OcrModel
-from ..ocr.types import Page
+from ..formats.answer import answer, model_json, page_json
 from . import annotate, guards, metrics, reading, state
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -88,20 +87,6 @@ def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
     )
 
 
-def model_json(model: OcrModel) -> dict[str, Any]:
-    return {"name": model.info.name, "version": model.info.version,
-            "weights_sha256": dict(model.info.weights_sha256)}
-
-
-def page_json(doc: PageImage, page: Page, words: bool) -> dict[str, Any]:
-    """One page's entry: the single-image keys first, unchanged, then where the page came from."""
-    out = formats.image_json(page, words)
-    out |= {"file": doc.file, "page": doc.page, "source": doc.source}
-    if doc.dpi is not None:
-        out["dpi"] = doc.dpi
-    return out
-
-
 @bp.post("/parse")
 def parse():
     mode = read_mode()
@@ -140,8 +125,7 @@ def parse():
             entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
             # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
             if annotated:
-                entry["annotated_url"] = annotate.annotate(doc.rgb, [line.quad for line in page.lines],
-                                                           worker.cfg.results)
+                entry["annotated_url"] = annotate.annotate(doc.rgb, [line.quad for line in page.lines], worker.cfg.results)
             if fmt == "pdf":
                 backgrounds.append(doc.rgb)
             entries.append(entry)
@@ -160,12 +144,7 @@ def parse():
         name = f"parse-{g.request_id}.{formats.FORMATS[fmt][1]}"
         return Response(document, mimetype=None, content_type=media_type,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
-    return jsonify({
-        "request_id": g.request_id,
-        "model": model_json(model),
-        "images": entries,
-        "timing_ms": {stage: round(seconds * 1000, 3) for stage, seconds in timing.items()},
-    })
+    return jsonify(answer(model, entries, timing, g.request_id))
 
 
 @bp.get("/models")

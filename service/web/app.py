@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
         return response
 
     # API keys and the /metrics allow-list run first (401/403), before any blueprint's own checks.
-    auth.register(app, cfg.auth, cfg.jobs.dir)
+    auth.register(app, state.live.auth, cfg.jobs.dir)
     register_error_handlers(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(jobs.bp)

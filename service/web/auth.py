@@ -1,8 +1,9 @@
 """Optional API keys for /v1/, and the network allow-list for /metrics, checked before any route runs.
 
 Keys live in a file of SHA-256 hex digests (`[auth] keys_file`), one per line with an optional
-label, managed by `python -m service.keys`. The file is re-read when it changes, so adding or
-revoking a key needs no restart. Only digests are stored: the file leaks no usable key.
+label, managed by `python -m service.keys`. The file is re-read when it changes, and [auth] itself
+is read afresh when the settings file changes (service/web/live.py), so turning keys on or off,
+adding or revoking a key, all apply from the next request. Only digests are stored: the file leaks no usable key.
 /healthz and /readyz stay open so that load balancers and systemd can probe without a key.
 """
 
@@ -13,6 +14,7 @@ import ipaddress
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 from flask import Flask, g, request
 
@@ -39,17 +41,17 @@ class KeyFile:
     def digests(self) -> tuple[str, ...]:
         try:
             st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            if stamp != self._stamp:
+                self._digests = tuple(read_keys(self.path))
+                self._stamp = stamp
+                log.info("keys file %s loaded: %d keys", self.path, len(self._digests))
         except OSError as err:
-            # Keys are on but the file is gone: fail closed, and tell the operator why (once).
+            # Keys are on but the file is gone or not ours to read: fail closed, and tell the
+            # operator why (once).
             if self._stamp != _MISSING:
                 log.error("keys file %s unreadable (%s): every key is refused", self.path, err)
             self._stamp, self._digests = _MISSING, ()
-            return self._digests
-        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
-        if stamp != self._stamp:
-            self._digests = tuple(read_keys(self.path))
-            self._stamp = stamp
-            log.info("keys file %s loaded: %d keys", self.path, len(self._digests))
         return self._digests
 
     def accepts(self, key: str) -> bool:
@@ -88,14 +90,30 @@ def _job_page(key: str, jobs_dir: Path) -> bool:
     return True
 
 
-def register(app: Flask, cfg: AuthSettings, jobs_dir: Path) -> None:
-    """Install the checks as a before_request hook: keys on /v1/ when a keys file is set, /metrics always."""
-    keys = KeyFile(cfg.keys_file) if cfg.keys_file else None
+def check_networks(cfg: AuthSettings) -> None:
+    """A typo in [auth] metrics_allow is refused (ValueError): at start, or when the file changes."""
     for net in cfg.metrics_allow:
-        ipaddress.ip_network(net, strict=False)  # a typo in parse.toml fails at start, not per request
+        ipaddress.ip_network(net, strict=False)
+
+
+def register(app: Flask, current: Callable[[], AuthSettings], jobs_dir: Path) -> None:
+    """Install the checks as a before_request hook: keys on /v1/ when a keys file is set, /metrics always.
+    `current` gives [auth] as it is now (service/web/live.py), read once per request."""
+    check_networks(current())
+    files: dict[Path, KeyFile] = {}
+
+    def key_set(cfg: AuthSettings) -> KeyFile | None:
+        """The keys in force under [auth] as it is now; None while keys are off."""
+        if cfg.keys_file is None:
+            return None
+        if cfg.keys_file not in files:
+            files[cfg.keys_file] = KeyFile(cfg.keys_file)
+        return files[cfg.keys_file]
 
     @app.before_request
     def _authorize() -> None:
+        cfg = current()
+        keys = key_set(cfg)
         if request.path == "/metrics" and not metrics_allowed(request.remote_addr, cfg.metrics_allow):
             raise ClientError(403, "forbidden", "/metrics is served to loopback and [auth] metrics_allow only")
         key = bearer_key()

@@ -100,8 +100,8 @@ def check_body(limit: int, past_limit: str) -> None:
         raise ClientError(
             400,
             "empty_body",
-            "the request body is empty: send the image as a multipart/form-data field 'image' "
-            "(curl -F image=@page.jpg), or as the raw body with Content-Type image/*",
+            "the request body is empty: send the image or PDF as a multipart/form-data field 'image' "
+            "(curl -F image=@page.jpg), or as the raw body with Content-Type image/* or application/pdf",
         )
     if length > limit:
         raise ClientError(413, "body_too_large", f"the body is {length:,} bytes; the limit is {limit:,}: {past_limit}")

@@ -29,6 +29,9 @@ def readyz():
     inst = worker.instance
     ready = metrics.ready_workers(str(inst.port))
     # Outside uWSGI (no shared metrics folder) this process is the whole instance.
-    workers, ready = (1, 1) if ready is None else (inst.processes, ready)
+    # The master's worker count is the one it started with (its environment file), which a chain
+    # reload keeps even when the settings file now declares another.
+    processes = int(os.environ.get("PARSE_PROCESSES", inst.processes))
+    workers, ready = (1, 1) if ready is None else (processes, ready)
     return jsonify({"status": "ready", "pid": os.getpid(),
                     "instance": {"port": inst.port, "workers": workers, "workers_ready": ready}})

@@ -33,7 +33,7 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 def _owner() -> str:
     """Who a job belongs to: the key's digest (keys are never stored), else the client address."""
     key = auth.bearer_key()
-    if state.current().cfg.auth.keys_file and key:
+    if state.current().live.auth().keys_file and key:
         return f"key:{digest(key)}"
     return f"addr:{request.remote_addr}"
 
@@ -41,7 +41,7 @@ def _owner() -> str:
 def _job(job_id: str) -> Job:
     """The job, if it exists and this client may see it; else the same 404 either way."""
     job = state.current().jobs.get(job_id) if _ID.match(job_id) else None
-    keys_on = state.current().cfg.auth.keys_file is not None
+    keys_on = state.current().live.auth().keys_file is not None
     if job is None or (keys_on and job.owner != _owner()):
         raise ClientError(404, "job_not_found", f"no job {job_id!r}: it never existed, expired, was deleted, "
                                                 "or belongs to another API key")

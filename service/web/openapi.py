@@ -74,7 +74,7 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Quad": {"type": "array", "minItems": 4, "maxItems": 4,
-             "description": "Corners clockwise from top-left, in the image's pixels",
+             "description": "Corners clockwise from top-left, in the image's pixels, rounded to 0.1 px",
              "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}}},
     "Image": {
         "type": "object", "required": ["width", "height", "angle", "text", "lines", "file", "page", "source"],
@@ -183,7 +183,7 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
     return {
         "openapi": "3.0.3",
         "info": {"title": "parse", "version": "1",
-                 "description": "Self-hosted OCR: post images, get their text lines with quads and confidences."},
+                 "description": "Self-hosted OCR: post images or PDFs, get their text lines with quads and confidences."},
         "paths": {
             "/v1/parse": {"post": {
                 "summary": "Read the text lines of one or more images or documents (PDF, multi-page TIFF)",
@@ -210,7 +210,8 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                                                "document."},
                                {"name": "words", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": ["0", "1"]},
-                                "description": "json: 1 adds each line's words, with their quads"},
+                                "description": "json: 1 adds each line's words, with their quads (where the recognizer "
+                                               "read them, or a PDF text layer's own characters)"},
                                {"name": "pages", "in": "query", "required": False,
                                 "schema": {"type": "string", "pattern": "^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$",
                                            "maxLength": 200},
@@ -230,7 +231,7 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                     "application/pdf": {"schema": {"type": "string", "format": "binary"}},
                 }},
                 "responses": {
-                    "200": {"description": "The text of every image, in the format asked for",
+                    "200": {"description": "The text of every page of every image or PDF, in the format asked for",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ParseResult"}},
                                         **{FORMATS[f][0].partition(";")[0]: {"schema": {"type": "string"}}
                                            for f in FORMATS if f != "json"}}},

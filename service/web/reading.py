@@ -17,26 +17,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
-import numpy as np
-
 from ..documents import PageImage
+from ..formats.answer import read
 from ..ocr.batching import Batched, Pending
 from ..ocr.model import OcrModel
 from ..ocr.types import Page
 from .guards import Deadline
-
-
-def predict(model: OcrModel, images: list[np.ndarray], greys: list[np.ndarray | None] | None,
-            mode: str) -> list[Page]:
-    """The model's full pipeline, or its recognizer alone on each whole image (mode=line)."""
-    return (model.recognize if mode == "line" else model.parse)(images, greys)
-
-
-def read(model: OcrModel, doc: PageImage, mode: str) -> Page:
-    """The page's text: its text layer as it is, or the model's reading of its pixels."""
-    if doc.lines is not None:
-        return Page(doc.width, doc.height, doc.lines)
-    return predict(model, [doc.rgb], [doc.grey], mode)[0]
 
 
 def readings(model: OcrModel, docs: Iterator[PageImage], mode: str, deadline: Deadline,

@@ -18,7 +18,8 @@ from ..ocr import batching
 from ..ops.deploy import harakiri_s
 from ..ocr.model import OcrModel, load_model
 from ..settings import Settings
-from . import metrics
+from . import auth, metrics
+from .live import LiveSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class WorkerState:
 
     def __init__(self, cfg: Settings):
         self.cfg = cfg
+        # [auth] as the settings file says now (who may call applies from the next request).
+        self.live = LiveSettings(cfg, check=lambda new: auth.check_networks(new.auth))
         self.instance = cfg.current_instance()
         self.model: OcrModel | None = None
         self.error: str | None = None

@@ -28,7 +28,7 @@ import torch
 
 from ...settings import ModelSettings
 from ..types import Line, ModelInfo, Page, as_quad
-from .. import ctc, words
+from .. import ctc, rules, words
 from ..weights import load_state_dict, verify
 from . import db, geometry, orient, recognize
 from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
@@ -341,7 +341,7 @@ class PpOcr:
                 corners = geometry.to_original(reading_back, frame, ow, oh)
                 lines.append(Line(reading.text, reading.confidence, as_quad(geometry.to_original(back, frame, ow, oh)),
                                   words.words(reading.chars, corners, recognize.confidence)))
-        return Page(ow, oh, lines, {"detect": detect_seconds + plan.seconds, "recognize": recognize_seconds},
+        return Page(ow, oh, rules.drop(lines), {"detect": detect_seconds + plan.seconds, "recognize": recognize_seconds},
                     angle=90 * (k % 4))
 
     def recognize(self, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None = None) -> list[Page]:

@@ -208,12 +208,12 @@
       case 413:
         return {
           title: "This file is too large",
-          detail: server || "The upload is over the server's size limit. Scale the image down or send fewer files at once.",
+          detail: server || "The upload is over the server's size limit. Scale the image down, split the PDF, or send fewer files at once.",
         };
       case 415:
         return {
-          title: "This file isn't an image the service can read",
-          detail: server || "Use JPEG, PNG, WebP, BMP, TIFF or GIF.",
+          title: "This file isn't an image or PDF the service can read",
+          detail: server || "Use PDF, JPEG, PNG, WebP, BMP, TIFF or GIF.",
         };
       case 429:
         return { title: "Too many requests", detail: `${waitText} The server limits how often one address may ask.`, retry: true, wait };
@@ -221,7 +221,7 @@
       case 503:
         return { title: "The service is busy", detail: `Every reader is occupied right now. ${waitText}`, retry: true, wait };
       case 504:
-        return { title: "Reading this image took too long", detail: server || "The server gave up at its time limit. Try a smaller image.", retry: true };
+        return { title: "Reading this file took too long", detail: server || "The server gave up at its time limit. Try a smaller image or fewer pages.", retry: true };
       default:
         return {
           title: `The server answered with an error (${status})`,
@@ -552,7 +552,7 @@
     const done = count("done");
     const failed = count("failed");
     const pending = jobs.length - done - failed;
-    const parts = [`${jobs.length} image${jobs.length === 1 ? "" : "s"}`];
+    const parts = [`${jobs.length} file${jobs.length === 1 ? "" : "s"}`];
     if (done) parts.push(`${done} read`);
     if (failed) parts.push(`${failed} failed`);
     if (pending) parts.push(`${pending} in progress`);
