@@ -6,15 +6,19 @@
 #   make bench-rapidocr  PP-OCR (both pipelines) against RapidOCR 3.10.0 (defaults, use_cls off), same pages, threads, machine
 #   make reading-order  the page text's reading order scored on the dev set (score.py --order given)
 #   make bench-easyocr   CRAFT + english_g2 against EasyOCR 1.7.2 itself, the 40 SROIE pages, 2 threads
+#   make bench-layout    the layout model (both settings) against RapidLayout 1.2.1 itself, 20 structure dev pages, 2 threads
 #   make bench-documents a 20-page scanned PDF against the same pages as images (s/page, peak RSS), and the dpi sweep
+#   make bench-pdf    searchable PDFs of 40 scanned receipts: parse against OCRmyPDF 17 (text CER, size, s/page)
 #   make run          the declared instances + Nginx on loopback (runtime files in run/); returns when ready;
 #                     on a running stack, a rolling reload (make reload) that names what needs a restart
 #   make stop         stops what `make run` started, by PID, gracefully
 #   make reload       rolling reload of what `make run` started: Nginx, then each instance's workers in turn
 #   make status       each instance's readiness
 #   make bench        the serving stack through Nginx: throughput, latency, overhead, 1 vs 2 instances
-#   make bench-jobs   pages per second of a 50-page job against the same pages one request at a time
+#   make bench-jobs   pages per second of a 50-page job against one request at a time; fleet: 2 hosts vs 1, host loss
 #   make bench-load   goodput, p50/p99 and refusals at 1x/2x/4x capacity, then a soak (SOAK_MINUTES=10)
+#   make bench-table     tables: ours (both settings) against RapidTable 0.3.0 on the PubTabNet crops, TEDS and s/table, 2 threads
+#   make bench-structure  regions, tables and Markdown on ../shared/structure-dev (default, exact, reference), their cost, memory (SOAK_PAGES=500)
 #   make bench-gpu    one GPU at full use: pages/s and p50/p99 at concurrency 1-64, kernel vs host time, batched vs unbatched accuracy
 #   sudo make install systemd units + Nginx site on a real host (PREFIX=/opt/parse)
 
@@ -24,13 +28,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Root installs system packages directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# The ONNX reader is needed only to convert PP-OCR weights, never to serve.
+# The ONNX reader is needed only to convert the PP-OCR, SLANet and layout weights, never to serve.
 ONNX_REQ := onnx==1.23.2
 
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents nginx poppler reading-order run stop reload status bench bench-jobs bench-load bench-gpu install
+.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents bench-pdf nginx poppler postgresql reading-order run stop reload status bench bench-jobs bench-load bench-gpu bench-structure bench-table bench-layout install
 
 setup: $(VENV)/.installed weights
 
@@ -59,8 +63,16 @@ weights: $(VENV)/.installed
 	$(PY) -m service.ocr.ppocr.convert --check weights || { \
 		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
 		$(PY) -m service.ocr.ppocr.convert weights; }
+	@# SLANet_plus (tables): the same, for service/structure/slanet.py.
+	$(PY) -m service.structure.convert_table --check weights || { \
+		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
+		$(PY) -m service.structure.convert_table weights; }
+	@# Layout (PicoDet, CDLA): ONNX -> torch state_dict, the same way.
+	$(PY) -m service.structure.convert_layout --check weights || { \
+		$(PY) -c 'import onnx' 2>/dev/null || $(PY) -m pip install -q $(ONNX_REQ); \
+		$(PY) -m service.structure.convert_layout weights; }
 
-test: setup nginx poppler
+test: setup nginx poppler postgresql
 	$(PY) -m pytest -q tests
 
 # The markers are in pytest.ini; a unit or model test that also starts a server is left to `make test`.
@@ -69,6 +81,20 @@ test-fast: setup poppler
 bench-documents: setup
 	$(PY) -m tests.bench_documents compare --pages 20
 	$(PY) -m tests.bench_documents dpi --pages 10
+
+# OCRmyPDF 17 in a venv of its own, with Tesseract and Ghostscript from apt (none of it serves),
+# against parse's searchable PDF on scans made from the 40 SROIE receipts (tests/bench_pdf.py).
+OCRMYPDF_VENV := build/ocrmypdf-venv
+bench-pdf: setup poppler
+	@missing=""; command -v tesseract >/dev/null || missing="$$missing tesseract-ocr"; \
+	command -v gs >/dev/null || missing="$$missing ghostscript"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	[ -x $(OCRMYPDF_VENV)/bin/ocrmypdf ] || { $(PYTHON) -m venv $(OCRMYPDF_VENV) && \
+		$(OCRMYPDF_VENV)/bin/pip install -q ocrmypdf==17.13.0; }
+	$(PY) -m tests.bench_pdf
 
 bench-model: setup
 	$(PY) -m tests.devset --family easyocr --subset sroie --threads 2
@@ -98,17 +124,44 @@ $(EASYOCR_VENV)/.installed:
 	$(EASYOCR_VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 easyocr==1.7.2
 	touch $@
 
+# RapidTable 0.3.0 with RapidOCR 3.10.0 and onnxruntime, the versions of ../shared/structure-dev-reference
+# (its lock file), in a venv of their own again: the table parity test compares cell boxes with it
+# where it exists, and bench-table times ours against it on the PubTabNet crops, taking turns.
+STRUCTURE_REF_VENV := build/structure-ref-venv
+STRUCTURE_LOCK := ../shared/structure-dev-reference/requirements-rapid-structure.lock.txt
+bench-table: setup $(STRUCTURE_REF_VENV)/.installed
+	$(PY) -m tests.bench_table --threads 2 --original-python $(STRUCTURE_REF_VENV)/bin/python
+
+$(STRUCTURE_REF_VENV)/.installed:
+	$(PYTHON) -m venv $(STRUCTURE_REF_VENV)
+	$(STRUCTURE_REF_VENV)/bin/pip install -q -r $(STRUCTURE_LOCK)
+	touch $@
+
 # Nginx from apt for the dev stack and the tests (they start their own, on loopback, from run/).
 nginx:
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
 		echo "installing: nginx"; \
 		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; }
 
-# The searchable-PDF tests read the PDFs back with poppler's pdftotext.
+# The searchable-PDF tests read the PDFs back with poppler's pdftotext, and draw their Chinese
+# page in Droid Sans Fallback (fonts-droid-fallback).
 poppler:
-	@command -v pdftotext >/dev/null || { \
-		echo "installing: poppler-utils"; \
-		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q poppler-utils; }
+	@missing=""; command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
+	[ -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || missing="$$missing fonts-droid-fallback"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+# PostgreSQL's binaries for the store tests (tests/pg.py runs initdb + pg_ctl in a folder of its own).
+# Debian starts a package's service on install unless policy-rc.d says no: the system's server is
+# never started, so the rule is put in place for the install only (when none was there).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		echo "installing: postgresql (binaries only; its service is not started)"; \
+		policy=""; [ -e /usr/sbin/policy-rc.d ] || { policy=1; printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; $(SUDO) chmod 755 /usr/sbin/policy-rc.d; }; \
+		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; rc=$$?; \
+		[ -z "$$policy" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d; exit $$rc; }
 
 # The page text's reading order against the dev set's ground truth (score.py --order given).
 reading-order: setup
@@ -129,9 +182,11 @@ status:
 bench: setup nginx
 	$(PY) -m tests.bench_stack
 
-# A 50-page job on the default stack against the same pages sent one request at a time.
-bench-jobs: setup nginx
+# A 50-page job on the default stack against the same pages sent one request at a time; then, as
+# root, on the namespace fleet (PostgreSQL store): two hosts against one, and a host's loss.
+bench-jobs: setup nginx postgresql
 	$(PY) -m tests.bench_jobs
+	$(PY) -m tests.bench_jobs --fleet
 
 # The soak runs at 80% of the measured capacity for SOAK_MINUTES (a benchmark, never part of make test).
 SOAK_MINUTES ?= 10
@@ -142,6 +197,11 @@ bench-load: setup nginx
 BENCH_GPU_ARGS ?=
 bench-gpu: setup nginx
 	$(PY) -m tests.bench_gpu $(BENCH_GPU_ARGS)
+
+# Structure (issue 25): scored with ../shared/tools/score_structure.py; SOAK_PAGES structured pages for the memory check.
+SOAK_PAGES ?= 50
+bench-structure: setup
+	$(PY) -m tests.bench_structure --soak-pages $(SOAK_PAGES)
 
 # A real host: code and venv in $(PREFIX), files rendered from conf/parse.toml into /etc, one
 # parse@PORT unit per declared instance under parse.target, the Nginx site enabled.
@@ -171,6 +231,12 @@ install: nginx
 	install -d -o parse -g parse -m 0750 "$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().results.dir)')"
 	@# The job store: SQLite, uploads and page results, shared by every instance (the drop-in's ReadWritePaths).
 	install -d -o parse -g parse -m 0750 "$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().jobs.dir)')"
+	@# A fleet's store: the PostgreSQL password from pki/store-password, where [store] password_file
+	@# names it (API keys and the internal key are in the store itself: no key file to copy).
+	cd $(PREFIX) && pw="$$($(PY) -c 'from service import settings; print(settings.load().store.password_file or "")')"; \
+	if [ -n "$$pw" ] && [ -f "$(CURDIR)/pki/store-password" ]; then \
+		install -D -m 0640 -g parse "$(CURDIR)/pki/store-password" "$$pw"; \
+	elif [ -n "$$pw" ] && [ ! -f "$$pw" ]; then echo "no $$pw: put the store's password in pki/store-password first"; exit 1; fi
 	id -u www-data >/dev/null 2>&1 && usermod -aG parse www-data || true
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse@.service > /etc/systemd/system/parse@.service
 	sed 's#/opt/parse#$(PREFIX)#g' systemd/parse.target > /etc/systemd/system/parse.target
@@ -191,3 +257,17 @@ install: nginx
 	cd $(PREFIX) && for port in $$($(PY) -m service.ops.fleet ports); do systemctl restart "parse@$$port.service"; done
 	if (cd $(PREFIX) && $(PY) -m service.ops.fleet is-front); then nginx -t && systemctl reload-or-restart nginx; fi
 	@echo "installed: http://$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().nginx.listen)')/"
+
+# The layout model against RapidLayout 1.2.1 (onnxruntime), the versions of
+# ../shared/structure-dev-reference's lock file, in a venv of its own (serving needs neither):
+# ours ("parse" and "rapidlayout") and RapidLayout take turns on 20 structure dev pages, 2 threads.
+.PHONY: bench-layout
+STRUCTURE_REF_VENV := build/structure-ref-venv
+bench-layout: setup $(STRUCTURE_REF_VENV)/.installed
+	$(PY) -m tests.bench_layout --pages 20 --threads 2 --original-python $(STRUCTURE_REF_VENV)/bin/python
+
+$(STRUCTURE_REF_VENV)/.installed:
+	$(PYTHON) -m venv $(STRUCTURE_REF_VENV)
+	$(STRUCTURE_REF_VENV)/bin/pip install -q rapid-layout==1.2.1 onnxruntime==1.31.1 numpy==2.4.6 \
+		opencv-python==5.1.0.95 omegaconf==2.4.0 colorlog==6.12.0 requests==2.34.2 tqdm==4.70.1 pillow==13.0.0
+	touch $@

@@ -17,6 +17,8 @@ DEFAULT_CONFIG = ROOT / "conf" / "parse.toml"
 # The uWSGI stats server of the instance on port P listens on 127.0.0.1:P+STATS_OFFSET.
 STATS_OFFSET = 1000
 PIPELINES = ("parse", "rapidocr")
+TABLE_MODES = ("parse", "rapidtable")
+LAYOUTS = ("parse", "rapidlayout")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,22 @@ class DocumentSettings:
 
 
 @dataclass(frozen=True)
+class StructureSettings:
+    # "rapidtable" is RapidTable 0.3.0 exactly; "parse" fills cells from parse's own words.
+    table: str = "parse"
+    table_max_steps: int = 501
+    max_table_cells: int = 500
+    # Regions, Markdown and their bounds (the document helper).
+    enabled_by_default: bool = False
+    max_regions: int = 200
+    max_tables: int = 24
+    # "rapidlayout" is RapidLayout 1.2.1 exactly; "parse" uses the two thresholds below.
+    layout: str = "parse"
+    layout_min_score: float = 0.5
+    layout_nms_iou: float = 0.5
+
+
+@dataclass(frozen=True)
 class NginxSettings:
     listen: str = "127.0.0.1:8100"
     # The [[hosts]] entry Nginx runs on (the front host).
@@ -71,6 +89,22 @@ class NginxSettings:
 class AuthSettings:
     keys_file: Path | None = None
     metrics_allow: tuple[str, ...] = ()
+    # Keys in the store ([store]), shared by every host, instead of a keys file of this host's own.
+    keys_in_store: bool = False
+
+    @property
+    def keys_on(self) -> bool:
+        return self.keys_file is not None or self.keys_in_store
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    # Empty: SQLite in [jobs] dir (one host). postgresql://USER@HOST:PORT/DB: the fleet's store.
+    url: str = ""
+    password_file: Path | None = None
+    connect_timeout_seconds: float = 5.0
+    # How often each worker re-reads the key set from the store: a revocation's bound.
+    refresh_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -151,11 +185,13 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     limits: Limits = field(default_factory=Limits)
     documents: DocumentSettings = field(default_factory=DocumentSettings)
+    structure: StructureSettings = field(default_factory=StructureSettings)
     nginx: NginxSettings = field(default_factory=NginxSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     results: ResultsSettings = field(default_factory=ResultsSettings)
     jobs: JobsSettings = field(default_factory=JobsSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     instances: tuple[Instance, ...] = ()
     hosts: tuple[Host, ...] = (Host(LOCAL_HOST),)
 
@@ -196,6 +232,26 @@ def _documents(raw: dict, cfg_path: Path) -> DocumentSettings:
     return docs
 
 
+def _structure(raw: dict, cfg_path: Path) -> StructureSettings:
+    st = StructureSettings(**raw)
+    if st.table not in TABLE_MODES:
+        raise ValueError(f"[structure] table in {cfg_path} must be one of {TABLE_MODES}, not {st.table!r}")
+    if not isinstance(st.enabled_by_default, bool):
+        raise ValueError(f"[structure] enabled_by_default in {cfg_path} must be true or false, "
+                         f"not {st.enabled_by_default!r}")
+    for key in ("table_max_steps", "max_table_cells", "max_regions", "max_tables"):
+        value = getattr(st, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"[structure] {key} in {cfg_path} must be a whole number above 0, not {value!r}")
+    if st.layout not in LAYOUTS:
+        raise ValueError(f"[structure] layout in {cfg_path} must be one of {LAYOUTS}, not {st.layout!r}")
+    for key in ("layout_min_score", "layout_nms_iou"):
+        value = getattr(st, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ValueError(f"[structure] {key} in {cfg_path} must be a number in [0, 1], not {value!r}")
+    return st
+
+
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read the settings file: `path`, else $PARSE_CONFIG, else conf/parse.toml."""
     cfg_path = Path(path or os.environ.get("PARSE_CONFIG") or DEFAULT_CONFIG).resolve()
@@ -219,6 +275,10 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     auth = dict(raw.get("auth", {}))
     auth["keys_file"] = _path(auth["keys_file"], base) if auth.get("keys_file") else None
     auth["metrics_allow"] = tuple(auth.get("metrics_allow", ()))
+    store = dict(raw.get("store", {}))
+    store["password_file"] = _path(store["password_file"], base) if store.get("password_file") else None
+    if not isinstance(auth.get("keys_in_store", False), bool):
+        raise ValueError(f"[auth] keys_in_store in {cfg_path} must be true or false")
     results = dict(raw.get("results", {}))
     if "dir" in results:
         results["dir"] = _path(results["dir"], base)
@@ -253,11 +313,13 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         model=ModelSettings(**model),
         limits=limits,
         documents=_documents(raw.get("documents", {}), cfg_path),
+        structure=_structure(raw.get("structure", {}), cfg_path),
         nginx=nginx,
         auth=AuthSettings(**auth),
         results=ResultsSettings(**results),
         jobs=JobsSettings(**jobs),
         tls=TlsSettings(**tls),
+        store=StoreSettings(**store),
         instances=instances,
         hosts=hosts,
     )

@@ -94,3 +94,24 @@ def multipage_tiff(pages: list[Image.Image]) -> bytes:
     buf = io.BytesIO()
     pages[0].save(buf, "TIFF", save_all=True, append_images=pages[1:])
     return buf.getvalue()
+
+
+def mixed_pdf(lines: list[str], scan: np.ndarray, resolution: float = 200.0) -> bytes:
+    """Two pages, as a born-digital document with a scan pasted in: page 1 vector text (Helvetica),
+    page 2 the scan as a JPEG image filling the page at `resolution` dpi, no text."""
+    from reportlab.lib.utils import ImageReader
+
+    buf, jpeg = io.BytesIO(), io.BytesIO()
+    Image.fromarray(scan).save(jpeg, format="JPEG", quality=85)
+    jpeg.seek(0)
+    c = canvas.Canvas(buf, pagesize=letter)
+    for i, line in enumerate(lines):
+        c.setFont("Helvetica", 14)
+        c.drawString(72, letter[1] - 72 - i * 28, line)
+    c.showPage()
+    size = (scan.shape[1] * 72 / resolution, scan.shape[0] * 72 / resolution)
+    c.setPageSize(size)
+    c.drawImage(ImageReader(jpeg), 0, 0, *size)
+    c.showPage()
+    c.save()
+    return buf.getvalue()

@@ -74,7 +74,9 @@ def test_host_render(cfg, tmp_path):
     assert rel == {f"etc/parse/instances/{i.port}.env" for i in cfg.instances} | {
         "etc/nginx/parse/http.conf", "etc/nginx/parse/server.conf", "etc/nginx/parse/limit_req.conf", "etc/nginx/parse/jobs.conf",
         "etc/nginx/parse/pass.conf", "etc/nginx/parse/tls.conf", "etc/nginx/parse/metrics.conf",
-        "etc/systemd/system/parse@.service.d/parse-toml.conf"}
+        "etc/nginx/parse/results.conf", "etc/systemd/system/parse@.service.d/parse-toml.conf"}
+    # One host, no store: Nginx serves ?annotate=1 PNGs from the results folder itself.
+    assert "alias $parse_results_dir/$1;" in (tmp_path / "etc/nginx/parse/results.conf").read_text()
     env = deploy.read_env(tmp_path / f"etc/parse/instances/{cfg.instances[0].port}.env")
     assert env["PROMETHEUS_MULTIPROC_DIR"] == str(deploy.HOST_METRICS)
     dropin = (tmp_path / "etc/systemd/system/parse@.service.d/parse-toml.conf").read_text()

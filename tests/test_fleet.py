@@ -16,7 +16,8 @@ pytestmark = pytest.mark.unit
 
 
 def fleet_cfg(tmp_path):
-    text = ("[nginx]\nhost = \"front\"\n\n[tls]\ndir = \"%s\"\n\n" % (tmp_path / "pki")
+    text = ("[nginx]\nhost = \"front\"\nlisten = \"0.0.0.0:8100\"\n\n[tls]\ndir = \"%s\"\n\n" % (tmp_path / "pki")
+            + "[store]\nurl = \"postgresql://parse@10.251.0.9:5432/parse\"\n\n[auth]\nkeys_in_store = true\n\n"
             + "".join(f"[[hosts]]\nname = \"{h}\"\nbind = \"10.251.0.{n}\"\n\n" for n, h in ((1, "front"), (2, "a"), (3, "b")))
             + "[[instances]]\nport = 6001\nhost = \"a\"\nweight = 2\n\n[[instances]]\nport = 6001\nhost = \"b\"\n")
     (tmp_path / "parse.toml").write_text(text)
@@ -39,6 +40,8 @@ def test_each_host_gets_its_own_files(tmp_path):
     # The gateway outwaits Nginx, which decides when a request has taken too long.
     assert int(env["PARSE_SSLROUTER_TIMEOUT"]) > deploy.nginx_read_timeout_s(cfg)
     assert "IPAddressAllow=10.251.0.1" in (out / "a/etc/systemd/system/parse@.service.d/fleet.conf").read_text()
+    # Every instance reaches the store's server through the unit's IP allow-list.
+    assert "IPAddressAllow=10.251.0.9" in (out / "a/etc/systemd/system/parse@.service.d/parse-toml.conf").read_text()
     http = (out / "front/etc/nginx/parse/http.conf").read_text()
     assert re.findall(r"server (10\.251\.0\.\d:6001) weight=(\d)", http) == [("10.251.0.2:6001", "2"), ("10.251.0.3:6001", "1")]
     assert "uwsgi_pass suwsgi://parse_instances;" in (out / "front/etc/nginx/parse/pass.conf").read_text()
@@ -48,6 +51,28 @@ def test_each_host_gets_its_own_files(tmp_path):
     assert f"uwsgi_connect_timeout {fleet.CONNECT_TIMEOUT_S}s;" in tls
     prom = (out / "prometheus.yml").read_text()
     assert prom.count("__metrics_path__") == 2 and '"/metrics/hosts/b"' in prom
+    # A Prometheus on another machine reaches the front host's address, not the wildcard Nginx binds.
+    assert prom.count('targets: ["10.251.0.1:8100"]') == 2 and "0.0.0.0" not in prom
+    # The coordinators of every host post job pages there too.
+    assert fleet.front_url(cfg) == "http://10.251.0.1:8100"
+
+
+@pytest.mark.parametrize("change, refusal", [
+    (("[store]\nurl = \"postgresql://parse@10.251.0.9:5432/parse\"\n", ""), "name the fleet's PostgreSQL"),
+    (("keys_in_store = true", "keys_in_store = false\nkeys_file = \"keys\""), "a keys file is one host's"),
+    (("0.0.0.0:8100", "127.0.0.1:8100"), "is loopback"),
+])
+def test_a_fleet_without_a_shared_store_is_refused(tmp_path, change, refusal):
+    """Jobs, keys and annotated results on one host's disk would be seen by that host alone."""
+    fleet_cfg(tmp_path)
+    text = (tmp_path / "parse.toml").read_text()
+    (tmp_path / "parse.toml").write_text(text.replace(*change))
+    with pytest.raises(ValueError, match=refusal):
+        deploy.check(settings_mod.load(tmp_path / "parse.toml"))
+    done = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "service.deploy", "check"], cwd=ROOT,
+                          env={"PARSE_CONFIG": str(tmp_path / "parse.toml"), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and refusal in done.stderr
 
 
 def test_front_site_passes_nginx_t_with_certificates(tmp_path):
@@ -66,6 +91,8 @@ def test_one_host_stays_plain_loopback(tmp_path):
     assert fleet.instance_env(cfg, cfg.instances[0], fleet.HOST_TLS, deploy.gateway_timeout_s(cfg)) == \
         "PARSE_HOST=local\n"
     assert fleet.nginx_pass(cfg).endswith("uwsgi_pass parse_instances;\ninclude parse/tls.conf;\n")
+    assert fleet.front_url(cfg) == "http://127.0.0.1:8100" and not cfg.store.url
+    deploy.check(cfg)  # SQLite in [jobs] dir: nothing to declare, nothing to install
 
 
 def test_wildcard_bind_is_refused(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from service.errors import ClientError
 from service.formats import FORMATS, render
 from tests.formats_check import check_alto, check_hocr, check_pdf, check_words
+from tests.support import png
 
 pytestmark = pytest.mark.unit
 
@@ -51,8 +52,9 @@ def test_hocr_and_alto_carry_every_word_with_a_box():
 
 
 def test_searchable_pdf_places_each_word_on_its_box(tmp_path):
-    images = [np.full((p["height"], p["width"], 3), 200, np.uint8) for p in PAGES]
-    document, media_type = render(PAGES, "pdf", images)
+    uploads = [png(np.full((p["height"], p["width"], 3), 200, np.uint8)) for p in PAGES]
+    pages = [{**p, "file": n} for n, p in enumerate(PAGES)]
+    document, media_type = render(pages, "pdf", uploads)
     assert media_type == "application/pdf" and document.startswith(b"%PDF")
     check_pdf(document, PAGES, tmp_path)
 

@@ -57,11 +57,12 @@ def addr(stack: Stack) -> tuple[str, int]:
     return host, int(port)
 
 
-def post(stack: Stack, body: bytes, ctype: str | None, key: str | None = KEY, timeout: float = 60) -> Reply:
+def post(stack: Stack, body: bytes, ctype: str | None, key: str | None = KEY, timeout: float = 60,
+         query: str = "") -> Reply:
     headers = {"Content-Type": ctype} if ctype is not None else {}
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    return request(*addr(stack), "POST", "/v1/parse", headers, body, timeout=timeout)
+    return request(*addr(stack), "POST", "/v1/parse" + query, headers, body, timeout=timeout)
 
 
 def assert_json_error(reply: Reply, status: int, code: str | None = None) -> dict:
@@ -100,9 +101,15 @@ MALFORMED = [
 ]
 
 
+# The same refusals when the request also asks for its structure or for Markdown.
+STRUCTURE_QUERIES = ("", "?structure=1", "?format=markdown")
+
+
+@pytest.mark.parametrize("query", STRUCTURE_QUERIES)
 @pytest.mark.parametrize("name,body,ctype,status,code,word", MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_requests(keyed: Stack, name: str, body: bytes, ctype: str, status: int, code: str, word: str) -> None:
-    error = assert_json_error(post(keyed, body, ctype), status, code)
+def test_malformed_requests(keyed: Stack, name: str, body: bytes, ctype: str, status: int, code: str, word: str,
+                            query: str) -> None:
+    error = assert_json_error(post(keyed, body, ctype, query=query), status, code)
     assert word in error["message"], error
 
 

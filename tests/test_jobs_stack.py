@@ -1,22 +1,26 @@
 """Jobs on the real stack: two uWSGI instances (one worker and one coordinator mule each) behind Nginx.
 
 API keys are on for the whole module, so every page a coordinator posts goes through the same
-auth as a client's, with the host's internal key. A job here is several single-image files, each
+auth as a client's, with the internal key from the store. A job here is several single-image files, each
 file one page: /v1/parse in this branch reads the first frame of a TIFF only, so multi-page TIFFs
 are counted (tests/test_jobs_store.py) but not read page by page until ?pages=K selects them.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sqlite3
 import statistics
+import subprocess
 import time
 
+import pikepdf
 import pytest
 
 from tests import pdfs
+from tests.formats_check import pdftotext
 from tests.stack import Response, Stack, http
 from tests.support import multipart, png
 
@@ -35,6 +39,12 @@ def stack(stack_factory) -> Stack:
 @pytest.fixture(scope="module")
 def pages(render) -> list[bytes]:
     return [png(render([f"Page {n} of the report", f"Total {n}.50"])) for n in range(1, 7)]
+
+
+def pdftotext_of(document: bytes, tmp_path) -> str:
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(document)
+    return subprocess.run([pdftotext(), str(path), "-"], check=True, capture_output=True, text=True).stdout
 
 
 def call(stack: Stack, method: str, path: str, key: str = KEY_A, body: bytes | None = None,
@@ -81,12 +91,21 @@ def sync_texts(stack: Stack, pages: list[bytes]) -> list[str]:
     return texts(r.json())
 
 
-def page_rows(stack: Stack, job_id: str) -> list[tuple[int, int]]:
+def store_rows(stack: Stack, sql: str, *params) -> list[tuple]:
+    """Rows of the stack's store: SQLite in [jobs] dir, on one host."""
     db = sqlite3.connect(stack.cfg.jobs.db)
     try:
-        return db.execute("SELECT idx, done FROM pages WHERE job_id = ? ORDER BY idx", (job_id,)).fetchall()
+        return db.execute(sql, params).fetchall()
     finally:
         db.close()
+
+
+def page_rows(stack: Stack, job_id: str) -> list[tuple[int, int]]:
+    return store_rows(stack, "SELECT idx, done FROM job_page WHERE job_id = ? ORDER BY idx", job_id)
+
+
+def upload_gone(stack: Stack, job_id: str) -> bool:
+    return store_rows(stack, "SELECT count(*) FROM job_upload WHERE job_id = ?", job_id) == [(0,)]
 
 
 def test_job_gives_what_the_synchronous_call_gives(stack: Stack, pages: list[bytes], sync_texts: list[str]):
@@ -106,9 +125,10 @@ def test_job_gives_what_the_synchronous_call_gives(stack: Stack, pages: list[byt
     assert 'parse_job_seconds_count{status="done"}' in metrics
 
 
-def test_a_pdf_job_reads_each_page_as_the_synchronous_call_does(stack: Stack, render):
+def test_a_pdf_job_reads_each_page_as_the_synchronous_call_does(stack: Stack, render, tmp_path):
     """A 6-page scanned PDF: each page is posted as a one-page PDF of its own, and the result is
-    the synchronous call's, page for page; ?format=text renders the assembled result."""
+    the synchronous call's, page for page; ?format=text renders the assembled result, and
+    ?format=pdf the upload itself with a text layer."""
     scans = [render([f"Scan page {n}", f"Amount {n}.25"]) for n in range(1, 7)]
     document = pdfs.scanned_pdf(scans, resolution=200)
     body, ctype = multipart([("image", "scan.pdf", document, "application/pdf")])
@@ -122,6 +142,15 @@ def test_a_pdf_job_reads_each_page_as_the_synchronous_call_does(stack: Stack, re
     text = call(stack, "GET", f"/v1/jobs/{r.json()['id']}/result?format=text")
     assert text.status == 200 and text.headers["Content-Type"].startswith("text/plain"), text.body[:200]
     assert text.body.decode().count("\f") == 5 and "Scan page 6" in text.body.decode()
+    # The searchable PDF is the job's upload with text added: each page's image is the same object.
+    searchable = call(stack, "GET", f"/v1/jobs/{r.json()['id']}/result?format=pdf")
+    assert searchable.status == 200 and searchable.headers["Content-Type"] == "application/pdf", searchable.body[:200]
+    before, after = pikepdf.open(io.BytesIO(document)), pikepdf.open(io.BytesIO(searchable.body))
+    for page_in, page_out in zip(before.pages, after.pages, strict=True):
+        assert [x.read_raw_bytes() for x in page_out.obj.Resources.XObject.values()] == \
+            [x.read_raw_bytes() for x in page_in.obj.Resources.XObject.values()]
+    assert len(searchable.body) <= len(document) * 1.1 + 20_000 * 6
+    assert "Amount 6.25" in pdftotext_of(searchable.body, tmp_path)
 
 
 def test_errors_are_json(stack: Stack, pages: list[bytes]):
@@ -139,23 +168,25 @@ def test_errors_are_json(stack: Stack, pages: list[bytes]):
     assert no_key.status == 401
     bad = call(stack, "POST", "/v1/jobs", body=b"not an image", content_type="image/png")
     assert bad.status == 415 and bad.json()["error"]["code"] == "unsupported_media_type"
-    # Cancelled: visible as such, its files gone, and its result never comes.
+    # Cancelled: visible as such, its upload gone, and its result never comes.
     cancelled = call(stack, "DELETE", f"/v1/jobs/{job_id}")
     assert cancelled.status == 200 and cancelled.json()["status"] == "cancelled"
-    assert not (stack.cfg.jobs.dir / job_id).exists()
+    assert upload_gone(stack, job_id)
     assert call(stack, "GET", f"/v1/jobs/{job_id}/result").status == 409
 
 
 def test_worker_and_coordinator_killed_mid_job(stack: Stack, pages: list[bytes], sync_texts: list[str]):
     job_id = submit(stack, pages)
     wait_for(stack, job_id, lambda j: j["pages_done"] >= 1)
-    for inst in stack.cfg.instances:  # the worker of each instance, then the mule holding the job
+    for inst in stack.cfg.instances:  # the worker of each instance, then a mule holding a page
         for pid in stack.worker_pids(inst)[:1]:
             os.kill(pid, signal.SIGKILL)
-    db = sqlite3.connect(stack.cfg.jobs.db)
-    holder = db.execute("SELECT lease_owner FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
-    db.close()
-    os.kill(int(holder.rpartition(":")[2]), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not (held := store_rows(stack, "SELECT lease_owner FROM job_page WHERE job_id = ? AND done = 0 "
+                                         "AND lease_owner IS NOT NULL", job_id)):
+        assert time.monotonic() < deadline, "no page of the job was claimed within 60 s"
+        time.sleep(0.05)
+    os.kill(int(held[0][0].rpartition(":")[2]), signal.SIGKILL)
     body = done(stack, job_id)
     assert texts(body) == sync_texts
     assert page_rows(stack, job_id) == [(i, 1) for i in range(6)]
@@ -208,4 +239,4 @@ def test_finished_jobs_expire(stack: Stack, pages: list[bytes]):
         time.sleep(1)
     r = call(stack, "GET", f"/v1/jobs/{job_id}")
     assert r.status == 404, r.body
-    assert not (stack.cfg.jobs.dir / job_id).exists()
+    assert upload_gone(stack, job_id) and not page_rows(stack, job_id)

@@ -8,6 +8,7 @@ a family only through the model interface (service/ocr/model.py), never into its
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,41 @@ def test_web_reaches_families_only_through_the_interface():
     bad = {str(p.relative_to(ROOT)): sorted(n for n in imports(p) if n.startswith(FAMILIES))
            for p in modules("web")}
     assert not {k: v for k, v in bad.items() if v}
+
+
+def test_store_layer_imports_only_settings():
+    """service/store is the bottom of jobs, keys and results: it knows SQL and the settings, and
+    nothing of the web, the jobs, the models or the operations above it."""
+    allowed = ("service.settings", "service.store")
+    bad = {str(p.relative_to(ROOT)): sorted(n for n in imports(p) if n.startswith("service") and not n.startswith(allowed))
+           for p in modules("store")}
+    assert not {k: v for k, v in bad.items() if v}
+    assert not {str(p.relative_to(ROOT)) for p in modules("store") if any(
+        n.split(".")[0] in ("flask", "werkzeug", "torch") for n in imports(p))}
+
+
+# The structure models' layer (issue 25): like service/ocr, a model layer under the documents and
+# web layers that never imports them. Besides the standard library it uses numpy, torch and
+# opencv; onnx only in its converters (run by `make weights`, never when serving).
+STRUCTURE_ALLOWED = ("service.settings", "service.ocr.types", "service.ocr.weights", "service.layout",
+                     "service.structure")
+
+
+def structure_violations(names: set[str], converter: bool) -> list[str]:
+    third_party = {"numpy", "torch", "cv2"} | ({"onnx"} if converter else set())
+    ok = set(sys.stdlib_module_names) | third_party
+    return sorted(n for n in names if not (n.split(".")[0] in ok or n.startswith(STRUCTURE_ALLOWED)))
+
+
+def test_structure_layer_imports_only_its_allowed_modules():
+    bad = {str(p.relative_to(ROOT)): structure_violations(imports(p), p.name.startswith("convert_"))
+           for p in modules("structure")}
+    assert modules("structure")
+    assert not {k: v for k, v in bad.items() if v}
+
+
+def test_the_structure_rule_refuses_the_upper_layers():
+    names = {"flask", "service.web.app", "service.documents.images", "service.ops.cli", "service.formats.hocr",
+             "service.ocr.ppocr.nets", "onnxruntime", "onnx"}
+    assert structure_violations(names, converter=False) == sorted(names)
+    assert structure_violations({"onnx", "torch.nn", "service.ocr.weights", "json"}, converter=True) == []

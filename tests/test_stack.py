@@ -10,14 +10,18 @@ import io
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pikepdf
 import pytest
 from PIL import Image
 
 from service.ops import deploy
+from tests import pdfs
+from tests.formats_check import pdftotext
 from tests.stack import Response, Stack, http
 from tests.support import multipart, png, sha256sums, words
 
@@ -80,6 +84,26 @@ def test_multipart_fields(stack: Stack, page: bytes, word: bytes):
     images = r.json()["images"]
     assert len(images) == 3
     assert "invoice" in words(images[0]["text"]) and "parse" in words(images[1]["text"])
+
+
+def test_searchable_pdf_through_nginx(stack: Stack, render, tmp_path):
+    """A scripted PDF of a vector page and a scan: the answer is the upload, scripts gone, the
+    vector page as it was, the scan's image the same bytes, and the scan's words extractable."""
+    doc = pikepdf.open(io.BytesIO(pdfs.mixed_pdf(["Vector page"], render(LINES))))
+    doc.Root.OpenAction = doc.make_indirect(pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS=pikepdf.String("app.alert(1)")))
+    buf = io.BytesIO()
+    doc.save(buf)
+    doc = pikepdf.open(io.BytesIO(buf.getvalue()))  # as uploaded: saving rewrote its streams
+    r = http(stack.url + "/v1/parse?format=pdf", *multipart([("image", "doc.pdf", buf.getvalue(), "application/pdf")]))
+    assert r.status == 200 and r.headers["Content-Type"] == "application/pdf", r.body[:300]
+    out = pikepdf.open(io.BytesIO(r.body))
+    assert "/OpenAction" not in out.Root and b"app.alert" not in r.body
+    assert out.pages[0].obj.Contents.read_raw_bytes() == doc.pages[0].obj.Contents.read_raw_bytes()
+    assert [x.read_raw_bytes() for x in out.pages[1].obj.Resources.XObject.values()] == \
+        [x.read_raw_bytes() for x in doc.pages[1].obj.Resources.XObject.values()]
+    (tmp_path / "out.pdf").write_bytes(r.body)
+    text = subprocess.run([pdftotext(), str(tmp_path / "out.pdf"), "-"], capture_output=True, text=True).stdout
+    assert {"invoice", "2024", "total", "42.50"} <= words(text.split("\f")[1])
 
 
 def test_errors_are_json(stack: Stack, page: bytes):

@@ -33,6 +33,8 @@ POINTS_PER_INCH = 72.0
 HEADER_WINDOW = 1024
 # Line breaks PDFium's text page puts between lines (generated) or that the text itself carries.
 BREAKS = {"\r", "\n"}
+# What PDFium reports for a hyphen that breaks a word at the end of a line.
+SOFT_HYPHEN = "\x02"
 # A text layer's lines are exact: no model guessed them.
 TEXT_LAYER_CONFIDENCE = 1.0
 SLACK_PIXELS = 0.01
@@ -179,43 +181,35 @@ def _text_lines(page: pdfium.PdfPage, scale: float) -> list[Line] | None:
         lines: list[Line] = []
         chars: list[str] = []
         boxes: list[tuple[float, float, float, float]] = []
-        words: list[Word] = []
-        word: list[str] = []
-        word_boxes: list[tuple[float, float, float, float]] = []
-
-        def end_word() -> None:
-            # A word of generated characters alone has no box of its own: it stays in the line's text only.
-            if word and word_boxes:
-                words.append(Word("".join(word), TEXT_LAYER_CONFIDENCE, _quad(word_boxes, to_pixels)))
-            word.clear()
-            word_boxes.clear()
+        # Each character's box (None for spaces and generated characters), for the line's words:
+        # a table's cells are filled word by word, and one text-layer line may cross several cells.
+        char_boxes: list[tuple[float, float, float, float] | None] = []
 
         def flush() -> None:
-            end_word()
             text = "".join(chars).strip()
             if text and boxes:
-                lines.append(Line(text, TEXT_LAYER_CONFIDENCE, _quad(boxes, to_pixels), list(words)))
+                lines.append(Line(text, TEXT_LAYER_CONFIDENCE, _quad(boxes, to_pixels),
+                                  _words(chars, char_boxes, to_pixels)))
             chars.clear()
             boxes.clear()
-            words.clear()
+            char_boxes.clear()
 
         for i in range(count):
             code = pdfium_c.FPDFText_GetUnicode(textpage, i)
             ch = chr(code) if 0 < code < 0x110000 and not 0xD800 <= code < 0xE000 else ""
+            if ch == SOFT_HYPHEN:  # a word hyphenated at a line's end: PDFium joins its halves
+                continue
             if ch in BREAKS:
                 flush()
                 continue
             if not ch:
                 continue
             chars.append(ch)
-            if not ch.strip():
-                end_word()
-                continue
-            word.append(ch)
-            if not pdfium_c.FPDFText_IsGenerated(textpage, i):
-                box = textpage.get_charbox(i)
-                boxes.append(box)
-                word_boxes.append(box)
+            if ch.strip() and not pdfium_c.FPDFText_IsGenerated(textpage, i):
+                boxes.append(textpage.get_charbox(i))
+                char_boxes.append(boxes[-1])
+            else:
+                char_boxes.append(None)
         flush()
         return lines or None
     finally:
@@ -234,6 +228,23 @@ def _page_to_pixels(page: pdfium.PdfPage, scale: float):
     if rotation == 270:
         return lambda x, y: ((top - y) * scale, (right - x) * scale)
     return lambda x, y: ((x - left) * scale, (top - y) * scale)
+
+
+def _words(chars: list[str], boxes: list[tuple[float, float, float, float] | None], to_pixels) -> list[Word]:
+    """The line's whitespace-separated words, each with its characters' box."""
+    words: list[Word] = []
+    text: list[str] = []
+    held: list[tuple[float, float, float, float]] = []
+    for ch, box in [*zip(chars, boxes), (" ", None)]:
+        if ch.strip():
+            text.append(ch)
+            if box is not None:
+                held.append(box)
+        elif text:
+            if held:
+                words.append(Word("".join(text), TEXT_LAYER_CONFIDENCE, _quad(held, to_pixels)))
+            text, held = [], []
+    return words
 
 
 def _quad(boxes: list[tuple[float, float, float, float]], to_pixels) -> list[list[float]]:

@@ -1,7 +1,8 @@
-"""Results as documents: JSON, plain text, hOCR, ALTO and searchable PDF, from pages in order.
+"""Results as documents: JSON, plain text, Markdown, hOCR, ALTO and searchable PDF, from pages in order.
 
-`render(pages, format, images)` is the one entry point for every caller (the parse route, and job
-results): pages are the model's Page objects or the JSON image entries a response carries.
+`render(pages, format, uploads)` is the one entry point for every caller (the parse route, job
+results, the CLI): pages are the model's Page objects or the JSON image entries a response
+carries; uploads are the files they were read from, which the searchable PDF is drawn over.
 """
 
 from __future__ import annotations
@@ -9,16 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-import numpy as np
-
 from ..errors import ClientError
 from ..ocr.types import Page
-from . import document, pdf, xml
+from . import document, markdown, pdf, xml
 
 # format -> (media type, file extension)
 FORMATS: dict[str, tuple[str, str]] = {
     "json": ("application/json", "json"),
     "text": ("text/plain; charset=utf-8", "txt"),
+    "markdown": ("text/markdown; charset=utf-8", "md"),
     "hocr": ("application/xhtml+xml; charset=utf-8", "hocr.html"),
     "alto": ("application/xml; charset=utf-8", "alto.xml"),
     "pdf": ("application/pdf", "pdf"),
@@ -41,14 +41,27 @@ def image_json(page: Page, words: bool = False) -> dict[str, Any]:
 
 
 def text(pages: Sequence[document.DocPage]) -> str:
-    """Each page's text in reading order; pages apart by a form feed, as pdftotext parts them."""
-    return "\f".join(p.layout.text([line.text for line in p.lines]) + "\n" for p in pages)
+    """Each page's text in reading order (its regions' when structure ran); pages apart by a form
+    feed, as pdftotext parts them."""
+    return "\f".join(_page_text(p) + "\n" for p in pages)
+
+
+def _page_text(page: document.DocPage) -> str:
+    if not page.regions:
+        return page.layout.text([line.text for line in page.lines])
+    return "\n\n".join(text for text in ("\n".join(" ".join(l.text.strip() for l in row if l.text.strip())
+                                                    for row in block.rows) for block in page.blocks()) if text)
 
 
 def render(pages: Sequence[document.PageLike], format: str,
-           images: Sequence[np.ndarray | None] | None = None) -> tuple[bytes, str]:
-    """(document bytes, media type). images: the pages' RGB arrays, the searchable PDF's background
-    (white pages without them); every other format ignores them."""
+           uploads: Sequence[bytes] | None = None) -> tuple[bytes, str]:
+    """(document bytes, media type).
+
+    uploads: the request's files, in order, for the searchable PDF: each page entry's `file`
+    indexes them, its `page` is the PDF page or TIFF frame (1-based), its `source` says whether
+    it was OCRed ("ocr": it gains a text layer) or read from its own text layer ("text-layer":
+    kept as it is), and its `dpi` the resolution its pixel coordinates are at. Without uploads,
+    the text is set over blank pages. Every other format ignores them."""
     media_type = FORMATS[check(format)][0]
     docs = [document.page(p) for p in pages]
     if format == "json":
@@ -56,8 +69,10 @@ def render(pages: Sequence[document.PageLike], format: str,
         return json.dumps({"images": entries}, ensure_ascii=False).encode(), media_type
     if format == "text":
         return text(docs).encode(), media_type
+    if format == "markdown":
+        return markdown.markdown(docs), media_type
     if format == "hocr":
         return xml.hocr(docs), media_type
     if format == "alto":
         return xml.alto(docs), media_type
-    return pdf.pdf(docs, list(images) if images is not None else [None] * len(docs)), media_type
+    return pdf.pdf(docs, uploads), media_type

@@ -7,16 +7,19 @@ single-image keys (formats.image_json) and then where the page came from.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from ..errors import ClientError
 from ..ocr.types import Page
+from ..structure import TooManyRegions
 from . import image_json
 
 if TYPE_CHECKING:  # the model's loader pulls in every family: a type is all this module needs
     from ..documents import PageImage
     from ..ocr.model import OcrModel
+    from ..structure import StructureModel
 
 def predict(model: OcrModel, images: list[np.ndarray], greys: list[np.ndarray | None] | None,
             mode: str) -> list[Page]:
@@ -43,6 +46,27 @@ def page_json(doc: PageImage, page: Page, words: bool) -> dict[str, Any]:
     if doc.dpi is not None:
         out["dpi"] = doc.dpi
     return out
+
+
+def structure_json(structure: StructureModel, doc: PageImage, page: Page,
+                   check: Callable[[str], None] = lambda what: None) -> dict[str, Any]:
+    """The page's regions and tables, and its text in their reading order (?structure=1). `check`
+    is called before each costly step: a request's deadline."""
+    try:
+        found = structure.analyse(doc.rgb, page.lines, check)
+    except TooManyRegions as err:
+        raise ClientError(422, "too_many_regions", f"page {doc.page}: {err}; send the tables as crops with "
+                                                   "mode=table, or the page without structure") from None
+    return {"text": found.text(page.lines), **found.to_json()}
+
+
+def table_json(structure: StructureModel, doc: PageImage, page: Page) -> dict[str, Any]:
+    """mode=table: the whole image is one table, its cells filled from the page's lines; one table
+    region holds every line, so Markdown, hOCR and ALTO write the table."""
+    table = structure.table.read(doc.rgb, None, page.lines).to_json()
+    return {"regions": [{"type": "table", "quad": table["quad"], "score": 1.0,
+                         "lines": list(range(len(page.lines))), "level": None}],
+            "tables": [table]}
 
 
 def answer(model: OcrModel, entries: list[dict[str, Any]], timing: dict[str, float],

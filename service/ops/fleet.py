@@ -79,11 +79,42 @@ def server_address(cfg: Settings, inst: Instance) -> str:
     return f"{cfg.host(inst.host).reach}:{inst.port}"
 
 
+def front_url(cfg: Settings) -> str:
+    """The front Nginx as every host reaches it (the coordinators post job pages there): [nginx]
+    listen, a wildcard address replaced by the front host's own (by loopback on one host)."""
+    host, _, port = cfg.nginx.listen.rpartition(":")
+    if host in ("", "0.0.0.0", "*", "[::]"):
+        host = front(cfg).reach if uses_tls(cfg) else ("[::1]" if host == "[::]" else "127.0.0.1")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _listen_is_loopback(cfg: Settings) -> bool:
+    host = cfg.nginx.listen.rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def check(cfg: Settings) -> None:
     """Refuse fleets that would start but not work."""
     if uses_tls(cfg) and front(cfg).loopback:
         raise ValueError(f"{cfg.path}: instances listen beyond loopback, so [nginx] host must name a host "
                          f"with a network address (it is {cfg.nginx.host!r})")
+    if uses_tls(cfg):
+        # Jobs, API keys and ?annotate=1 results are state that every host must see.
+        if not cfg.store.url:
+            raise ValueError(f"{cfg.path}: instances on several hosts share jobs, API keys and annotated "
+                             "results; name the fleet's PostgreSQL database in [store] url")
+        if cfg.auth.keys_file is not None and not cfg.auth.keys_in_store:
+            raise ValueError(f"{cfg.path}: a keys file is one host's; in a fleet set [auth] keys_in_store = true "
+                             "(python -m service.keys then manages the store's keys)")
+        if _listen_is_loopback(cfg):
+            raise ValueError(f"{cfg.path}: [nginx] listen {cfg.nginx.listen} is loopback, but the coordinators "
+                             "of every host post job pages to the front Nginx: listen on the front host's "
+                             "address (or 0.0.0.0)")
     for host in cfg.hosts:
         if not host_instances(cfg, host.name):
             continue
@@ -124,6 +155,18 @@ def nginx_pass(cfg: Settings) -> str:
             "include parse/tls.conf;\n")
 
 
+def nginx_results(cfg: Settings) -> str:
+    """parse/results.conf: where /results/<id>.png comes from, Nginx's disk on one host, the app
+    (which reads the store) when a store is declared."""
+    head = f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
+    if cfg.store.url:
+        # A 503 here is the store's, the same on every instance: never counted against one.
+        return head + ("location ~ ^/results/[A-Za-z0-9_-]+\\.png$ {\n    uwsgi_next_upstream error timeout;\n"
+                       "    include parse/pass.conf;\n}\n")
+    return head + ("location ~ ^/results/([A-Za-z0-9_-]+\\.png)$ {\n    alias $parse_results_dir/$1;\n"
+                   "    default_type image/png;\n}\n")
+
+
 def nginx_tls(cfg: Settings, tls_dir: Path) -> str:
     """parse/tls.conf: how Nginx speaks to the instances beyond loopback (empty on one host)."""
     head = f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
@@ -153,9 +196,11 @@ def sysctl_conf(cfg: Settings) -> str:
 
 
 def systemd_dropin(cfg: Settings, host: Host) -> str:
-    """Beyond loopback the unit's IP allow-list (localhost only) must let the front host in."""
+    """Beyond loopback the unit's IP allow-list (localhost only) must let the front host in, both
+    ways: its Nginx connects to the TLS gateway, and this host's coordinator posts job pages to it."""
     return (f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.\n"
-            f"[Service]\n# Nginx on {front(cfg).name} connects to the TLS gateway on {host.bind}.\n"
+            f"[Service]\n# Nginx on {front(cfg).name} connects to the TLS gateway on {host.bind}; the\n"
+            f"# coordinator posts job pages to {front_url(cfg)}.\n"
             f"IPAddressAllow={front(cfg).reach}\n")
 
 
@@ -195,8 +240,9 @@ def nginx_metrics_upstreams(cfg: Settings) -> str:
 
 
 def prometheus(cfg: Settings) -> str:
-    """A scrape job over every host, through the front Nginx (service/web/metrics.py)."""
-    target = cfg.nginx.listen
+    """A scrape job over every host, through the front Nginx at the address every machine reaches
+    it by (service/web/metrics.py)."""
+    target = front_url(cfg).removeprefix("http://")
     lines = [f"# Rendered from {cfg.path} by python -m service.deploy; edit that file, not this one.",
              "# Each target is one host's instances, merged; `host` labels every series.",
              "scrape_configs:", "  - job_name: parse", "    scrape_interval: 15s", "    static_configs:"]

@@ -1,10 +1,13 @@
-"""`python -m service.keys add|revoke|list`: manage the API keys file named by [auth] keys_file.
+"""`python -m service.keys add|revoke|list`: manage the API keys, in the store or in a keys file.
 
-The running service re-reads the file when it changes (service/web/auth.py), and [auth] itself when
-the settings file changes (service/web/live.py), so a key added or revoked here, or keys turned on or
-off, take effect from the next request, without a reload or restart. The file holds only SHA-256 digests; a
-new key is printed once and never stored. Writes replace the file atomically, so a worker never
-reads half a file.
+With [auth] keys_in_store the keys live in the store that every host shares (a fleet): run this on
+any machine with the declaration and the store's password, and every worker of every host counts
+the change within [store] refresh_seconds (service/web/keysets.py). Otherwise they live in the
+file named by [auth] keys_file, which this host's workers re-read when it changes
+(service/web/auth.py), and [auth] itself when the settings file changes (service/web/live.py), so
+a key added or revoked here, or keys turned on or off, take effect from the next request, without
+a reload or restart. Either way only SHA-256 digests are stored; a new key is printed once and
+never stored. File writes replace the file atomically, so a worker never reads half a file.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import secrets
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .. import settings
 from ..apikeys import digest, read_keys
+from ..store.db import Postgres, Sqlite, open_database
+from ..store.schema import migrate
 
 
 def write_keys(path: Path, keys: dict[str, str]) -> None:
@@ -62,6 +68,32 @@ def revoke(path: Path, which: str) -> list[str]:
     return gone
 
 
+class StoreKeys:
+    """The keys table of the store, with the same add, revoke and list as the file."""
+
+    def __init__(self, db: Sqlite | Postgres):
+        migrate(db)
+        self.db = db
+
+    def read(self) -> dict[str, str]:
+        with self.db.tx() as tx:
+            return {r["digest"]: r["label"] for r in tx.query("SELECT digest, label FROM api_key ORDER BY created")}
+
+    def add(self, label: str) -> str:
+        key = secrets.token_urlsafe(32)
+        with self.db.tx() as tx:
+            tx.run("INSERT INTO api_key (digest, label, created) VALUES (?, ?, ?)", (digest(key), label, time.time()))
+        return key
+
+    def revoke(self, which: str) -> list[str]:
+        gone = [d for d, label in self.read().items()
+                if label == which or (len(which) >= 8 and d.startswith(which))]
+        with self.db.tx() as tx:
+            for d in gone:
+                tx.run("DELETE FROM api_key WHERE digest = ?", (d,))
+        return gone
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.keys", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,23 +104,30 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = settings.load()
     path = cfg.auth.keys_file
-    if path is None:
+    if cfg.auth.keys_in_store:
+        store = StoreKeys(open_database(cfg))
+        where = f"the store ({cfg.store.url or cfg.jobs.db}); every host counts it within {cfg.store.refresh_seconds:g} s"
+        do_add, do_revoke, do_read = store.add, store.revoke, store.read
+    elif path is not None:
+        where = f"{path}; /v1/* needs a key from the next request on"
+        do_add, do_revoke = (lambda label: add(path, label)), (lambda which: revoke(path, which))
+        do_read = lambda: read_keys(path) if path.exists() else {}  # noqa: E731
+    else:
         print(f"API keys are off: {cfg.path} sets no [auth] keys_file. Turn them on there, e.g.\n\n"
               f'    [auth]\n    keys_file = "run/api-keys"\n\n'
-              "then run this command again. The running service applies both from its next request, "
-              "no reload needed.", file=sys.stderr)
+              "(a fleet: keys_in_store = true), then run this command again. The running service applies "
+              "both from its next request, no reload needed.", file=sys.stderr)
         return 2
     if args.command == "add":
-        print(add(path, args.label))
-        print(f"stored its digest in {path}; the key is not shown again. /v1/* needs a key from the "
-              "next request on.", file=sys.stderr)
+        print(do_add(args.label))
+        print(f"stored its digest in {where}; the key is not shown again", file=sys.stderr)
     elif args.command == "revoke":
-        gone = revoke(path, args.which)
-        print(f"revoked {len(gone)} key(s)", file=sys.stderr)
+        gone = do_revoke(args.which)
+        print(f"revoked {len(gone)} key(s) in {where}", file=sys.stderr)
         if not gone:
             return 1
     else:
-        for d, label in (read_keys(path) if path.exists() else {}).items():
+        for d, label in do_read().items():
             print(f"{d[:16]}  {label}")
     return 0
 

@@ -8,19 +8,22 @@ JSON a client gets). A PDF page with a text layer skips the model.
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import closing
 from typing import Any
 
-import numpy as np
 from flask import Blueprint, Response, g, jsonify, request
 
 from .. import documents, formats
 from ..errors import ClientError
 from ..ocr import allocator
 from ..ocr.model import OcrModel
-from ..formats.answer import answer, model_json, page_json
-from . import annotate, guards, metrics, reading, state
+from ..formats.answer import answer, model_json, page_json, structure_json, table_json
+from ..store.db import Unavailable
+from . import annotate, guards, metrics, reading, results, state
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 bp.before_request(guards.check_upload)
@@ -55,8 +58,9 @@ def uploads(max_files: int | None = None) -> list[bytes]:
 
 
 # ?mode=: "page" finds every line; "line" reads each image as one text line (no detection), which
-# is what a crop wants, and far cheaper with ppocr, whose detector first upscales to 736 px.
-MODES = ("page", "line")
+# is what a crop wants, and far cheaper with ppocr, whose detector first upscales to 736 px;
+# "table" reads each image as one table: its lines, then the table model's cells (no layout).
+MODES = ("page", "line", "table")
 
 
 def read_mode() -> str:
@@ -64,7 +68,8 @@ def read_mode() -> str:
     mode = request.args.get("mode", "page")
     if mode not in MODES:
         raise ClientError(400, "invalid_mode", f"mode={mode!r} is not accepted: use mode=page (find every text line, "
-                                            "the default) or mode=line (each image is one text line)")
+                                            "the default), mode=line (each image is one text line) or "
+                                            "mode=table (each image is one table)")
     return mode
 
 
@@ -73,9 +78,38 @@ def read_format() -> str:
     return formats.check(request.args.get("format", "json"))
 
 
+def keep_annotated(worker: state.WorkerState, rgb, quads) -> str | None:
+    """The page drawn with its boxes, kept as /results/<id>.png: a file on one host, the store in a
+    fleet ([store] url), which every host serves from. While the store is unreachable the page is
+    still read and answered, without its link (null, as for a PNG over [results] max_bytes)."""
+    png = annotate.encode_png(annotate.draw(rgb, quads))
+    if not worker.cfg.store.url:
+        return annotate.write_png(png, worker.cfg.results)
+    try:
+        return results.keep(worker.db, png, worker.cfg.results)
+    except Unavailable as err:
+        log.warning("annotated PNG not kept, the store is unreachable: %s", err)
+        return None
+
+
+def read_structure(fmt: str, mode: str) -> bool:
+    """Whether to find the pages' regions and tables: ?structure=1, or an output written from them
+    (Markdown), or the [structure] default; checked before the body is read."""
+    value = request.args.get("structure")
+    if value not in (None, "", "0", "1"):
+        raise ClientError(400, "invalid_structure", f"structure={value!r} is not accepted: use structure=1 (regions "
+                                                    "and tables in the answer) or structure=0")
+    wanted = fmt == "markdown" or value == "1" or (
+        value in (None, "") and state.current().cfg.structure.enabled_by_default)
+    if wanted and mode == "line":
+        raise ClientError(400, "invalid_structure", "mode=line reads each image as one text line, which has no "
+                                                    "layout: drop structure=1 and format=markdown, or use mode=page")
+    return wanted
+
+
 def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
     """?pages=, ?dpi= and ?ocr=, checked before the body is read. `pixels`: render text-layer
-    pages too, for an output that draws them (the searchable PDF, ?annotate=1)."""
+    pages too, for an output that draws them (?annotate=1)."""
     docs = state.current().cfg.documents
     return documents.ReadOptions(
         pages=documents.parse_pages(request.args.get("pages")),
@@ -91,20 +125,23 @@ def read_options(model: OcrModel, pixels: bool) -> documents.ReadOptions:
 def parse():
     mode = read_mode()
     fmt = read_format()
+    structured = read_structure(fmt, mode)
     worker = state.current()
     deadline = guards.deadline()
     model = worker.await_model(deadline.remaining())  # a fresh worker's model may still be loading
+    structure = worker.require_structure() if structured or mode == "table" else None
     annotated = request.args.get("annotate") == "1"
-    options = read_options(model, pixels=annotated or fmt == "pdf")
+    # The layout and table models read the page's pixels, a text-layer page's too (its text stays the layer's).
+    options = read_options(model, pixels=annotated or structured or mode == "table")
     start = time.perf_counter()  # the stages time the work, not the wait for a model
     limits = worker.cfg.limits
     entries: list[dict[str, Any]] = []
-    # The searchable PDF draws every page's image under its text: only then are pixels kept.
-    backgrounds: list[np.ndarray | None] = []
     timing = {"decode": 0.0, "detect": 0.0, "recognize": 0.0}
     ocr_pages = lines = 0
-    pages = documents.read_pages(uploads(), limits, options)
-    # Pixels the output draws (options.pixels) stay with each page after its reading.
+    # The searchable PDF is the uploads themselves with the text added: their bytes stay at hand.
+    files = uploads()
+    pages = documents.read_pages(files, limits, options)
+    # Pixels the request renders for itself (options.pixels) stay with each page after its reading.
     with closing(reading.readings(model, pages, mode, deadline, keep_pixels=options.pixels)) as read:
         for doc, page in read:
             timing["decode"] += doc.decode_seconds
@@ -123,11 +160,19 @@ def parse():
             lines += len(page.lines)
             # Other formats are built from the entries, with every word's box.
             entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
+            if mode == "table":  # the whole image is the table: its cells, filled from the page's lines
+                deadline.check(f"the table of page {len(entries) + 1}")
+                began = time.perf_counter()
+                entry |= table_json(structure, doc, page)
+                timing["table"] = timing.get("table", 0.0) + time.perf_counter() - began
+            elif structure is not None:
+                deadline.check(f"the layout of page {len(entries) + 1}")
+                began = time.perf_counter()
+                entry |= structure_json(structure, doc, page, lambda what: deadline.check(f"{what} on page {doc.page}"))
+                timing["structure"] = timing.get("structure", 0.0) + time.perf_counter() - began
             # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
             if annotated:
-                entry["annotated_url"] = annotate.annotate(doc.rgb, [line.quad for line in page.lines], worker.cfg.results)
-            if fmt == "pdf":
-                backgrounds.append(doc.rgb)
+                entry["annotated_url"] = keep_annotated(worker, doc.rgb, [line.quad for line in page.lines])
             entries.append(entry)
             doc = page = None  # the page's pixels go before the next page is rendered
     deadline.check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
@@ -140,7 +185,7 @@ def parse():
     metrics.IMAGES.inc(len(entries))
     metrics.LINES.inc(lines)
     if fmt != "json":
-        document, media_type = formats.render(entries, fmt, backgrounds or None)
+        document, media_type = formats.render(entries, fmt, files)
         name = f"parse-{g.request_id}.{formats.FORMATS[fmt][1]}"
         return Response(document, mimetype=None, content_type=media_type,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -19,7 +19,7 @@ from flask import Flask, g, has_request_context, request
 
 from .. import settings as settings_mod
 from ..settings import Settings
-from . import annotate, api, auth, health, jobs, metrics, openapi
+from . import annotate, api, auth, health, jobs, metrics, openapi, results
 from .errors import register_error_handlers
 from .state import WorkerState
 
@@ -77,13 +77,16 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
         return response
 
     # API keys and the /metrics allow-list run first (401/403), before any blueprint's own checks.
-    auth.register(app, state.live.auth, cfg.jobs.dir)
+    # The key set in force: this host's keys file, or the store's with [auth] keys_in_store (a fleet).
+    auth.register(app, state.live.auth, state.keys, state.keys.internal)
     register_error_handlers(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.bp)
+    if cfg.store.url:  # a fleet: ?annotate=1 PNGs are served from the store (service/web/results.py)
+        app.register_blueprint(results.bp)
 
     metrics.WORKER_READY.labels(str(state.instance.port)).set(0)
     atexit.register(metrics.mark_exit)

@@ -1,9 +1,11 @@
 """Optional API keys for /v1/, and the network allow-list for /metrics, checked before any route runs.
 
-Keys live in a file of SHA-256 hex digests (`[auth] keys_file`), one per line with an optional
-label, managed by `python -m service.keys`. The file is re-read when it changes, and [auth] itself
-is read afresh when the settings file changes (service/web/live.py), so turning keys on or off,
-adding or revoking a key, all apply from the next request. Only digests are stored: the file leaks no usable key.
+Keys come from a key set (`KeySet`): on one host a file of SHA-256 hex digests (`[auth] keys_file`),
+one per line with an optional label, re-read when it changes; in a fleet the store
+(`[auth] keys_in_store`, service/web/keysets.py), re-read every few seconds. Either way
+`python -m service.keys` manages them. [auth] itself is read afresh when the settings file changes
+(service/web/live.py), so turning keys on or off, adding or revoking a key, all apply without a
+restart. Only digests are stored: neither leaks a usable key.
 /healthz and /readyz stay open so that load balancers and systemd can probe without a key.
 """
 
@@ -14,13 +16,12 @@ import ipaddress
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from flask import Flask, g, request
 
 from ..apikeys import digest, read_keys
 from ..errors import ClientError
-from ..jobs import internal_key
 from ..settings import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,12 @@ log = logging.getLogger(__name__)
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 CHALLENGE = 'Bearer realm="parse"'
 _MISSING = (-1, -1, -1)  # KeyFile stamp while the file cannot be read
+
+
+class KeySet(Protocol):
+    """Where the valid API keys come from: KeyFile here, or the store (keysets.StoreKeys)."""
+
+    def accepts(self, key: str) -> bool: ...
 
 
 class KeyFile:
@@ -81,10 +88,10 @@ def metrics_allowed(address: str | None, allow: tuple[str, ...]) -> bool:
     return any(ip in net for net in networks if net.version == ip.version)
 
 
-def _job_page(key: str, jobs_dir: Path) -> bool:
-    """A job's page posted by a coordinator with the host's internal key (service/jobs/internal_key.py).
+def _job_page(key: str, internal: Callable[[str], bool]) -> bool:
+    """A job's page posted by a coordinator with the fleet's internal key (service/jobs/internal_key.py).
     Its X-Parse-Job header then labels this request's log lines with the job id."""
-    if request.path != "/v1/parse" or not internal_key.matches(key, jobs_dir):
+    if request.path != "/v1/parse" or not internal(key):
         return False
     g.job_id = request.headers.get("X-Parse-Job", "")[:32] or None
     return True
@@ -96,14 +103,18 @@ def check_networks(cfg: AuthSettings) -> None:
         ipaddress.ip_network(net, strict=False)
 
 
-def register(app: Flask, current: Callable[[], AuthSettings], jobs_dir: Path) -> None:
-    """Install the checks as a before_request hook: keys on /v1/ when a keys file is set, /metrics always.
-    `current` gives [auth] as it is now (service/web/live.py), read once per request."""
+def register(app: Flask, current: Callable[[], AuthSettings], store_keys: KeySet,
+             internal: Callable[[str], bool]) -> None:
+    """Install the checks as a before_request hook: keys on /v1/ when a key set is in force, /metrics
+    always. `current` gives [auth] as it is now (service/web/live.py), read once per request;
+    `store_keys` is the store's key set, `internal` tells the coordinators' internal key."""
     check_networks(current())
     files: dict[Path, KeyFile] = {}
 
-    def key_set(cfg: AuthSettings) -> KeyFile | None:
+    def key_set(cfg: AuthSettings) -> KeySet | None:
         """The keys in force under [auth] as it is now; None while keys are off."""
+        if cfg.keys_in_store:
+            return store_keys
         if cfg.keys_file is None:
             return None
         if cfg.keys_file not in files:
@@ -117,7 +128,7 @@ def register(app: Flask, current: Callable[[], AuthSettings], jobs_dir: Path) ->
         if request.path == "/metrics" and not metrics_allowed(request.remote_addr, cfg.metrics_allow):
             raise ClientError(403, "forbidden", "/metrics is served to loopback and [auth] metrics_allow only")
         key = bearer_key()
-        if key is not None and _job_page(key, jobs_dir):
+        if key is not None and _job_page(key, internal):
             return
         if keys is None or not request.path.startswith("/v1/"):
             return

@@ -8,6 +8,10 @@ from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ClientError
+from ..store.db import Unavailable
+
+# Seconds a client is told to wait while the store is unreachable (a restart or failover).
+RETRY_AFTER_STORE = 5
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,13 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ClientError)
     def _client_error(err: ClientError):
         return error_response(err.status, err.code, err.message, err.headers)
+
+    @app.errorhandler(Unavailable)
+    def _store_down(err: Unavailable):
+        # Jobs and results wait in the store; nothing is lost, the client only has to come back.
+        log.warning("store unreachable: %s", err)
+        return error_response(503, "store_unavailable", "the job store cannot be reached now; retry after "
+                              "the time in Retry-After", {"Retry-After": str(RETRY_AFTER_STORE)})
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):

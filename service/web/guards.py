@@ -21,12 +21,15 @@ is touched, so a backlog never costs model time for answers nobody will wait for
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import g, request
 
 from ..errors import ClientError
 from . import metrics, state
+
+log = logging.getLogger(__name__)
 
 
 class Deadline:
@@ -52,14 +55,37 @@ class Deadline:
             )
 
 
+# A queue time below this is a front host's clock ahead of this host's (Nginx stamps PARSE_ARRIVED
+# with its own clock); one above the deadline times this factor is this host's clock ahead: no
+# request waits that long, Nginx gives up first. Either way the deadline is wrong by the skew.
+SKEW_AHEAD_S = -0.5
+SKEW_IMPLAUSIBLE_FACTOR = 5
+# One log line per worker per this many seconds at most, however many requests show the skew.
+SKEW_LOG_EVERY_S = 60.0
+_last_skew_log = [0.0]
+
+
 def queue_seconds() -> float:
     """Seconds since Nginx stamped the request (PARSE_ARRIVED, Unix time); 0 without a stamp
-    (a request that reached uWSGI directly) or with one from a clock that is ahead."""
+    (a request that reached uWSGI directly) or with one from a clock that is ahead. A negative or
+    implausible time means the front host's clock and this one disagree (NTP is a requirement,
+    README): counted in parse_clock_skew_total and logged."""
     stamp = request.environ.get("PARSE_ARRIVED")
     try:
-        return max(0.0, time.time() - float(stamp)) if stamp else 0.0
+        waited = time.time() - float(stamp) if stamp else 0.0
     except ValueError:
         return 0.0
+    limit = state.current().cfg.limits.deadline_seconds * SKEW_IMPLAUSIBLE_FACTOR
+    if waited < SKEW_AHEAD_S or waited > limit:
+        side = "front_ahead" if waited < 0 else "instance_ahead"
+        metrics.CLOCK_SKEW.labels(side).inc()
+        if time.monotonic() - _last_skew_log[0] > SKEW_LOG_EVERY_S:
+            _last_skew_log[0] = time.monotonic()
+            log.warning("clock skew: Nginx stamped this request %.2f s %s this host's clock (%s); deadlines "
+                        "are off by as much: run NTP on every host", abs(waited),
+                        "ahead of" if waited < 0 else "behind", side)
+        return 0.0 if waited < 0 else waited
+    return max(0.0, waited)
 
 
 def deadline() -> Deadline:

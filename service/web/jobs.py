@@ -15,10 +15,9 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from .. import documents, formats
+from .. import formats
 from ..apikeys import digest
 from ..documents import count_pages
-from ..documents.pages import PageSelection
 from ..errors import ClientError
 from ..jobs.plan import plan
 from ..jobs.store import FINISHED, Job
@@ -33,7 +32,7 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 def _owner() -> str:
     """Who a job belongs to: the key's digest (keys are never stored), else the client address."""
     key = auth.bearer_key()
-    if state.current().live.auth().keys_file and key:
+    if state.current().live.auth().keys_on and key:
         return f"key:{digest(key)}"
     return f"addr:{request.remote_addr}"
 
@@ -41,7 +40,7 @@ def _owner() -> str:
 def _job(job_id: str) -> Job:
     """The job, if it exists and this client may see it; else the same 404 either way."""
     job = state.current().jobs.get(job_id) if _ID.match(job_id) else None
-    keys_on = state.current().live.auth().keys_file is not None
+    keys_on = state.current().live.auth().keys_on
     if job is None or (keys_on and job.owner != _owner()):
         raise ClientError(404, "job_not_found", f"no job {job_id!r}: it never existed, expired, was deleted, "
                                                 "or belongs to another API key")
@@ -105,20 +104,12 @@ def result(job_id: str):
     body = assemble(store.results(job.id), words)
     if fmt == "json":
         return jsonify(body)
-    backgrounds = [page_pixels(store.upload_path(job.id, e["file"]).read_bytes(), e) for e in body["images"]] \
+    # The searchable PDF is drawn over the job's upload, which is kept with its results.
+    files = [store.upload(job.id, f) for f in range(1 + max(e.get("file", 0) for e in body["images"]))] \
         if fmt == "pdf" else None
-    document, media_type = formats.render(body["images"], fmt, backgrounds)
+    document, media_type = formats.render(body["images"], fmt, files)
     return Response(document, content_type=media_type,
                     headers={"Content-Disposition": f'attachment; filename="parse-{job.id}.{formats.FORMATS[fmt][1]}"'})
-
-
-def page_pixels(upload: bytes, entry: dict[str, Any]):
-    """A page's pixels again, at the dpi it was read at: the searchable PDF's background."""
-    cfg = state.current().cfg
-    page = entry.get("page", 1)
-    options = documents.ReadOptions(pages=PageSelection(((page, page),)), dpi=entry.get("dpi"), ocr="force",
-                                    documents=cfg.documents)
-    return next(documents.read_pages([upload], cfg.limits, options)).rgb
 
 
 def assemble(answers: list[dict[str, Any]], words: bool) -> dict[str, Any]:

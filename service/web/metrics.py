@@ -1,9 +1,11 @@
-"""Prometheus metrics, summed over every worker of every instance.
+"""Prometheus metrics, summed over every worker of every instance of one host.
 
 Each uWSGI worker is its own process, so prometheus_client runs in multiprocess mode: every worker
-writes its values into files in one folder, $PROMETHEUS_MULTIPROC_DIR, shared by all instances
-(uWSGI's ini points every instance at the same folder), and GET /metrics, answered by whichever
-worker Nginx picks, merges the files of all of them. The variable must be set before
+writes its values into files in one folder, $PROMETHEUS_MULTIPROC_DIR, shared by all instances of
+the host (uWSGI's ini points every instance at the same folder), and GET /metrics, answered by
+whichever worker Nginx picks, merges the files of all of them. In a fleet each host has its own
+folder: /metrics/hosts/NAME on the front Nginx is host NAME's (service/ops/fleet.py), and the job
+gauges, read from the shared store, are the fleet's and the same on every host. The variable must be set before
 prometheus_client is imported, which is why the uWSGI ini sets it, not this module.
 
 Folder lifecycle: `make run` empties it before the first instance starts; under systemd it is
@@ -16,6 +18,7 @@ killed with SIGKILL stops counting as ready.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -27,9 +30,11 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                multiprocess)
 
 from ..jobs.metrics import JobsCollector
+from ..store.db import Unavailable
 from . import state
 
 bp = Blueprint("metrics", __name__)
+log = logging.getLogger(__name__)
 
 
 # Per-stage seconds: from a few ms (decode of a small PNG) up to the request deadline.
@@ -55,6 +60,10 @@ IN_FLIGHT = Gauge("parse_requests_in_flight", "API uploads being handled by the 
 # livesum: the number of ready workers right now, per instance; a dead worker's file is removed.
 WORKER_READY = Gauge("parse_worker_ready", "Workers whose model is loaded and warmed", ["instance"],
                      multiprocess_mode="livesum")
+
+# Requests whose Nginx stamp disagrees with this host's clock (service/web/guards.py: queue_seconds).
+CLOCK_SKEW = Counter("parse_clock_skew_total", "Requests whose queue time was negative or implausible: the "
+                     "front host's clock and this one's disagree (run NTP)", ["side"])
 
 # liveall: one value per worker (a pid label), each worker's own, gone when the worker is.
 HEAP_BYTES = Gauge("parse_worker_heap_bytes", "Bytes in live malloc blocks after the worker's last page; resident "
@@ -145,8 +154,16 @@ def registry(instances: list[tuple[str, str]] = ()) -> CollectorRegistry:
 @bp.get("/metrics")
 def metrics() -> Response:
     sweep_dead()
-    # Job states come from the job store at each scrape (service/jobs/metrics.py), not from files.
-    jobs = CollectorRegistry()
-    jobs.register(JobsCollector(state.current().jobs))
-    instances = [(str(i.port), i.stats_address) for i in state.current().cfg.instances]
-    return Response(generate_latest(registry(instances)) + generate_latest(jobs), content_type=CONTENT_TYPE_LATEST)
+    worker = state.current()
+    # This host's instances only: another host's instance on the same port is not on this loopback.
+    instances = [(str(i.port), i.stats_address) for i in worker.cfg.instances if i.host == worker.instance.host]
+    body = generate_latest(registry(instances))
+    # Job states come from the job store at each scrape (service/jobs/metrics.py), not from files;
+    # while the store is unreachable the scrape still has every worker's own metrics.
+    try:
+        jobs = CollectorRegistry()
+        jobs.register(JobsCollector(worker.jobs))
+        body += generate_latest(jobs)
+    except Unavailable as err:
+        log.warning("job gauges left out of this scrape: %s", err)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)

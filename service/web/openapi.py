@@ -101,10 +101,46 @@ SCHEMAS: dict[str, Any] = {
                     "description": "PDF pages only: the dpi the page was rendered (or measured) at; width, "
                                    "height and quads are pixels at this dpi. Lower than asked when the page "
                                    "would pass the pixel limit"},
+            "regions": {"type": "array", "items": {"$ref": "#/components/schemas/Region"},
+                        "description": "With structure=1 or format=markdown: the page's typed regions in reading "
+                                       "order (headers first, footers last, captions beside their figure or "
+                                       "table); each line is in at most one. text then follows them"},
+            "tables": {"type": "array", "items": {"$ref": "#/components/schemas/Table"},
+                       "description": "With structure: one per table region, in the regions' order"},
             # Only with ?annotate=1; null when the PNG alone is over [results] max_bytes.
             "annotated_url": {"type": "string", "nullable": True, "pattern": "^/results/[A-Za-z0-9_-]{22}\\.png$",
                               "description": ("With ?annotate=1: the image with its quads drawn, a PNG served at "
                                               "this path until it expires ([results] ttl_seconds)")},
+        },
+    },
+    "Region": {
+        "type": "object", "required": ["type", "quad", "score", "lines", "level"],
+        "properties": {
+            "type": {"type": "string", "enum": ["title", "heading", "text", "list", "table", "figure", "caption",
+                                                "header", "footer", "equation", "reference"]},
+            "quad": {"$ref": "#/components/schemas/Quad"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1,
+                      "description": "The layout model's confidence; 0.5 for a region built from the lines alone"},
+            "lines": {"type": "array", "items": {"type": "integer", "minimum": 0},
+                      "description": "Indices into lines, in reading order"},
+            "level": {"type": "integer", "minimum": 1, "maximum": 6, "nullable": True,
+                      "description": "Headings and the title: 1 is the highest"},
+        },
+    },
+    "Table": {
+        "type": "object", "required": ["quad", "html", "cells"],
+        "properties": {
+            "quad": {"$ref": "#/components/schemas/Quad"},
+            "html": {"type": "string", "description": "<table> with each cell's text, rowspan and colspan"},
+            "cells": {"type": "array", "items": {
+                "type": "object", "required": ["row", "col", "rowspan", "colspan", "quad", "text"],
+                "properties": {"row": {"type": "integer", "minimum": 0}, "col": {"type": "integer", "minimum": 0},
+                               "rowspan": {"type": "integer", "minimum": 1},
+                               "colspan": {"type": "integer", "minimum": 1},
+                               "quad": {"$ref": "#/components/schemas/Quad"}, "text": {"type": "string"}}}},
+            "truncated": {"type": "boolean",
+                          "description": "The table was longer than [structure] table_max_steps or "
+                                         "max_table_cells: only its first whole rows are here"},
         },
     },
     "ParseResult": {
@@ -117,8 +153,9 @@ SCHEMAS: dict[str, Any] = {
             "timing_ms": {
                 "type": "object", "required": ["decode", "detect", "recognize", "total"],
                 "properties": {k: {"type": "number", "minimum": 0}
-                               for k in ("decode", "detect", "recognize", "batch_wait", "total")},
-                "description": "batch_wait: time the pages waited to join a batch, where batching is on",
+                               for k in ("decode", "detect", "recognize", "batch_wait", "structure", "total")},
+                "description": "batch_wait: time the pages waited to join a batch, where batching is on; "
+                               "structure: layout and tables, with structure",
             },
         },
     },
@@ -199,15 +236,25 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                                 "description": "1: also keep each image with its boxes drawn as a PNG; "
                                                "its path is the image's annotated_url"},
                                {"name": "mode", "in": "query", "required": False,
-                                "schema": {"type": "string", "enum": ["page", "line"], "default": "page"},
+                                "schema": {"type": "string", "enum": ["page", "line", "table"], "default": "page"},
                                 "description": "page: find every text line; line: each image is one text "
-                                               "line (a crop), read without detection"},
+                                               "line (a crop), read without detection; table: each image is "
+                                               "one table (a crop): its lines, then its cells in `tables`"},
                                {"name": "format", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
                                 "description": "json: the result below; text: the text in reading order; "
+                                               "markdown: headings, paragraphs, lists, tables and figures "
+                                               "(structure implied; page headers, footers and numbers left out); "
                                                "hocr: hOCR 1.2 XHTML; alto: ALTO v4 XML; pdf: a searchable PDF "
-                                               "(each image with an invisible text layer). All images make one "
+                                               "(the upload itself with an invisible text layer on each page the "
+                                               "model read; active content removed). All images make one "
                                                "document."},
+                               {"name": "structure", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["0", "1"]},
+                                "description": "1: find each page's typed regions (title, heading, text, list, "
+                                               "table, figure, caption, header, footer, equation, reference) and "
+                                               "read its tables into cells; hOCR and ALTO then carry them. Costs "
+                                               "a layout pass per page and a table pass per table; mode=page only"},
                                {"name": "words", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": ["0", "1"]},
                                 "description": "json: 1 adds each line's words, with their quads (where the recognizer "
@@ -237,7 +284,7 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                                            for f in FORMATS if f != "json"}}},
                     "400": _error("No image in the request, an empty file, bytes that are not a readable image "
                                   "or PDF, a password-protected or page-less PDF, a page past the end, or a bad "
-                                  "mode, format, pages, dpi or ocr"),
+                                  "mode, format, structure, pages, dpi or ocr"),
                     "401": _error("API keys are on and the Authorization header is missing or wrong"),
                     # Nginx de-chunks bodies; a client talking to uWSGI directly must send a length.
                     "411": _error("A chunked body sent to an instance directly, without Nginx"),
@@ -245,6 +292,9 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                                   "PDF page too large even at the lowest dpi"),
                     "415": _error("Not multipart/form-data, image/* or application/pdf, or a format that is not "
                                   "accepted"),
+                    "422": _error("format=pdf: a PDF read, but too damaged to add a text layer to; with "
+                                  "structure: a page holds more layout regions or tables than [structure] "
+                                  "max_regions or max_tables"),
                     "429": _error("Over the rate limit", retry_after=True),
                     "500": INTERNAL,
                     "503": UNAVAILABLE,
@@ -294,6 +344,7 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                 "responses": {"200": _json("#/components/schemas/ParseResult", "Every page, in page order"),
                               "404": _error("Unknown, expired, deleted, or another key's job"),
                               "409": _error("Not done (yet): queued, running, failed or cancelled", retry_after=True),
+                              "422": _error("format=pdf: the uploaded PDF is too damaged to add a text layer to"),
                               "500": INTERNAL},
             }},
             "/healthz": {"get": {"summary": "The worker process lives",

@@ -14,11 +14,14 @@ from flask import current_app
 
 from ..errors import ClientError
 from ..jobs.store import Store
+from ..store.db import Postgres, Sqlite, open_database
 from ..ocr import batching
 from ..ops.deploy import harakiri_s
 from ..ocr.model import OcrModel, load_model
 from ..settings import Settings
+from ..structure import StructureModel
 from . import auth, metrics
+from .keysets import StoreKeys
 from .live import LiveSettings
 
 log = logging.getLogger(__name__)
@@ -39,15 +42,29 @@ class WorkerState:
         self.instance = cfg.current_instance()
         self.model: OcrModel | None = None
         self.error: str | None = None
+        # The layout and table models, loaded after the OCR model: a worker whose structure models
+        # fail to load still reads text, and answers structure requests 503 with the reason.
+        self.structure: StructureModel | None = None
+        self.structure_error: str | None = None
         self.ready = threading.Event()
         self.loading = False  # a load is under way in this worker (start() was called)
+        self._db: Sqlite | Postgres | None = None
         self._jobs: Store | None = None
+        # The store's keys: the fleet's API keys with [auth] keys_in_store, the internal key always.
+        self.keys = StoreKeys(lambda: self.db, cfg.store.refresh_seconds)
+
+    @property
+    def db(self) -> Sqlite | Postgres:
+        """The store (service/store); nothing connects until a query runs."""
+        if self._db is None:
+            self._db = open_database(self.cfg)
+        return self._db
 
     @property
     def jobs(self) -> Store:
         """The job store, opened on first use: a worker that never sees a job never touches it."""
         if self._jobs is None:
-            self._jobs = Store(self.cfg.jobs)
+            self._jobs = Store(self.cfg.jobs, self.db)
         return self._jobs
 
     def load(self) -> None:
@@ -64,12 +81,30 @@ class WorkerState:
             self.error = f"{type(exc).__name__}: {exc}"
             self.ready.set()  # requests waiting for the model get their 503 now
             return
+        self._load_structure(model.device)
         seconds = time.perf_counter() - start
         self.model = model
         metrics.MODEL_LOAD_SECONDS.observe(seconds)
         metrics.WORKER_READY.labels(str(self.instance.port)).set(1)
         self.ready.set()
         log.info("ready: %s %s on %s in %.2fs", model.info.name, model.info.version, model.device, seconds)
+
+    def _load_structure(self, device) -> None:
+        try:
+            structure = StructureModel.load(self.cfg.structure, self.cfg.model.weights_dir, device)
+            structure.warmup()
+        except Exception as exc:
+            log.exception("structure models failed to load")
+            self.structure_error = f"{type(exc).__name__}: {exc}"
+            return
+        self.structure = structure
+
+    def require_structure(self) -> StructureModel:
+        """The structure models (called once the OCR model is ready), or a 503 that says why not."""
+        if self.structure is None:
+            raise ClientError(503, "structure_unavailable",
+                              f"this worker could not load its layout and table models: {self.structure_error}")
+        return self.structure
 
     def start(self) -> threading.Thread:
         self.loading = True

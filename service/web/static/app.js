@@ -23,6 +23,7 @@
     summary: $("#summary"),
     clear: $("#clear"),
     annotate: $("#opt-annotate"),
+    structure: $("#opt-structure"),
     key: $("#opt-key"),
     template: $("#card-template"),
     modelInfo: $("#model-info"),
@@ -128,7 +129,10 @@
       const form = new FormData();
       form.append("image", job.file, job.file.name || "pasted-image.png");
       // A browser shows no PDF (nor a TIFF) as an <img>: their pages come back drawn as PNGs.
-      xhr.open("POST", API + (els.annotate.checked || isDocument(job.file) ? "?annotate=1" : ""));
+      const query = new URLSearchParams();
+      if (els.annotate.checked || isDocument(job.file)) query.set("annotate", "1");
+      if (els.structure.checked) query.set("structure", "1");
+      xhr.open("POST", API + (query.size ? `?${query}` : ""));
       const key = els.key.value.trim();
       if (key) xhr.setRequestHeader("Authorization", `Bearer ${key}`);
       xhr.timeout = REQUEST_TIMEOUT_MS;
@@ -372,7 +376,17 @@
     if (!photo.getAttribute("src")) stage.classList.add("no-preview");
     const svg = $(".overlay", card);
     svg.setAttribute("viewBox", `0 0 ${image.width} ${image.height}`);
-    svg.replaceChildren(...lines.map((line, i) => {
+    // Regions (with structure) under the line boxes, one colour per type (style.css, .region.t-*).
+    const regions = image.regions || [];
+    svg.replaceChildren(...regions.map((region) => {
+      const rect = document.createElementNS(SVG_NS, "polygon");
+      rect.setAttribute("points", region.quad.map(([x, y]) => `${x},${y}`).join(" "));
+      rect.setAttribute("class", `region t-${region.type}`);
+      const title = document.createElementNS(SVG_NS, "title");
+      title.textContent = region.level ? `${region.type} (level ${region.level})` : region.type;
+      rect.append(title);
+      return rect;
+    }), ...lines.map((line, i) => {
       const poly = document.createElementNS(SVG_NS, "polygon");
       poly.setAttribute("points", line.quad.map(([x, y]) => `${x},${y}`).join(" "));
       poly.setAttribute("class", `box c${i % PALETTE}`);
@@ -397,6 +411,8 @@
     $(".fulltext", card).value = image.text ?? lines.map((l) => l.text).join("\n");
     $(".fulltext", card).rows = Math.min(12, Math.max(3, lines.length + 1));
 
+    showStructure(card, image);
+
     $(".downloads", card).hidden = false;
     const annotated = $(".annotated", card);
     annotated.hidden = !image.annotated_url;
@@ -407,9 +423,38 @@
       ...timingItem("Decode", t.decode),
       ...timingItem("Detect", t.detect),
       ...timingItem("Recognize", t.recognize),
+      ...timingItem("Structure", t.structure),
       ...timingItem("Server total", t.total),
       ...timingItem("Round trip", elapsed),
     );
+  }
+
+  // The page's region types as a legend, and each table drawn as a table, built from its cells
+  // with textContent (the server's HTML is never put into the page as markup).
+  function showStructure(card, image) {
+    const box = $(".structure", card);
+    const regions = image.regions || [];
+    box.hidden = !regions.length;
+    const types = [...new Set(regions.map((r) => r.type))];
+    $(".legend", box).replaceChildren(...types.map((type) => {
+      const li = document.createElement("li");
+      li.className = `t-${type}`;
+      li.textContent = `${type} (${regions.filter((r) => r.type === type).length})`;
+      return li;
+    }));
+    $(".tables", box).replaceChildren(...(image.tables || []).map((table) => {
+      const el = document.createElement("table");
+      el.className = "cells";
+      const rows = [];
+      for (const cell of [...table.cells].sort((a, b) => a.row - b.row || a.col - b.col)) {
+        while (rows.length <= cell.row) rows.push(el.insertRow());
+        const td = rows[cell.row].insertCell();
+        td.textContent = cell.text;
+        if (cell.rowspan > 1) td.rowSpan = cell.rowspan;
+        if (cell.colspan > 1) td.colSpan = cell.colspan;
+      }
+      return el;
+    }));
   }
 
   function lineItem(line, i) {
@@ -508,7 +553,7 @@
       const headers = {};
       const key = els.key.value.trim();
       if (key) headers.Authorization = `Bearer ${key}`;
-      const response = await fetch(`${API}?format=${button.dataset.format}`, { method: "POST", body: form, headers });
+      const response = await fetch(`${API}?format=${button.dataset.format}${els.structure.checked ? "&structure=1" : ""}`, { method: "POST", body: form, headers });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const blob = await response.blob();
       if (button.dataset.href) URL.revokeObjectURL(button.dataset.href);
