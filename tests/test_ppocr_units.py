@@ -171,6 +171,18 @@ def test_device_ctc_path_matches_numpy():
     assert a.index[0, 2] == 4
 
 
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_ctc_argmax_on_bit_patterns_picks_the_float_argmax_ties_included(dtype):
+    import torch
+
+    probs = torch.softmax(torch.randn(4, 9, 300, generator=torch.Generator().manual_seed(5)) * 4, 2)
+    probs = probs.to(getattr(torch, dtype))
+    probs[1, 3, [7, 250]] = probs[1, 3].max() * 2  # a tie: the first class wins
+    probs[2, 0] = 0  # an all-zero step: class 0
+    assert torch.equal(ctc.argmax(probs), probs.float().argmax(dim=2))
+    assert ctc.argmax(probs)[1, 3] == 7 and ctc.argmax(probs)[2, 0] == 0
+
 def test_ctc_prior_lets_a_near_class_win_and_keeps_its_own_probability():
     import torch
 
