@@ -3,8 +3,9 @@
     python -m tests.compare_original --family ppocr [--pages 10] [--threads 2] [--precision fp32]
         [--original-python build/bench-venv/bin/python]
 
-For ppocr four engines take turns: ours with pipeline "parse" and with "rapidocr", and RapidOCR
-with its defaults and with use_cls off (its fastest setting, and as accurate as it gets).
+For ppocr five engines take turns: ours with pipeline "parse" (at --precision, and at fp32 beside
+it unless that is fp32) and with "rapidocr", and RapidOCR with its defaults and with use_cls off
+(its fastest setting, and as accurate as it gets).
 
 The original is RapidOCR 3.10.0 (ppocr) or EasyOCR 1.7.2 (easyocr), run as its reference outputs
 were made (the README beside each reference folder, tests/devset.py: REFERENCE), but timed as ours is: one call per page, from
@@ -113,7 +114,10 @@ def engines(args: argparse.Namespace) -> dict[str, list[str]]:
     """Each engine's name and the flags of its serving process."""
     if args.family == "easyocr":
         return {"ours": ["--engine", "ours"], "original": ["--engine", "original"]}
-    return {"parse": ["--engine", "ours", "--pipeline", "parse"],
+    # fp32 beside the default: what CPUs without native bf16 get (issue 29 sets it a goal of its own).
+    fp32 = {"parse-fp32": ["--engine", "ours", "--pipeline", "parse", "--precision", "fp32"]} \
+        if args.precision != "fp32" else {}
+    return {"parse": ["--engine", "ours", "--pipeline", "parse"], **fp32,
             "rapidocr": ["--engine", "ours", "--pipeline", "rapidocr"],
             "RapidOCR": ["--engine", "original"],
             "RapidOCR-nocls": ["--engine", "original", "--no-cls"]}
@@ -130,7 +134,7 @@ def interleaved(args: argparse.Namespace) -> dict[str, dict]:
     for engine, flags in engines(args).items():
         python = sys.executable if flags[1] == "ours" else str(args.original_python)
         cmd = [python, "-m", "tests.compare_original", "--family", args.family, "--threads", str(args.threads),
-               "--precision", args.precision, *flags]
+               "--precision", args.precision, *flags]  # a --precision in flags overrides the first
         # stdout carries the answers; stderr (logs, a traceback) goes straight to the terminal.
         children[engine] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     results = {engine: {"seconds": [], "same": 0, "ref_lines": 0} for engine in children}
@@ -188,8 +192,11 @@ def main() -> None:
         print(f"  {engine:<15} median {statistics.median(s):6.3f} s  p90 {percentile(s, 0.9):6.3f} s"
               f"  parity {r['same']}/{r['ref_lines']}")
     pairs = ([("ours", "original")] if args.family == "easyocr" else
-             [("parse", "RapidOCR-nocls"), ("parse", "RapidOCR"), ("rapidocr", "RapidOCR")])
+             [("parse", "RapidOCR-nocls"), ("parse-fp32", "RapidOCR-nocls"), ("parse", "RapidOCR"),
+              ("rapidocr", "RapidOCR")])
     for mine, theirs in pairs:
+        if mine not in results:
+            continue
         a, b = results[mine]["seconds"], results[theirs]["seconds"]
         per_page = [x / y for x, y in zip(a, b)]
         print(f"  {mine}/{theirs}: {statistics.median(a) / statistics.median(b):.2f}x on medians,"

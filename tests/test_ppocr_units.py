@@ -171,6 +171,18 @@ def test_device_ctc_path_matches_numpy():
     assert a.index[0, 2] == 4
 
 
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_ctc_argmax_on_bit_patterns_picks_the_float_argmax_ties_included(dtype):
+    import torch
+
+    probs = torch.softmax(torch.randn(4, 9, 300, generator=torch.Generator().manual_seed(5)) * 4, 2)
+    probs = probs.to(getattr(torch, dtype))
+    probs[1, 3, [7, 250]] = probs[1, 3].max() * 2  # a tie: the first class wins
+    probs[2, 0] = 0  # an all-zero step: class 0
+    assert torch.equal(ctc.argmax(probs), probs.float().argmax(dim=2))
+    assert ctc.argmax(probs)[1, 3] == 7 and ctc.argmax(probs)[2, 0] == 0
+
 def test_ctc_prior_lets_a_near_class_win_and_keeps_its_own_probability():
     import torch
 
@@ -212,3 +224,34 @@ def test_bf16_reads_the_page_turning_vote_in_fp32():
 
     assert pipeline.PRECISIONS["bf16"].cls is None  # the vote turns whole pages: kept exact
     assert pipeline.PRECISIONS["bf16"].det is not None and pipeline.PRECISIONS["bf16"].rec is not None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_stem_gives_the_bits_of_the_unfused_layers(precision):
+    """conv_act's ReLU and the stem's one padded copy and separable max pool change no bit, so
+    the rapidocr pipeline's parity and the bf16 default's readings stay as they were."""
+    import torch
+    import torch.nn.functional as F
+
+    from service.ocr.ppocr.nets import Stem, conv_act
+
+    torch.manual_seed(0)
+    stem = Stem(8).eval()
+    x = torch.randn(2, 3, 64, 96).contiguous(memory_format=torch.channels_last)
+    stem = stem.to(memory_format=torch.channels_last)
+
+    def unfused(x):
+        x = F.relu(stem.stem1(x))
+        branch = F.relu(stem.stem2b(F.pad(F.relu(stem.stem2a(F.pad(x, (0, 1, 0, 1)))), (0, 1, 0, 1))))
+        p = F.pad(x, (0, 1, 0, 1))
+        pooled = torch.maximum(torch.maximum(p[:, :, :-1, :-1], p[:, :, 1:, :-1]),
+                               torch.maximum(p[:, :, :-1, 1:], p[:, :, 1:, 1:]))
+        return F.relu(stem.stem4(F.relu(stem.stem3(torch.cat((pooled, branch), 1)))))
+
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        assert torch.equal(stem(x), unfused(x))
+        conv = stem.stem4
+        y = torch.randn(2, 8, 16, 24).contiguous(memory_format=torch.channels_last)
+        gelu = conv_act(conv, y, "gelu")
+        assert gelu.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+        assert torch.allclose(gelu.float(), F.gelu(conv(y)).float(), atol=1e-5 if precision == "fp32" else 0.05)

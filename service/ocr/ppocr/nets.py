@@ -23,6 +23,25 @@ def _hardsigmoid(x: torch.Tensor, slope: float) -> torch.Tensor:
     return F.hardsigmoid(x) if slope == 1 / 6 else (x * slope + 0.5).clamp_(0.0, 1.0)
 
 
+_ACTS = {"relu": F.relu, "gelu": F.gelu}
+
+
+def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str) -> torch.Tensor:
+    """act(conv(x)), act "relu" or "gelu", in one oneDNN call for channels_last CPU tensors.
+
+    The activation then runs on the accumulator while it is still in cache instead of as a pass of
+    its own over the output: the stems' and the LCNetV4 blocks' largest tensors. ReLU gives the same
+    bits either way (rounding keeps the sign); fused GELU is computed before the rounding to bf16,
+    so it may differ from the unfused one in the last bit (LCNetV4Block.fused_gelu). Under CPU
+    autocast the call is cast as autocast would cast a convolution."""
+    if x.device.type != "cpu" or not x.is_contiguous(memory_format=torch.channels_last):
+        return _ACTS[act](conv(x))
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    bias = None if conv.bias is None else conv.bias.to(dtype)
+    return torch.ops.mkldnn._convolution_pointwise(x.to(dtype), conv.weight.to(dtype), bias, conv.padding,
+                                                   conv.stride, conv.dilation, conv.groups, act, [], "none")
+
+
 class SqueezeExcite(nn.Module):
     """Channel gate: mean -> 1x1 -> ReLU -> 1x1 -> hard sigmoid; `residual` gives x + x*gate (FPN's RSE)."""
 
@@ -49,16 +68,16 @@ class Stem(nn.Module):
         self.stem4 = nn.Conv2d(c, 2 * c, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.stem1(x))
         # Paddle's SAME padding for even kernels pads right/bottom only. Zero padding is exact for the
-        # max pool too, because its input is a ReLU output (>= 0).
-        branch = F.relu(self.stem2b(F.pad(F.relu(self.stem2a(F.pad(x, (0, 1, 0, 1)))), (0, 1, 0, 1))))
-        # 2x2/1 max pool as three elementwise maxima: same values, far cheaper than max_pool2d on CPU.
-        p = F.pad(x, (0, 1, 0, 1))
-        pooled = torch.maximum(torch.maximum(p[:, :, :-1, :-1], p[:, :, 1:, :-1]),
-                               torch.maximum(p[:, :, :-1, 1:], p[:, :, 1:, 1:]))
-        x = F.relu(self.stem3(torch.cat((pooled, branch), 1)))
-        return F.relu(self.stem4(x))
+        # max pool too, because its input is a ReLU output (>= 0); one padded copy serves both.
+        p = F.pad(conv_act(self.stem1, x, "relu"), (0, 1, 0, 1))
+        branch = conv_act(self.stem2b, F.pad(conv_act(self.stem2a, p, "relu"), (0, 1, 0, 1)), "relu")
+        # 2x2/1 max pool as elementwise maxima, rows then columns: same values, far cheaper than
+        # max_pool2d on CPU.
+        rows = torch.maximum(p[:, :, :-1], p[:, :, 1:])
+        pooled = torch.maximum(rows[:, :, :, :-1], rows[:, :, :, 1:])
+        x = conv_act(self.stem3, torch.cat((pooled, branch), 1), "relu")
+        return conv_act(self.stem4, x, "relu")
 
 
 class LCNetV4Block(nn.Module):
@@ -71,13 +90,22 @@ class LCNetV4Block(nn.Module):
         self.pw1 = nn.Conv2d(cin, 2 * cin, 1)
         self.pw2 = nn.Conv2d(2 * cin, cout, 1)
         self.residual = stride == 1 and cin == cout
+        # GELU fused into pw1 (conv_act): faster, and not bit-identical in bf16; set by fuse_gelu.
+        self.fused_gelu = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dw(x)
         if self.se is not None:
             x = self.se(x)
-        y = self.pw2(F.gelu(self.pw1(x)))
+        y = self.pw2(conv_act(self.pw1, x, "gelu") if self.fused_gelu else F.gelu(self.pw1(x)))
         return x + y if self.residual else y
+
+
+def fuse_gelu(net: nn.Module) -> None:
+    """Every LCNetV4 block of `net` computes its GELU inside its first 1x1 convolution (conv_act)."""
+    for block in net.modules():
+        if isinstance(block, LCNetV4Block):
+            block.fused_gelu = True
 
 
 def _stage(cin: int, cout: int, n: int, stride: int | tuple[int, int], se_at: tuple[int, ...]) -> nn.Sequential:
@@ -120,7 +148,7 @@ class DetNet(nn.Module):
         outs = [se(pw(dw(t))) for dw, pw, se, t in zip(self.inp_dw, self.inp, self.inp_se, lat)]
         fuse = torch.cat([F.interpolate(o, scale_factor=float(s), mode="nearest") if s > 1 else o
                           for o, s in zip(outs, (8, 4, 2, 1))], 1)
-        y = F.relu(self.head_conv(fuse))
+        y = conv_act(self.head_conv, fuse, "relu")
         y = F.relu(self.head_up1(y))
         return torch.sigmoid(self.head_up2(y))
 
