@@ -134,6 +134,9 @@ def test_client_errors(client, page, cfg):
         (client.post("/v1/parse", data=too_many[0], content_type=too_many[1]), 413, "too_many_images"),
         (client.post("/v1/parse?mode=lines", data=page, content_type="image/png"), 400, "invalid_mode"),
         (client.post("/v1/parse?format=docx", data=page, content_type="image/png"), 400, "invalid_format"),
+        (client.post("/v1/parse?words=true", data=page, content_type="image/png"), 400, "invalid_words"),
+        (client.post("/v1/parse?annotate=yes", data=page, content_type="image/png"), 400, "invalid_annotate"),
+        (client.post("/v1/parse?structure=2", data=page, content_type="image/png"), 400, "invalid_structure"),
         (client.get("/v1/parse"), 405, "method_not_allowed"),
         (client.get("/nowhere"), 404, "not_found"),
     ]

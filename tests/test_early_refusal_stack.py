@@ -53,6 +53,10 @@ CASES = {
     "pdf_5mb_dpi": ("/v1/parse?dpi=5", b"%PDF-1.7\n" + os.urandom(5 << 20), "application/pdf", 400, "invalid_dpi"),
     "pdf_5mb_xml": ("/v1/parse?format=xml", b"%PDF-1.7\n" + os.urandom(5 << 20), "application/pdf", 400,
                     "invalid_format"),
+    "pdf_5mb_annotate": ("/v1/parse?annotate=yes", b"%PDF-1.7\n" + os.urandom(5 << 20), "application/pdf", 400,
+                         "invalid_annotate"),
+    "job_5mb_words": ("/v1/jobs?words=true", b"%PDF-1.7\n" + os.urandom(5 << 20), "application/pdf", 400,
+                      "invalid_words"),
     "job_5mb_xml": ("/v1/jobs?format=xml", b"%PDF-1.7\n" + os.urandom(5 << 20), "application/pdf", 400,
                     "invalid_format"),
 }
