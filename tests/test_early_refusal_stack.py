@@ -8,12 +8,17 @@ the client's own 4xx, answered by the first instance tried, with one upstream st
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import time
 
 import pytest
+from PIL import Image
 
+from service.settings import ROOT
+from service.web import openapi
 from tests.hostile import Reply, request
 from tests.stack import Stack
 
@@ -80,3 +85,25 @@ def test_refused_key_with_a_large_body_is_401(stack: Stack) -> None:
     assert [r.status for r in replies] == [401] * 3, [(r.status, r.body[:200]) for r in replies]
     entries = log_entries(stack, {r.headers["x-request-id"] for r in replies})
     assert {e["upstream_status"] for e in entries.values()} == {"401"}
+
+
+def test_deleting_a_finished_job_says_deleted(stack: Stack, render) -> None:
+    """The README's job statuses include the one DELETE answers for a finished job."""
+    buf = io.BytesIO()
+    Image.fromarray(render(["Invoice 7"])).save(buf, format="PNG")
+    job = post(stack, "/v1/jobs", buf.getvalue(), "image/png").json()
+    deadline = time.monotonic() + 120
+    while (status := get(stack, "GET", f"/v1/jobs/{job['id']}").json()["status"]) != "done":
+        assert status in ("queued", "running") and time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert get(stack, "DELETE", f"/v1/jobs/{job['id']}").json()["status"] == "deleted"
+    assert get(stack, "GET", f"/v1/jobs/{job['id']}").status == 404
+    readme = (ROOT / "README.md").read_text()
+    listed = set(re.search(r"# status ([a-z|]+)", readme)[1].split("|"))
+    listed |= set(re.findall(r"\(status ([a-z]+)", readme))
+    assert listed == set(openapi.SCHEMAS["Job"]["properties"]["status"]["enum"])
+
+
+def get(stack: Stack, method: str, path: str) -> Reply:
+    host, port = stack.cfg.nginx.listen.split(":")
+    return request(host, int(port), method, path, {"Authorization": f"Bearer {KEY}"}, timeout=60)
