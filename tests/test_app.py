@@ -179,6 +179,16 @@ def test_openapi_matches_the_routes(client, ready_app):
                 if not status.startswith("2"):  # every error is the one Error schema
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)
+    # Every /v1/ route takes the key and the rate limit; the job's result takes /v1/parse's output
+    # parameters; /v1/parse lists the statuses Nginx answers for it itself.
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            if path.startswith("/v1/"):
+                assert {"401", "429"} <= set(op["responses"]), (path, method)
+    result = doc["paths"]["/v1/jobs/{job_id}/result"]["get"]
+    assert {"format", "words"} <= {p["name"] for p in result["parameters"]}
+    assert {"application/json", "application/pdf", "text/plain"} <= set(result["responses"]["200"]["content"])
+    assert {"405", "408", "413", "414", "421", "431"} <= set(doc["paths"]["/v1/parse"]["post"]["responses"])
 
 
 def test_words_and_every_format_from_the_model(client, page, render, tmp_path):
