@@ -34,7 +34,7 @@ ONNX_REQ := onnx==1.23.2
 # Where `sudo make install` puts the service; systemd/parse@.service names /opt/parse.
 PREFIX ?= /opt/parse
 
-.PHONY: setup system-deps weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents bench-pdf nginx poppler postgresql reading-order run stop reload status bench bench-jobs bench-load bench-gpu bench-structure bench-table bench-layout install
+.PHONY: setup system-deps uwsgi weights test test-fast bench-model bench-rapidocr bench-easyocr bench-documents bench-pdf nginx poppler postgresql reading-order run stop reload status bench bench-jobs bench-load bench-gpu bench-structure bench-table bench-layout install
 
 setup: $(VENV)/.installed weights
 
@@ -45,17 +45,33 @@ system-deps:
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	[ -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || missing="$$missing python3-dev"; \
 	command -v gcc >/dev/null || missing="$$missing build-essential"; \
+	command -v patch >/dev/null || missing="$$missing patch"; \
 	[ -f /usr/include/openssl/ssl.h ] || missing="$$missing libssl-dev"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt conf/uwsgi/sslrouter.patch
 	$(MAKE) --no-print-directory system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
+	$(MAKE) --no-print-directory uwsgi
 	touch $@
+
+# uWSGI has no wheels: pip always compiles it from its source. Here that source is pinned by its
+# sha256 and gets conf/uwsgi/sslrouter.patch first, without which the sslrouter gateway between
+# hosts crashes on any request over one TLS record (16 KiB), i.e. on a real upload.
+UWSGI_VERSION := 2.0.31
+UWSGI_SHA256 := e8f8b350ccc106ff93a65247b9136f529c14bf96b936ac5b264c6ff9d0c76257
+UWSGI_SRC := build/uwsgi-$(UWSGI_VERSION)
+uwsgi:
+	rm -rf $(UWSGI_SRC) && mkdir -p build
+	$(PY) -m pip download -q --no-binary :all: --no-deps uwsgi==$(UWSGI_VERSION) -d build
+	echo "$(UWSGI_SHA256)  $(UWSGI_SRC).tar.gz" | sha256sum -c --quiet
+	tar -xzf $(UWSGI_SRC).tar.gz -C build
+	patch -s -d $(UWSGI_SRC) -p1 < conf/uwsgi/sslrouter.patch
+	$(PY) -m pip install -q --no-deps --force-reinstall ./$(UWSGI_SRC)
 
 weights: $(VENV)/.installed
 	$(PY) -m service.ocr.weights fetch weights

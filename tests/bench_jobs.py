@@ -65,8 +65,8 @@ def as_job(stack: Stack, files: list[bytes]) -> float:
 
 
 def fleet_pdf(pages: int) -> bytes:
-    """`pages` pages of one shared content stream: about 150 bytes a page, so that a 50-page upload
-    stays below the size uWSGI's sslrouter gateway crashes on (docs/design.md, "Found, not fixed here")."""
+    """`pages` pages of one shared content stream: about 150 bytes a page, so that the job's time is
+    its pages' reading, not its upload."""
     from tests.pdfs import written_pdf
 
     text = b"BT /F1 14 Tf 72 80 Td (Item 12 costs 3.50) Tj 0 -28 Td (Total 41.50 paid) Tj ET"

@@ -3,17 +3,24 @@ call, each given exactly its own result, with the real PP-OCR model on the CPU."
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import threading
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from service import documents
+from service.errors import ClientError
 from service.ocr import batching
 from service.ocr.batching import Batched, batched
-from service.settings import ROOT
+from service.settings import ROOT, Limits
 from service.ocr.types import Page
+from service.web.guards import Deadline
+from service.web.reading import readings
+from tests import pdfs
 
 pytestmark = pytest.mark.model
 
@@ -59,6 +66,131 @@ def submit_together(model, calls: list[tuple[str, np.ndarray]]) -> list[Page | B
     for t in threads:
         t.join(120)
     return out
+
+
+class Calls:
+    """The real model, with a record of which pages (by their pixels' digest) each call read."""
+
+    def __init__(self, model):
+        self.model = model
+        self.reads_grey = model.reads_grey
+        self.calls: list[list[str]] = []
+
+    def parse(self, images, greys=None):
+        self.calls.append([digest(image) for image in images])
+        return self.model.parse(images, greys)
+
+    def warmup(self):
+        self.model.warmup()
+
+
+def digest(image: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+DOCUMENT_TEXTS = [["Page 1 of the report", "Net 10.00"], ["Page 2 of the report", "Tax 1.90"],
+                  ["Page 3 of the report", "Total 11.90"], ["Page 4 of the report", "Signed"]]
+
+
+@pytest.fixture(scope="module")
+def uploads(render) -> dict[str, bytes]:
+    """One 4-page document as a scanned PDF and as a multi-page TIFF."""
+    scans = [render(lines) for lines in DOCUMENT_TEXTS]
+    return {"pdf": pdfs.scanned_pdf(scans, resolution=200),
+            "tiff": pdfs.multipage_tiff([Image.fromarray(s) for s in scans])}
+
+
+def document_pages(data: bytes) -> list[documents.PageImage]:
+    return list(documents.read_pages([data], Limits(), documents.ReadOptions(dpi=200)))
+
+
+def read_document(model, data: bytes) -> list[Page]:
+    with_pages = list(readings(model, iter(documents.read_pages([data], Limits(), documents.ReadOptions(dpi=200))),
+                               "page", Deadline(600), keep_pixels=False))
+    assert all(doc.rgb is None for doc, _ in with_pages)  # no output draws them: they went once read
+    return [page for _, page in with_pages]
+
+
+@pytest.mark.parametrize("kind", ["pdf", "tiff"])
+def test_a_documents_pages_are_read_together_each_as_alone(ppocr, uploads, pages, kind):
+    """A request's pages go to the inference thread as they are rendered, so they share model
+    calls with each other (alone) and with other requests' pages (beside them), and each page
+    gets exactly the reading it gets alone."""
+    data = uploads[kind]
+    scans = document_pages(data)
+    alone = [ppocr.parse([doc.rgb])[0] for doc in scans]
+    mine = {digest(doc.rgb) for doc in scans}
+
+    calls = Calls(ppocr)
+    model = Batched(calls, max_pages=8, max_wait_ms=200, stuck_seconds=600)
+    for a, b in zip(alone, read_document(model, data), strict=True):
+        same(a, b)
+    assert max(sum(d in mine for d in call) for call in calls.calls) > 1, calls.calls
+
+    # Beside six single-page requests from their own threads.
+    calls.calls.clear()
+    others: list[Page | BaseException] = []
+    thread = threading.Thread(target=lambda: others.extend(submit_together(model, [("parse", p) for p in pages])))
+    thread.start()
+    together = read_document(model, data)
+    thread.join(120)
+    for a, b in zip(alone, together, strict=True):
+        same(a, b)
+    for page, result in zip(pages, others, strict=True):
+        same(ppocr.parse([page])[0], result)
+    assert any(len(set(call) & mine) and len(set(call) - mine) for call in calls.calls), calls.calls
+
+
+def test_a_document_hands_in_at_most_a_batch_ahead(ppocr, uploads):
+    """A long document never has more than max_pages of its pages handed in and unanswered:
+    its rendered pages stay bounded whatever its length."""
+    model = Batched(Calls(ppocr), max_pages=2, max_wait_ms=50, stuck_seconds=600)
+    scans = iter(documents.read_pages([uploads["tiff"]], Limits(), documents.ReadOptions()))
+    rendered = 0
+
+    def counted():
+        nonlocal rendered
+        for doc in scans:
+            rendered += 1
+            yield doc
+
+    answered = 0
+    for doc, page in readings(model, counted(), "page", Deadline(600), keep_pixels=True):
+        answered += 1
+        assert rendered - answered <= model.max_pages - 1
+        assert page.batch_pages <= 2
+        assert doc.rgb is not None  # an output that draws the page (?annotate=1) still has it
+    assert answered == len(DOCUMENT_TEXTS)
+
+
+class PassesWhileWaiting(Deadline):
+    """A deadline that passes once the request's pages are all handed in and it waits for them."""
+
+    def check(self, stage: str) -> None:
+        if stage.startswith("the model call"):
+            raise ClientError(504, "deadline_exceeded", f"the test's deadline passed at {stage}")
+
+
+def test_a_failed_request_withdraws_its_pages(ppocr, uploads, pages):
+    """A request that stops (an error, its deadline) cancels its pages that no model call has
+    taken: the inference thread skips them and serves the next request."""
+    calls = Calls(ppocr)
+    gate = threading.Event()
+    first_call = calls.parse
+
+    def held(images, greys=None):  # the model busy with another request's page until the gate opens
+        gate.wait(120)
+        return first_call(images, greys)
+
+    calls.parse = held
+    model = Batched(calls, max_pages=8, max_wait_ms=0, stuck_seconds=600)
+    busy = model.submit("parse", pages[0])
+    with pytest.raises(ClientError, match="deadline passed"):
+        next(readings(model, iter(document_pages(uploads["pdf"])), "page", PassesWhileWaiting(600), keep_pixels=False))
+    gate.set()
+    same(ppocr.parse([pages[0]])[0], busy.result())
+    same(ppocr.parse([pages[1]])[0], model.parse([pages[1]])[0])  # the thread serves on
+    assert calls.calls == [[digest(pages[0])], [digest(pages[1])]]  # no page of the withdrawn request
 
 
 def test_batch_of_one_is_the_model_itself(ppocr):

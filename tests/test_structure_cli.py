@@ -30,7 +30,7 @@ def run(*argv: str) -> None:
 def test_structure_json_and_markdown(pdf: Path, tmp_path: Path) -> None:
     run(str(pdf), "--out", str(tmp_path / "json"), "--structure")
     record = json.loads((tmp_path / "json" / "report.json").read_text())
-    page = record["pages"][0]
+    (page,) = record["images"]  # the API's answer for the file, one entry per page
     types = [r["type"] for r in page["regions"]]
     assert types.count("table") == 1 and "figure" in types and "caption" in types, types
     assert 'colspan="2"' in page["tables"][0]["html"]

@@ -1,7 +1,8 @@
 """Uploaded files to page images: the decoders and the limits that refuse hostile input.
 
 `read_pages` is what the rest of the service calls: uploads in, one page at a time out, lazily,
-so that at most one rendered page of a request is alive while the model reads it. Every count
+so that the caller decides how many rendered pages of a request are alive (one, or a batch's
+worth with batching across requests: service/web/reading.py). Every count
 and limit is checked before the first page is produced: a request that would be refused is
 refused before it costs a render. `count_pages` tells a caller (the jobs queue) how many pages an
 upload holds without reading any.

@@ -12,7 +12,6 @@ A page read without structure (no regions) is written as paragraphs, one per lay
 
 from __future__ import annotations
 
-import html
 import re
 from typing import Any, Sequence
 

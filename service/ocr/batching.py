@@ -9,6 +9,12 @@ input shape through the detector together, and every page's lines through the re
 together. The model stays one per worker and is only ever used by that thread, so nothing in it
 needs to be thread-safe.
 
+A request of several pages (a PDF, a TIFF) hands them in as it renders them (`submit`), a
+batch's worth at most ahead of the one it waits for (service/web/reading.py), so that its pages
+share model calls with each other and with other requests' pages while its later pages render.
+The queue holds at most `batch_pages` pages: with the call being read, a worker's pages waiting
+for the model are at most two batches, however many pages its requests carry.
+
 Each page's result is its own: both families pad each line crop to a width that depends on it
 alone (service/ocr/ppocr/recognize.py, service/ocr/easyocr/recognize.py), so what shares its
 batch does not change its reading (tests/test_batching.py, on the CPU; `make bench-gpu` compares
@@ -27,7 +33,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 import numpy as np
 import torch
@@ -42,12 +48,38 @@ STUCK_EXIT = 70
 
 
 @dataclass
-class _Item:
+class Pending:
+    """A page handed to the inference thread; `result` waits for its reading."""
+
     kind: str  # "parse", "recognize" or "warmup": only pages of one kind share a model call
-    rgb: np.ndarray
+    rgb: np.ndarray | None  # dropped once read: the request keeps its own reference if it needs one
     grey: np.ndarray | None
+    stuck_seconds: float
     future: Future = field(default_factory=Future)
     queued: float = field(default_factory=time.perf_counter)
+
+    def result(self) -> Page:
+        """The page's reading (or the model's exception). A page not read within `stuck_seconds`
+        of being handed in ends the worker (`_stuck`)."""
+        try:
+            return self.future.result(timeout=max(0.0, self.queued + self.stuck_seconds - time.perf_counter()))
+        except FutureTimeout:
+            _stuck(self.stuck_seconds)
+
+    def cancel(self) -> None:
+        """The request no longer wants it (it failed or passed its deadline): a page not yet taken
+        into a model call is skipped."""
+        self.future.cancel()
+
+
+def _stuck(seconds: float) -> NoReturn:
+    """uWSGI's harakiri is one timer per worker, which any request thread that finishes resets,
+    so it cannot be trusted to end a model call that hangs while other threads still answer.
+    A page that is not read within `stuck_seconds` (harakiri's own limit) ends the worker
+    instead, as harakiri would, and uWSGI starts a fresh one."""
+    log.critical("a page has waited %.0f s for the model: the inference thread is stuck; "
+                 "ending this worker so that uWSGI starts a fresh one", seconds)
+    os._exit(STUCK_EXIT)
 
 
 class Batched:
@@ -58,8 +90,9 @@ class Batched:
         self.max_pages = max_pages
         self.max_wait = max_wait_ms / 1000
         self.stuck_seconds = stuck_seconds
-        self._queue: queue.Queue[_Item] = queue.Queue()
-        self._held: _Item | None = None  # taken while gathering, but of the other kind: it leads the next batch
+        # Bounded: a request of many pages waits here once a batch's worth is queued (memory).
+        self._queue: queue.Queue[Pending] = queue.Queue(maxsize=max_pages)
+        self._held: Pending | None = None  # taken while gathering, but of the other kind: it leads the next batch
         self._last_pages = 1  # pages in the last model call
         self._thread = threading.Thread(target=self._serve, name="inference", daemon=True)
         self._thread.start()
@@ -91,41 +124,45 @@ class Batched:
         """Through the inference thread too: only that thread ever runs the model."""
         self._submit("warmup", [np.zeros((1, 1, 3), np.uint8)], None)
 
-    def _submit(self, kind: str, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None) -> list[Page]:
-        """Hand every image to the inference thread and wait for its pages (the caller's thread blocks).
-
-        uWSGI's harakiri is one timer per worker, which any request thread that finishes resets,
-        so it cannot be trusted to end a model call that hangs while other threads still answer.
-        A page that is not read within `stuck_seconds` (harakiri's own limit) ends the worker
-        instead, as harakiri would, and uWSGI starts a fresh one."""
-        items = [_Item(kind, rgb, greys[i] if greys else None) for i, rgb in enumerate(images)]
-        for item in items:
-            self._queue.put(item)
+    def submit(self, kind: str, rgb: np.ndarray, grey: np.ndarray | None = None) -> Pending:
+        """Hand one page to the inference thread without waiting for its reading."""
+        item = Pending(kind, rgb, grey, self.stuck_seconds)
         try:
-            return [item.future.result(timeout=max(0.0, item.queued + self.stuck_seconds - time.perf_counter()))
-                    for item in items]
-        except FutureTimeout:
-            log.critical("a page has waited %.0f s for the model: the inference thread is stuck; "
-                         "ending this worker so that uWSGI starts a fresh one", self.stuck_seconds)
-            os._exit(STUCK_EXIT)
+            self._queue.put(item, timeout=self.stuck_seconds)
+        except queue.Full:
+            _stuck(self.stuck_seconds)
+        return item
+
+    def _submit(self, kind: str, images: Sequence[np.ndarray], greys: Sequence[np.ndarray | None] | None) -> list[Page]:
+        """Hand every image to the inference thread and wait for its pages (the caller's thread blocks)."""
+        items = [self.submit(kind, rgb, greys[i] if greys else None) for i, rgb in enumerate(images)]
+        return [item.result() for item in items]
 
     # The inference thread.
-    def _gather(self) -> list[_Item]:
+    def _take(self, until: float | None = None) -> Pending:
+        """The next page handed in, by `until` (perf_counter; None: however long it takes), whose
+        request still wants it: cancelled ones are dropped. Raises queue.Empty past `until`."""
+        while True:
+            left = None if until is None else until - time.perf_counter()
+            item = self._queue.get(timeout=left) if left is None or left > 0 else self._queue.get_nowait()
+            if item.future.set_running_or_notify_cancel():
+                return item
+
+    def _gather(self) -> list[Pending]:
         """The first page waiting, and those of its kind handed in within max_wait of it.
 
         Only under load does the first page wait: when nothing else is queued and the last call
         read a page alone, no other request is in flight to join it, and waiting would only add
         max_wait to a lone client's every page. Under load pages queue up while the model runs,
         and the next call takes them all."""
-        first = self._held if self._held is not None else self._queue.get()
+        first = self._held if self._held is not None else self._take()
         self._held = None
         batch = [first]
         busy = self._last_pages > 1 or not self._queue.empty()
         until = time.perf_counter() + (self.max_wait if busy else 0.0)
         while len(batch) < self.max_pages:
             try:
-                left = until - time.perf_counter()
-                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                item = self._take(until)
             except queue.Empty:
                 break
             if item.kind != first.kind:
@@ -139,7 +176,7 @@ class Batched:
         while True:
             self._settle(self._gather())
 
-    def _settle(self, batch: list[_Item]) -> None:
+    def _settle(self, batch: list[Pending]) -> None:
         """Read the batch; when that fails, each of its pages alone, so that one bad page fails
         only its own request. The thread outlives whatever a batch does."""
         try:
@@ -155,7 +192,7 @@ class Batched:
             for item in pending:
                 item.future.set_exception(exc)
 
-    def _read(self, batch: list[_Item]) -> None:
+    def _read(self, batch: list[Pending]) -> None:
         """One model call for the batch (all of one kind), each page's result to its request."""
         if batch[0].kind == "warmup":
             self.model.warmup()
@@ -170,9 +207,10 @@ class Batched:
             self._done(item, page, started, len(batch))
 
     @staticmethod
-    def _done(item: _Item, page: Page, started: float, pages: int) -> None:
+    def _done(item: Pending, page: Page, started: float, pages: int) -> None:
         page.timing["batch_wait"] = started - item.queued
         page.batch_pages = pages
+        item.rgb = item.grey = None  # read: the pixels go with the request, or now
         item.future.set_result(page)
 
 

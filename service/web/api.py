@@ -1,14 +1,16 @@
 """The OCR API: POST /v1/parse and GET /v1/models.
 
 A parse request goes through three steps, each timed: decode (uploads -> pages, one at a time:
-service/documents), predict (the model's detect + recognise, service/ocr/model.py) and encode
-(pages -> the JSON a client gets). A PDF page with a text layer skips the model.
+service/documents), predict (the model's detect + recognise, service/ocr/model.py; with batching
+across requests, a document's pages together: service/web/reading.py) and encode (pages -> the
+JSON a client gets). A PDF page with a text layer skips the model.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import closing
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -17,9 +19,9 @@ from .. import documents, formats
 from ..errors import ClientError
 from ..ocr import allocator
 from ..ocr.model import OcrModel
-from ..formats.answer import answer, model_json, page_json, read, structure_json, table_json
+from ..formats.answer import answer, model_json, page_json, structure_json, table_json
 from ..store.db import Unavailable
-from . import annotate, guards, metrics, results, state
+from . import annotate, guards, metrics, reading, results, state
 
 log = logging.getLogger(__name__)
 
@@ -164,43 +166,39 @@ def parse():
     # The searchable PDF is the uploads themselves with the text added: their bytes stay at hand.
     files = uploads()
     pages = documents.read_pages(files, limits, options)
-    while True:
-        deadline.check(f"reading page {len(entries) + 1}")
-        doc = next(pages, None)
-        if doc is None:
-            break
-        timing["decode"] += doc.decode_seconds
-        deadline.check(f"the model call on page {len(entries) + 1}")
-        page = read(model, doc, mode)
-        if doc.lines is None:
-            ocr_pages += 1
-            # The page's tensors are freed by now: memory past the worker's allowance goes back to the kernel.
-            allocator.release_above(limits.worker_memory_bytes)
-            heap = allocator.heap_in_use_bytes()
-            if heap is not None:
-                metrics.HEAP_BYTES.set(heap)
-        timing["detect"] += page.timing.get("detect", 0.0)
-        timing["recognize"] += page.timing.get("recognize", 0.0)
-        if "batch_wait" in page.timing:  # batching across requests is on (service/ocr/batching.py)
-            timing["batch_wait"] = timing.get("batch_wait", 0.0) + page.timing["batch_wait"]
-            metrics.BATCH_PAGES.observe(page.batch_pages)
-        lines += len(page.lines)
-        entry = page_json(doc, page, words=words)
-        if mode == "table":  # the whole image is the table: its cells, filled from the page's lines
-            deadline.check(f"the table of page {len(entries) + 1}")
-            began = time.perf_counter()
-            entry |= table_json(structure, doc, page)
-            timing["table"] = timing.get("table", 0.0) + time.perf_counter() - began
-        elif structure is not None:
-            deadline.check(f"the layout of page {len(entries) + 1}")
-            began = time.perf_counter()
-            entry |= structure_json(structure, doc, page, lambda what: deadline.check(f"{what} on page {doc.page}"))
-            timing["structure"] = timing.get("structure", 0.0) + time.perf_counter() - began
-        # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
-        if annotated:
-            entry["annotated_url"] = keep_annotated(worker, doc.rgb, [line.quad for line in page.lines])
-        entries.append(entry)
-        doc = None  # the page's pixels go before the next page is rendered
+    # Pixels the request renders for itself (options.pixels) stay with each page after its reading.
+    with closing(reading.readings(model, pages, mode, deadline, keep_pixels=options.pixels)) as read:
+        for doc, page in read:
+            timing["decode"] += doc.decode_seconds
+            if doc.lines is None:
+                ocr_pages += 1
+                # The page's tensors are freed by now: memory past the worker's allowance goes back to the kernel.
+                allocator.release_above(limits.worker_memory_bytes)
+                heap = allocator.heap_in_use_bytes()
+                if heap is not None:
+                    metrics.HEAP_BYTES.set(heap)
+            timing["detect"] += page.timing.get("detect", 0.0)
+            timing["recognize"] += page.timing.get("recognize", 0.0)
+            if "batch_wait" in page.timing:  # batching across requests is on (service/ocr/batching.py)
+                timing["batch_wait"] = timing.get("batch_wait", 0.0) + page.timing["batch_wait"]
+                metrics.BATCH_PAGES.observe(page.batch_pages)
+            lines += len(page.lines)
+            entry = page_json(doc, page, words=words)
+            if mode == "table":  # the whole image is the table: its cells, filled from the page's lines
+                deadline.check(f"the table of page {len(entries) + 1}")
+                began = time.perf_counter()
+                entry |= table_json(structure, doc, page)
+                timing["table"] = timing.get("table", 0.0) + time.perf_counter() - began
+            elif structure is not None:
+                deadline.check(f"the layout of page {len(entries) + 1}")
+                began = time.perf_counter()
+                entry |= structure_json(structure, doc, page, lambda what: deadline.check(f"{what} on page {doc.page}"))
+                timing["structure"] = timing.get("structure", 0.0) + time.perf_counter() - began
+            # ?annotate=1 also keeps each page with its boxes as /results/<id>.png (service/web/annotate.py).
+            if annotated:
+                entry["annotated_url"] = keep_annotated(worker, doc.rgb, [line.quad for line in page.lines])
+            entries.append(entry)
+            doc = page = None  # the page's pixels go before the next page is rendered
     deadline.check("the end of the model call")  # a late result is a 504 too: the deadline is a promise
     timing["total"] = time.perf_counter() - start
     for stage, seconds in timing.items():
