@@ -134,6 +134,9 @@ def test_client_errors(client, page, cfg):
         (client.post("/v1/parse", data=too_many[0], content_type=too_many[1]), 413, "too_many_images"),
         (client.post("/v1/parse?mode=lines", data=page, content_type="image/png"), 400, "invalid_mode"),
         (client.post("/v1/parse?format=docx", data=page, content_type="image/png"), 400, "invalid_format"),
+        (client.post("/v1/parse?words=true", data=page, content_type="image/png"), 400, "invalid_words"),
+        (client.post("/v1/parse?annotate=yes", data=page, content_type="image/png"), 400, "invalid_annotate"),
+        (client.post("/v1/parse?structure=2", data=page, content_type="image/png"), 400, "invalid_structure"),
         (client.get("/v1/parse"), 405, "method_not_allowed"),
         (client.get("/nowhere"), 404, "not_found"),
     ]
@@ -176,6 +179,16 @@ def test_openapi_matches_the_routes(client, ready_app):
                 if not status.startswith("2"):  # every error is the one Error schema
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)
+    # Every /v1/ route takes the key and the rate limit; the job's result takes /v1/parse's output
+    # parameters; /v1/parse lists the statuses Nginx answers for it itself.
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            if path.startswith("/v1/"):
+                assert {"401", "429"} <= set(op["responses"]), (path, method)
+    result = doc["paths"]["/v1/jobs/{job_id}/result"]["get"]
+    assert {"format", "words"} <= {p["name"] for p in result["parameters"]}
+    assert {"application/json", "application/pdf", "text/plain"} <= set(result["responses"]["200"]["content"])
+    assert {"405", "408", "413", "414", "421", "431"} <= set(doc["paths"]["/v1/parse"]["post"]["responses"])
 
 
 def test_words_and_every_format_from_the_model(client, page, render, tmp_path):

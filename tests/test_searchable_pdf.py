@@ -184,6 +184,17 @@ def test_other_images_are_lossless_and_each_tiff_frame_is_a_page():
         assert [float(v) for v in page.mediabox] == [0, 0, want.shape[1] * 72 / 200, want.shape[0] * 72 / 200]
 
 
+@pytest.mark.unit
+def test_a_page_of_a_few_pixels_or_a_very_long_strip_is_within_pdf_limits():
+    """A PDF page side is 3 to 14400 units: a 1x1 image (0.36 at 200 dpi) and a 2 x 50000 strip
+    are drawn within them, not refused with a 500."""
+    for size in ((1, 1), (2, 50000)):
+        document = render([entry([], *size)], "pdf", [png(np.full((size[1], size[0]), 255, np.uint8))])[0]
+        out = pikepdf.open(io.BytesIO(document))
+        box = [float(v) for v in out.pages[0].mediabox]
+        assert all(3 <= side <= 14400 for side in box[2:]), (size, box)
+
+
 # ------------------------------------------------------------------- the real model, in-process
 
 

@@ -38,3 +38,16 @@ def test_structure_json_and_markdown(pdf: Path, tmp_path: Path) -> None:
     md = (tmp_path / "md" / "report.md").read_text()
     assert f"# {report.TITLE}\n" in md and report.paragraph_text(1) in md and "<table>" in md
     assert not (tmp_path / "md" / "report.json").exists()
+
+
+def test_text_formats_print_without_out(pdf: Path, tmp_path: Path, capsys) -> None:
+    """Without --out a text format is printed, the same bytes --out writes; only pdf needs --out."""
+    capsys.readouterr()
+    run(str(pdf), "--format", "markdown")
+    printed = capsys.readouterr().out
+    run(str(pdf), "--out", str(tmp_path), "--format", "markdown")
+    assert printed.encode() == (tmp_path / "report.md").read_bytes()
+    assert f"# {report.TITLE}\n" in printed
+    with pytest.raises(SystemExit) as refused:
+        cli.main([str(pdf), "--format", "pdf"])
+    assert refused.value.code == 2 and "--out" in capsys.readouterr().err

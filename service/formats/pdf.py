@@ -36,6 +36,7 @@ POINTS_PER_INCH = 72.0
 # file's resolution is taken as a default, not a scan's.
 DEFAULT_DPI = 200.0
 MIN_FILE_DPI, MAX_FILE_DPI = 100.0, 2400.0
+MIN_PAGE_PT, MAX_PAGE_PT = 3.0, 14400.0
 FONT_NAME = "ParseOcrText"
 # EXIF orientation -> where the raw image's pixel (x, y) shows in the upright page (X, Y), given
 # the raw width w and height h; 5 to 8 swap the sides (Pillow's ImageOps.exif_transpose).
@@ -214,7 +215,10 @@ def _image_page(out: pikepdf.Pdf, data: bytes, page: DocPage) -> tuple[pikepdf.P
     upright_w, upright_h = (raw_h, raw_w) if orientation >= 5 else (raw_w, raw_h)
     if orientation >= 5:
         dpi_x, dpi_y = dpi_y, dpi_x
-    sx, sy = POINTS_PER_INCH / dpi_x, POINTS_PER_INCH / dpi_y
+    # A PDF page side is 3 to 14400 units: an image of a few pixels (or of tens of thousands) is
+    # drawn larger (or smaller) than its resolution says, rather than refused.
+    sx = min(max(POINTS_PER_INCH / dpi_x, MIN_PAGE_PT / upright_w), MAX_PAGE_PT / upright_w)
+    sy = min(max(POINTS_PER_INCH / dpi_y, MIN_PAGE_PT / upright_h), MAX_PAGE_PT / upright_h)
     width, height = upright_w * sx, upright_h * sy
 
     def to_page(x: float, y: float) -> tuple[float, float]:

@@ -5,10 +5,12 @@
         [--pages 2-4,7] [--dpi N] [--ocr auto|force] [--pipeline parse|rapidocr]
 
 Without --out, each file's text is printed in reading order (pages apart by a form feed), as the
-API's format=text gives it. With --out, each file gives DIR/<stem>.<ext>: by default the JSON
-/v1/parse answers for that file (the same builder, service/formats/answer.py: "images", one entry
-per page, with "text", "lines", "blocks", "angle", "source", ...; no request_id), or with --format
-another of the API's formats, rendered by the same call the API makes. --structure adds each page's
+API's format=text gives it; with --format, each file's document in that format is printed instead
+(json, text, markdown, hocr, alto: one after another; pdf is a binary file and needs --out). With
+--out, each file gives DIR/<stem>.<ext>: by default the JSON /v1/parse answers for that file (the
+same builder, service/formats/answer.py: "images", one entry per page, with "text", "lines",
+"blocks", "angle", "source", ...; no request_id), or with --format another of the API's formats,
+rendered by the same call the API makes. --structure adds each page's
 "regions" and "tables" (the API's ?structure=1; implied by --format markdown), --mode table reads each
 image as one table (the API's ?mode=table).
 """
@@ -40,8 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m service.cli", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path, help="images, PDFs, multi-page TIFFs")
     parser.add_argument("--out", type=Path, help="write <stem>.<ext> per file here (else print the text)")
-    parser.add_argument("--format", default="json", choices=list(formats.FORMATS),
-                        help="what --out holds, as the API's ?format= (default json)")
+    parser.add_argument("--format", choices=list(formats.FORMATS),
+                        help="as the API's ?format=: what --out holds (default json), or what is printed "
+                             "without --out (default the text); pdf needs --out")
     parser.add_argument("--words", action="store_true", help="each line's words in the JSON (the API's ?words=1)")
     parser.add_argument("--pages", help="pages to read from each file, e.g. 2-4,7 (default all)")
     parser.add_argument("--dpi", help=f"PDF rendering resolution (default {cfg.documents.dpi:g})")
@@ -58,8 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--structure", action="store_true",
                         help="add regions and tables (the API's ?structure=1; implied by --format markdown)")
     args = parser.parse_args(argv)
-    if args.format != "json" and not args.out:
-        parser.error(f"--format {args.format} writes files: add --out DIR")
+    if args.format == "pdf" and not args.out:
+        parser.error("--format pdf writes a binary file: add --out DIR")
+    printed = None if args.out else args.format  # without --out or --format: the plain text
+    args.format = args.format or "json"
     mode = "line" if args.recognize_only else args.mode
     args.structure = (args.structure or args.format == "markdown") and mode == "page"
     if mode == "line" and (args.structure or args.format == "markdown"):
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{path.name}: refused: {err.message}", file=sys.stderr)
             failed = True
             continue
-        if not args.out:
+        if not args.out and printed is None:
             print("\f".join(e["text"] + "\n" for e in entries), end="")  # as format=text parts pages
             continue
         if args.format == "json":
@@ -101,6 +106,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             # The same call, with the same arguments, as the API's (service/web/api.py).
             document, _ = formats.render(entries, args.format, [data])
+        if not args.out:
+            sys.stdout.buffer.write(document + (b"" if document.endswith(b"\n") else b"\n"))
+            sys.stdout.flush()
+            continue
         target = args.out / f"{path.stem}.{formats.FORMATS[args.format][1]}"
         target.write_bytes(document)
         lines = sum(len(e["lines"]) for e in entries)

@@ -92,11 +92,35 @@ def keep_annotated(worker: state.WorkerState, rgb, quads) -> str | None:
         return None
 
 
+# A flag's values: 1 on, 0 off; empty or absent is the default.
+FLAG_VALUES = (None, "", "0", "1")
+
+
+def read_words(default: str | None = None) -> bool:
+    """?words=1: every word's box in the JSON answer (other formats always carry them); checked
+    before the body is read. `default`: a job's kept value, for its result."""
+    value = request.args.get("words", default)
+    if value not in FLAG_VALUES:
+        raise ClientError(400, "invalid_words", f"words={value!r} is not accepted: use words=1 (every word's box "
+                                                "in the JSON answer) or words=0")
+    return value == "1"
+
+
+def read_annotate() -> bool:
+    """?annotate=1: each page drawn with its boxes, kept as /results/<id>.png; checked before the
+    body is read."""
+    value = request.args.get("annotate")
+    if value not in FLAG_VALUES:
+        raise ClientError(400, "invalid_annotate", f"annotate={value!r} is not accepted: use annotate=1 (each page "
+                                                   "drawn with its boxes, linked as annotated_url) or annotate=0")
+    return value == "1"
+
+
 def read_structure(fmt: str, mode: str) -> bool:
     """Whether to find the pages' regions and tables: ?structure=1, or an output written from them
     (Markdown), or the [structure] default; checked before the body is read."""
     value = request.args.get("structure")
-    if value not in (None, "", "0", "1"):
+    if value not in FLAG_VALUES:
         raise ClientError(400, "invalid_structure", f"structure={value!r} is not accepted: use structure=1 (regions "
                                                     "and tables in the answer) or structure=0")
     wanted = fmt == "markdown" or value == "1" or (
@@ -126,11 +150,12 @@ def parse():
     mode = read_mode()
     fmt = read_format()
     structured = read_structure(fmt, mode)
+    words = fmt != "json" or read_words()  # other formats are built from the entries, with every word's box
+    annotated = read_annotate()
     worker = state.current()
     deadline = guards.deadline()
     model = worker.await_model(deadline.remaining())  # a fresh worker's model may still be loading
     structure = worker.require_structure() if structured or mode == "table" else None
-    annotated = request.args.get("annotate") == "1"
     # The layout and table models read the page's pixels, a text-layer page's too (its text stays the layer's).
     options = read_options(model, pixels=annotated or structured or mode == "table")
     start = time.perf_counter()  # the stages time the work, not the wait for a model
@@ -158,8 +183,7 @@ def parse():
                 timing["batch_wait"] = timing.get("batch_wait", 0.0) + page.timing["batch_wait"]
                 metrics.BATCH_PAGES.observe(page.batch_pages)
             lines += len(page.lines)
-            # Other formats are built from the entries, with every word's box.
-            entry = page_json(doc, page, words=fmt != "json" or request.args.get("words") == "1")
+            entry = page_json(doc, page, words=words)
             if mode == "table":  # the whole image is the table: its cells, filled from the page's lines
                 deadline.check(f"the table of page {len(entries) + 1}")
                 began = time.perf_counter()

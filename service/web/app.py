@@ -16,6 +16,7 @@ import os
 import uuid
 
 from flask import Flask, g, has_request_context, request
+from werkzeug.exceptions import HTTPException
 
 from .. import settings as settings_mod
 from ..settings import Settings
@@ -48,6 +49,24 @@ def _configure_logging() -> None:
     root.setLevel(logging.INFO)
 
 
+def drain_body(response, limit: int):
+    """Read what is left of the request body before the answer leaves.
+
+    An answer given before the body was read (a 4xx for a bad parameter, type or key) must not
+    leave the body on the socket: uWSGI would close the connection while Nginx is still writing
+    it, and Nginx would take that for a failed instance (502), retry another and answer 503.
+    Nginx has buffered the whole body before passing it on (uwsgi_request_buffering), so this reads
+    at loopback speed, never at a client's, and at most the body limit Nginx already enforced.
+    """
+    length = request.content_length
+    if length and length <= limit:
+        try:
+            request.stream.exhaust()
+        except (OSError, HTTPException) as err:  # the connection went away: nothing left to answer
+            log.info("request body not drained: %s", err)
+    return response
+
+
 def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
     """Build the app for `settings` (default: conf/parse.toml or $PARSE_CONFIG).
 
@@ -68,6 +87,10 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> Flask:
     def _request_id() -> None:
         # Nginx passes its $request_id; a request that reaches the app directly gets its own.
         g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+
+    @app.after_request
+    def _drain_body(response):
+        return drain_body(response, app.config["MAX_CONTENT_LENGTH"])
 
     @app.after_request
     def _count(response):

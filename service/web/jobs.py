@@ -53,8 +53,10 @@ def submit():
     worker = state.current()
     cfg = worker.cfg
     guards.check_body(cfg.jobs.max_bytes, "split the document into several jobs")
-    api.read_mode()  # a bad mode or format is refused now, not at the first page
-    formats.check(request.args.get("format", "json"))
+    # A bad parameter is refused now, not at the first page.
+    api.read_structure(formats.check(request.args.get("format", "json")), api.read_mode())
+    api.read_words()
+    api.read_annotate()
     files = api.uploads(max_files=cfg.jobs.max_pages)
     counts = [count_pages(data, cfg.limits) for data in files]
     pages = plan(counts, request.args.get("pages"))
@@ -100,7 +102,7 @@ def result(job_id: str):
     store = state.current().jobs
     kept = dict(urllib.parse.parse_qsl(job.query))
     fmt = formats.check(request.args.get("format", kept.get("format", "json")))
-    words = request.args.get("words", kept.get("words")) == "1"
+    words = api.read_words(kept.get("words"))
     body = assemble(store.results(job.id), words)
     if fmt == "json":
         return jsonify(body)

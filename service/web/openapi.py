@@ -33,8 +33,34 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}
+# Every /v1/ route needs the key when keys are on, and is rate-limited (Nginx).
+NO_KEY = _error("API keys are on and the Authorization header is missing or wrong")
+RATE_LIMITED = _error("Over the rate limit", retry_after=True)
 UNAVAILABLE = _error("The model is loading, failed to load, or no instance can take the request", retry_after=True)
 INTERNAL = _error("Unexpected failure; the message carries the request id to quote")
+
+FORMAT = {"name": "format", "in": "query", "required": False,
+          "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
+          "description": "json: the result below; text: the text in reading order; "
+                         "markdown: headings, paragraphs, lists, tables and figures "
+                         "(structure implied; page headers, footers and numbers left out); "
+                         "hocr: hOCR 1.2 XHTML; alto: ALTO v4 XML; pdf: a searchable PDF "
+                         "(the upload itself with an invisible text layer on each page the "
+                         "model read; active content removed). All images make one "
+                         "document."}
+WORDS = {"name": "words", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": ["0", "1"]},
+         "description": "json: 1 adds each line's words, with their quads (where the recognizer "
+                        "read them, or a PDF text layer's own characters)"}
+
+
+def _documents(description: str) -> dict[str, Any]:
+    """A 200 in the format asked for: the JSON result, or one of the other formats' documents."""
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ParseResult"}},
+                        **{FORMATS[f][0].partition(";")[0]: {"schema": {"type": "string"}}
+                           for f in FORMATS if f != "json"}}}
+
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -240,25 +266,14 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                                 "description": "page: find every text line; line: each image is one text "
                                                "line (a crop), read without detection; table: each image is "
                                                "one table (a crop): its lines, then its cells in `tables`"},
-                               {"name": "format", "in": "query", "required": False,
-                                "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
-                                "description": "json: the result below; text: the text in reading order; "
-                                               "markdown: headings, paragraphs, lists, tables and figures "
-                                               "(structure implied; page headers, footers and numbers left out); "
-                                               "hocr: hOCR 1.2 XHTML; alto: ALTO v4 XML; pdf: a searchable PDF "
-                                               "(the upload itself with an invisible text layer on each page the "
-                                               "model read; active content removed). All images make one "
-                                               "document."},
+                               FORMAT,
                                {"name": "structure", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": ["0", "1"]},
                                 "description": "1: find each page's typed regions (title, heading, text, list, "
                                                "table, figure, caption, header, footer, equation, reference) and "
                                                "read its tables into cells; hOCR and ALTO then carry them. Costs "
                                                "a layout pass per page and a table pass per table; mode=page only"},
-                               {"name": "words", "in": "query", "required": False,
-                                "schema": {"type": "string", "enum": ["0", "1"]},
-                                "description": "json: 1 adds each line's words, with their quads (where the recognizer "
-                                               "read them, or a PDF text layer's own characters)"},
+                               WORDS,
                                {"name": "pages", "in": "query", "required": False,
                                 "schema": {"type": "string", "pattern": "^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$",
                                            "maxLength": 200},
@@ -278,24 +293,26 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                     "application/pdf": {"schema": {"type": "string", "format": "binary"}},
                 }},
                 "responses": {
-                    "200": {"description": "The text of every page of every image or PDF, in the format asked for",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ParseResult"}},
-                                        **{FORMATS[f][0].partition(";")[0]: {"schema": {"type": "string"}}
-                                           for f in FORMATS if f != "json"}}},
+                    "200": _documents("The text of every page of every image or PDF, in the format asked for"),
                     "400": _error("No image in the request, an empty file, bytes that are not a readable image "
                                   "or PDF, a password-protected or page-less PDF, a page past the end, or a bad "
-                                  "mode, format, structure, pages, dpi or ocr"),
-                    "401": _error("API keys are on and the Authorization header is missing or wrong"),
+                                  "mode, format, structure, words, annotate, pages, dpi or ocr"),
+                    "401": NO_KEY,
+                    "405": _error("A method other than POST (TRACE and CONNECT are refused by Nginx)"),
+                    "408": _error("The request did not arrive in time"),
                     # Nginx de-chunks bodies; a client talking to uWSGI directly must send a length.
                     "411": _error("A chunked body sent to an instance directly, without Nginx"),
                     "413": _error("Body, pixel count, side, number of images or of pages over the limit, or a "
                                   "PDF page too large even at the lowest dpi"),
+                    "414": _error("The URL is too long for Nginx's buffers"),
                     "415": _error("Not multipart/form-data, image/* or application/pdf, or a format that is not "
                                   "accepted"),
+                    "421": _error("An absolute request line for a host other than Host: this is not a proxy"),
                     "422": _error("format=pdf: a PDF read, but too damaged to add a text layer to; with "
                                   "structure: a page holds more layout regions or tables than [structure] "
                                   "max_regions or max_tables"),
-                    "429": _error("Over the rate limit", retry_after=True),
+                    "429": RATE_LIMITED,
+                    "431": _error("The headers are too large for Nginx's buffers"),
                     "500": INTERNAL,
                     "503": UNAVAILABLE,
                     "504": _error("The request ran past its deadline"),
@@ -304,9 +321,7 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
             "/v1/models": {"get": {
                 "summary": "The model, its weights' sums, the device, the threads and the instance",
                 "responses": {"200": _json("#/components/schemas/Models", "The model this worker serves"),
-                              # Every /v1/ route needs the key when keys are on, and is rate-limited.
-                              "401": _error("API keys are on and the Authorization header is missing or wrong"),
-                              "429": _error("Over the rate limit", retry_after=True),
+                              "401": NO_KEY, "429": RATE_LIMITED,
                               "500": INTERNAL, "503": UNAVAILABLE},
             }},
             "/v1/jobs": {"post": {
@@ -314,8 +329,8 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                 "responses": {
                     "202": {**_json("#/components/schemas/JobCreated", "Queued"),
                             "headers": {"Location": {"description": "/v1/jobs/<id>", "schema": {"type": "string"}}}},
-                    "400": _error("Empty body, bad pages or mode, or a broken file"),
-                    "401": _error("API keys are on and the Authorization header is missing or wrong"),
+                    "400": _error("Empty body, a bad pages, mode, format, structure, words or annotate, or a broken file"),
+                    "401": NO_KEY,
                     "411": _error("Chunked body"),
                     "413": _error("Past [jobs] max_bytes or max_pages, or an image past the pixel limits"),
                     "415": _error("Not an accepted image type"),
@@ -330,22 +345,27 @@ def document(max_body_bytes: int, max_images: int, max_pages: int,
                 "get": {"summary": "A job's status and progress",
                         "parameters": [JOB_ID],
                         "responses": {"200": _json("#/components/schemas/Job", "The job"),
+                                      "401": NO_KEY,
                                       "404": _error("Unknown, expired, deleted, or another key's job"),
-                                      "500": INTERNAL}},
+                                      "429": RATE_LIMITED, "500": INTERNAL}},
                 "delete": {"summary": "Cancel an unfinished job, or forget a finished one; its files go now",
                            "parameters": [JOB_ID],
                            "responses": {"200": _json("#/components/schemas/Job", "Cancelled (or deleted)"),
+                                         "401": NO_KEY,
                                          "404": _error("Unknown, expired, deleted, or another key's job"),
-                                         "500": INTERNAL}},
+                                         "429": RATE_LIMITED, "500": INTERNAL}},
             },
             "/v1/jobs/{job_id}/result": {"get": {
                 "summary": "The body /v1/parse would have given for the whole upload, once the job is done",
-                "parameters": [JOB_ID],
-                "responses": {"200": _json("#/components/schemas/ParseResult", "Every page, in page order"),
+                # format and words default to the ones the job was submitted with.
+                "parameters": [JOB_ID, FORMAT, WORDS],
+                "responses": {"200": _documents("Every page, in page order, in the format asked for"),
+                              "400": _error("A bad format or words"),
+                              "401": NO_KEY,
                               "404": _error("Unknown, expired, deleted, or another key's job"),
                               "409": _error("Not done (yet): queued, running, failed or cancelled", retry_after=True),
                               "422": _error("format=pdf: the uploaded PDF is too damaged to add a text layer to"),
-                              "500": INTERNAL},
+                              "429": RATE_LIMITED, "500": INTERNAL},
             }},
             "/healthz": {"get": {"summary": "The worker process lives",
                                  "responses": {"200": _json("#/components/schemas/Health", "Alive"),
