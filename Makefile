@@ -140,13 +140,18 @@ $(EASYOCR_VENV)/.installed:
 	$(EASYOCR_VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 easyocr==1.7.2
 	touch $@
 
-# RapidTable 0.3.0 with RapidOCR 3.10.0 and onnxruntime, the versions of ../shared/structure-dev-reference
-# (its lock file), in a venv of their own again: the table parity test compares cell boxes with it
-# where it exists, and bench-table times ours against it on the PubTabNet crops, taking turns.
+# RapidLayout 1.2.1, RapidTable 0.3.0 with RapidOCR 3.10.0 and onnxruntime, the versions of
+# ../shared/structure-dev-reference (its lock file), in a venv of their own again (serving needs
+# none of them): the table parity test compares cell boxes with it where it exists; bench-table
+# times ours against RapidTable on the PubTabNet crops, bench-layout ours ("parse" and
+# "rapidlayout") against RapidLayout on 20 structure dev pages, taking turns, 2 threads.
 STRUCTURE_REF_VENV := build/structure-ref-venv
 STRUCTURE_LOCK := ../shared/structure-dev-reference/requirements-rapid-structure.lock.txt
 bench-table: setup $(STRUCTURE_REF_VENV)/.installed
 	$(PY) -m tests.bench_table --threads 2 --original-python $(STRUCTURE_REF_VENV)/bin/python
+
+bench-layout: setup $(STRUCTURE_REF_VENV)/.installed
+	$(PY) -m tests.bench_layout --pages 20 --threads 2 --original-python $(STRUCTURE_REF_VENV)/bin/python
 
 $(STRUCTURE_REF_VENV)/.installed:
 	$(PYTHON) -m venv $(STRUCTURE_REF_VENV)
@@ -273,17 +278,3 @@ install: nginx
 	cd $(PREFIX) && for port in $$($(PY) -m service.ops.fleet ports); do systemctl restart "parse@$$port.service"; done
 	if (cd $(PREFIX) && $(PY) -m service.ops.fleet is-front); then nginx -t && systemctl reload-or-restart nginx; fi
 	@echo "installed: http://$$(cd $(PREFIX) && $(PY) -c 'from service import settings; print(settings.load().nginx.listen)')/"
-
-# The layout model against RapidLayout 1.2.1 (onnxruntime), the versions of
-# ../shared/structure-dev-reference's lock file, in a venv of its own (serving needs neither):
-# ours ("parse" and "rapidlayout") and RapidLayout take turns on 20 structure dev pages, 2 threads.
-.PHONY: bench-layout
-STRUCTURE_REF_VENV := build/structure-ref-venv
-bench-layout: setup $(STRUCTURE_REF_VENV)/.installed
-	$(PY) -m tests.bench_layout --pages 20 --threads 2 --original-python $(STRUCTURE_REF_VENV)/bin/python
-
-$(STRUCTURE_REF_VENV)/.installed:
-	$(PYTHON) -m venv $(STRUCTURE_REF_VENV)
-	$(STRUCTURE_REF_VENV)/bin/pip install -q rapid-layout==1.2.1 onnxruntime==1.31.1 numpy==2.4.6 \
-		opencv-python==5.1.0.95 omegaconf==2.4.0 colorlog==6.12.0 requests==2.34.2 tqdm==4.70.1 pillow==13.0.0
-	touch $@
