@@ -41,7 +41,6 @@ import torch
 from PIL import Image
 
 from service import documents, formats, settings
-from service.documents.pdf import PdfFile
 from service.ocr import allocator
 from service.ocr.model import load_model
 from service.ocr.types import Line, Page, Word
