@@ -219,7 +219,7 @@ BENCH_GPU_ARGS ?=
 bench-gpu: setup nginx
 	$(PY) -m tests.bench_gpu $(BENCH_GPU_ARGS)
 
-# Structure (issue 25): scored with ../shared/tools/score_structure.py; SOAK_PAGES structured pages for the memory check.
+# Structure: scored with ../shared/tools/score_structure.py; SOAK_PAGES structured pages for the memory check.
 SOAK_PAGES ?= 50
 bench-structure: setup
 	$(PY) -m tests.bench_structure --soak-pages $(SOAK_PAGES)

@@ -114,7 +114,7 @@ def engines(args: argparse.Namespace) -> dict[str, list[str]]:
     """Each engine's name and the flags of its serving process."""
     if args.family == "easyocr":
         return {"ours": ["--engine", "ours"], "original": ["--engine", "original"]}
-    # fp32 beside the default: what CPUs without native bf16 get (issue 29 sets it a goal of its own).
+    # fp32 beside the default: what CPUs without native bf16 get, with a speed goal of its own.
     fp32 = {"parse-fp32": ["--engine", "ours", "--pipeline", "parse", "--precision", "fp32"]} \
         if args.precision != "fp32" else {}
     return {"parse": ["--engine", "ours", "--pipeline", "parse"], **fp32,

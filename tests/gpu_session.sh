@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session's checks for issue 28, prepared on the CPU machine and run once on a lent GPU.
+# One GPU session's checks (CUDA model tests, bench-gpu's settings), prepared on the CPU machine and run once on a lent GPU.
 #
 #   bash tests/gpu_session.sh pack [--with-dev]   here, before the device call: fills .gpu/ (ignored)
 #   bash tests/gpu_session.sh run                 there: the device tool's `run`, carry [".gpu"]

@@ -81,7 +81,7 @@ def test_store_layer_imports_only_settings():
         n.split(".")[0] in ("flask", "werkzeug", "torch") for n in imports(p))}
 
 
-# The structure models' layer (issue 25): like service/ocr, a model layer under the documents and
+# The structure models' layer: like service/ocr, a model layer under the documents and
 # web layers that never imports them. Besides the standard library it uses numpy, torch and
 # opencv; onnx only in its converters (run by `make weights`, never when serving).
 STRUCTURE_ALLOWED = ("service.settings", "service.ocr.types", "service.ocr.weights", "service.layout",
