@@ -25,6 +25,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from ..settings import JobsSettings
@@ -54,7 +55,7 @@ class Job:
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "pages_done": self.pages_done,
                 "pages_total": self.pages_total, "created": _iso(self.created),
-                "finished": _iso(self.finished), "error": self.error}
+                "started": _iso(self.started), "finished": _iso(self.finished), "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,10 @@ class PageTask:
 
 
 def _iso(t: float | None) -> str | None:
-    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    """RFC 3339 in UTC to the millisecond: a job that starts as another finishes sorts after it."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def holder() -> str:
@@ -204,8 +208,9 @@ class Store:
                          + tx.skip_locked)
             if job is None:
                 return None
+            # Stamped now, under the lock: after the finish of the job whose end let this one in.
             tx.run("UPDATE job SET status = 'running', started = coalesce(started, ?) WHERE id = ?",
-                   (now, job["id"]))
+                   (time.time(), job["id"]))
             return self._claim_page(tx, job, me, now, until)
 
     def _claim_page(self, tx: Tx, job: dict[str, Any], me: str, now: float, until: float) -> PageTask | None:

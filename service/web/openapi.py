@@ -214,12 +214,14 @@ SCHEMAS: dict[str, Any] = {
                        "pages_total": {"type": "integer", "minimum": 1}},
     },
     "Job": {
-        "type": "object", "required": ["id", "status", "pages_done", "pages_total", "created", "finished", "error"],
+        "type": "object", "required": ["id", "status", "pages_done", "pages_total", "created", "started", "finished", "error"],
         "properties": {
             "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"},
             "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled", "deleted"]},
             "pages_done": {"type": "integer", "minimum": 0}, "pages_total": {"type": "integer", "minimum": 1},
             "created": {"type": "string", "format": "date-time"},
+            "started": {"type": "string", "format": "date-time", "nullable": True,
+                        "description": "When the job left the queue"},
             "finished": {"type": "string", "format": "date-time", "nullable": True},
             "error": {"type": "object", "nullable": True,
                       "description": "Why a failed job failed: the refused page's error and its number"},
