@@ -14,14 +14,13 @@ reads only the files it writes, which are the same bytes on every run.
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..ocr.weights import SUMS_FILE, WeightsError, expected_sums, sha256_file, verify
+from ..ocr.convert import Found, call_order, is_current, paired_state, report, serialize, tensor
+from ..ocr.weights import SUMS_FILE, verify
 from .slanet import INPUT_SIZE, SLANetPlus
 
 SOURCE = "slanet-plus.onnx"
@@ -67,24 +66,6 @@ def _constants(graph) -> dict[str, np.ndarray]:
     return {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
 
 
-def _tensor(a: np.ndarray, like: torch.Tensor, where: str) -> torch.Tensor:
-    if tuple(a.shape) != tuple(like.shape):
-        raise ValueError(f"{where}: graph shape {a.shape} != module shape {tuple(like.shape)}")
-    return torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # a C-order copy: bytes stay deterministic
-
-
-def _call_order(net: SLANetPlus) -> list[tuple[str, nn.Module]]:
-    names = {m: name for name, m in net.named_modules()}
-    order: list[tuple[str, nn.Module]] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: order.append((names[m], m)))
-             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
-    with torch.inference_mode():
-        net.encode(torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE))
-    for h in hooks:
-        h.remove()
-    return order
-
-
 def _check_body(body, loop_inputs: dict[str, str]) -> None:
     """Prove the Loop body multiplies each decoder weight with the activation _BODY_USES names."""
     producer = {o: n for n in body.node for o in n.output}
@@ -117,28 +98,11 @@ def state_dict_from(model) -> dict[str, torch.Tensor]:
     found = []
     for n in g.node:
         if n.op_type == "Conv":
-            found.append(("conv", [const[i] for i in n.input[1:]], n.output[0]))
+            found.append(Found("conv", [const[i] for i in n.input[1:]], where=n.output[0]))
         elif n.op_type == "BatchNormalization":
             eps = next(a.f for a in n.attribute if a.name == "epsilon")
-            found.append(("bn", [const[i] for i in n.input[1:5]] + [eps], n.output[0]))
-    order = _call_order(net)
-    if len(found) != len(order):
-        raise ValueError(f"graph has {len(found)} conv/bn layers, module calls {len(order)}")
-    state: dict[str, torch.Tensor] = {}
-    for (kind, tensors, where), (name, m) in zip(found, order):
-        where = f"{where} -> {name}"
-        if isinstance(m, nn.Conv2d):
-            if kind != "conv" or len(tensors) != (2 if m.bias is not None else 1):
-                raise ValueError(f"{where}: graph layer is a {kind} with {len(tensors)} tensors")
-            state[f"{name}.weight"] = _tensor(tensors[0], m.weight, where)
-            if m.bias is not None:
-                state[f"{name}.bias"] = _tensor(tensors[1], m.bias, where)
-        else:
-            if kind != "bn" or abs(tensors[4] - m.eps) > 1e-9:
-                raise ValueError(f"{where}: expected a batch norm with eps {m.eps}")
-            for key, a in zip(("weight", "bias", "running_mean", "running_var"), tensors):
-                state[f"{name}.{key}"] = _tensor(a, getattr(m, key), where)
-            state[f"{name}.num_batches_tracked"] = torch.tensor(0)
+            found.append(Found("bn", [const[i] for i in n.input[1:5]], eps, n.output[0]))
+    state = paired_state(found, call_order(net, lambda: net.encode(torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE))))
     (loop,) = [n for n in g.node if n.op_type == "Loop"]
     body = loop.attribute[0].g
     # Loop inputs (trip count, condition, carried values) pair with body inputs (iteration, condition, ...).
@@ -147,7 +111,7 @@ def state_dict_from(model) -> dict[str, torch.Tensor]:
     params = dict(net.named_parameters())
     for key, (paddle_name, transpose) in HEAD.items():
         a = const[outer[paddle_name]]
-        state[key] = _tensor(a.T if transpose else a, params[key], f"{paddle_name} -> {key}")
+        state[key] = tensor(a.T if transpose else a, params[key], f"{paddle_name} -> {key}")
     net.load_state_dict(state, strict=True)
     return state
 
@@ -158,23 +122,9 @@ def tokens(model) -> list[str]:
     return meta["character"].splitlines()
 
 
-def serialize(state: dict[str, torch.Tensor]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
-
-
-def _current(path: Path) -> bool:
-    try:
-        verify(path)
-        return True
-    except WeightsError:
-        return False
-
-
 def missing(dest: Path) -> list[str]:
     """Converted files that are absent or differ from their pinned sums."""
-    return [name for name in (NET_FILE, TOKENS_FILE) if not _current(dest / name)]
+    return [name for name in (NET_FILE, TOKENS_FILE) if not is_current(dest / name)]
 
 
 def convert(dest: Path) -> None:
@@ -187,12 +137,7 @@ def convert(dest: Path) -> None:
     model = onnx.load(str(dest / SOURCE))
     (dest / NET_FILE).write_bytes(serialize(state_dict_from(model)))
     (dest / TOKENS_FILE).write_text("\n".join(tokens(model)) + "\n", encoding="utf-8")
-    for name in (NET_FILE, TOKENS_FILE):
-        if name in expected_sums():
-            verify(dest / name)
-            print(f"ok  {name}")
-        else:
-            print(f"{sha256_file(dest / name)}  {name}  (not pinned yet)")
+    report(dest, (NET_FILE, TOKENS_FILE))
 
 
 def main() -> None:

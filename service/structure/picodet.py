@@ -16,92 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lcnet import ConvBN, DepthwiseSeparable, LCNet
+
 NUM_CLASSES = 10
 REG_MAX = 7  # distances are a softmax over 0..7 bins, times the stride
 STRIDES = (8, 16, 32, 64)
 INPUT_HW = (800, 608)  # the graph's fixed input, height x width
-
-
-class ConvBN(nn.Module):
-    """Conv (no bias) -> batch norm -> hard-swish."""
-
-    def __init__(self, cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=1e-5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # in place: the conv's (or batch norm's) output is fresh and read by nothing else
-        return F.hardswish(self.bn(self.conv(x)), inplace=True)
-
-    def fold(self) -> None:
-        """Fold the batch norm into the conv (weights and bias computed in float64): one op less."""
-        conv, bn = self.conv, self.bn
-        scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
-        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                           groups=conv.groups, bias=True)
-        with torch.no_grad():
-            folded.weight.copy_((conv.weight.double() * scale.reshape(-1, 1, 1, 1)).float())
-            folded.bias.copy_((bn.bias.double() - bn.running_mean.double() * scale).float())
-        self.conv, self.bn = folded, nn.Identity()
-
-
-class DepthwiseSeparable(nn.Module):
-    """Depthwise kxk (stride) -> [SE] -> pointwise 1x1: an LCNet block, and PicoDet's DP module."""
-
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, se: bool = False):
-        super().__init__()
-        self.dw = ConvBN(cin, cin, k, stride, groups=cin)
-        self.se = SqueezeExcite(cin) if se else None
-        self.pw = ConvBN(cin, cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dw(x)
-        if self.se is not None:
-            x = self.se(x)
-        return self.pw(x)
-
-
-class SqueezeExcite(nn.Module):
-    """LCNet's channel gate: mean -> 1x1 -> ReLU -> 1x1 -> hard sigmoid (slope 0.1666667 as stored)."""
-
-    def __init__(self, c: int):
-        super().__init__()
-        self.reduce = nn.Conv2d(c, c // 4, 1)
-        self.expand = nn.Conv2d(c // 4, c, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True))))
-        # The graph's HardSigmoid has alpha 0.1666667 (float32), a hair off torch's exact 1/6.
-        return x * (gate * 0.1666667 + 0.5).clamp_(0.0, 1.0)
-
-
-class LCNet(nn.Module):
-    """PP-LCNet x1.0; returns the stride-8, 16 and 32 maps (128, 256, 512 channels)."""
-
-    # (cin, cout, kernel, stride, se) per block, grouped into the stages the outputs are taken after
-    STAGES = (
-        ((16, 32, 3, 1, False),),
-        ((32, 64, 3, 2, False), (64, 64, 3, 1, False)),
-        ((64, 128, 3, 2, False), (128, 128, 3, 1, False)),
-        ((128, 256, 3, 2, False), *((256, 256, 5, 1, False),) * 5),
-        ((256, 512, 5, 2, True), (512, 512, 5, 1, True)),
-    )
-
-    def __init__(self):
-        super().__init__()
-        self.stem = ConvBN(3, 16, 3, 2)
-        self.stages = nn.ModuleList(
-            nn.Sequential(*(DepthwiseSeparable(*b) for b in blocks)) for blocks in self.STAGES)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        out = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i >= 2:
-                out.append(x)
-        return out
 
 
 class CSPLayer(nn.Module):
@@ -169,7 +89,7 @@ class PicoDet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.backbone = LCNet()
+        self.backbone = LCNet(first_out=2)  # strides 8, 16, 32
         self.neck = CSPPAN()
         self.head = PicoHead()
 

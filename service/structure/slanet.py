@@ -16,102 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lcnet import ConvBN, DepthwiseSeparable, LCNet
+
 INPUT_SIZE = 488  # RapidTable pads every crop to 488x488
 NUM_CLASSES = 50  # sos + 48 structure tokens + eos
 HIDDEN = 256
 LOC_DIM = 8
-# Paddle's hardsigmoid slope as the graph stores it (float32 1/6).
-_SE_SLOPE = 0.16666670143604279
-
-
-class ConvBN(nn.Module):
-    """Conv (no bias) -> batch norm -> hard swish: Paddle's ConvBNLayer."""
-
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=1e-5)
-        self.act = act
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
-        return F.hardswish(x) if self.act else x
-
-    def fold(self) -> None:
-        """Fold the batch norm into the convolution (inference only: one pass over the map less)."""
-        if isinstance(self.bn, nn.BatchNorm2d):
-            self.conv = torch.nn.utils.fusion.fuse_conv_bn_eval(self.conv, self.bn)
-            self.bn = nn.Identity()
-
-
-class SqueezeExcite(nn.Module):
-    """mean -> 1x1 -> ReLU -> 1x1 -> hard sigmoid gate."""
-
-    def __init__(self, c: int):
-        super().__init__()
-        self.reduce = nn.Conv2d(c, c // 4, 1)
-        self.expand = nn.Conv2d(c // 4, c, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True))))
-        return x * (gate * _SE_SLOPE + 0.5).clamp_(0.0, 1.0)
-
-
-class DepthwiseSeparable(nn.Module):
-    """PP-LCNet block: depthwise kxk [+ SE] -> pointwise 1x1, each with BN and hard swish."""
-
-    def __init__(self, cin: int, cout: int, k: int, stride: int, se: bool):
-        super().__init__()
-        self.dw = ConvBN(cin, cin, k, stride, groups=cin)
-        self.se = SqueezeExcite(cin) if se else None
-        self.pw = ConvBN(cin, cout, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dw(x)
-        if self.se is not None:
-            x = self.se(x)
-        return self.pw(x)
-
-
-# (kernel, in, out, stride, SE) per block; the outputs of stages 3-6 feed the neck.
-_STAGES = (
-    ((3, 16, 32, 1, False),),
-    ((3, 32, 64, 2, False), (3, 64, 64, 1, False)),
-    ((3, 64, 128, 2, False), (3, 128, 128, 1, False)),
-    ((3, 128, 256, 2, False),) + ((5, 256, 256, 1, False),) * 5,
-    ((5, 256, 512, 2, True), (5, 512, 512, 1, True)),
-)
-
-
-class PPLCNet(nn.Module):
-    """PP-LCNet x1.0; returns the stride 4, 8, 16 and 32 maps (64, 128, 256, 512 channels)."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = ConvBN(3, 16, 3, 2)
-        self.stages = nn.ModuleList(
-            nn.Sequential(*(DepthwiseSeparable(cin, cout, k, s, se) for k, cin, cout, s, se in stage))
-            for stage in _STAGES)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stages[0](self.stem(x))
-        outs = []
-        for stage in self.stages[1:]:
-            x = stage(x)
-            outs.append(x)
-        return outs
-
-
-class DPModule(nn.Module):
-    """Depthwise kxk -> BN -> hard swish -> pointwise 1x1 -> BN -> hard swish."""
-
-    def __init__(self, c: int, k: int, stride: int):
-        super().__init__()
-        self.dw = ConvBN(c, c, k, stride, groups=c)
-        self.pw = ConvBN(c, c, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pw(self.dw(x))
 
 
 class CSPLayer(nn.Module):
@@ -123,7 +33,7 @@ class CSPLayer(nn.Module):
         self.short = ConvBN(cin, mid, 1)
         self.main = ConvBN(cin, mid, 1)
         self.bottleneck1 = ConvBN(mid, mid, 1)
-        self.bottleneck2 = DPModule(mid, k, 1)
+        self.bottleneck2 = DepthwiseSeparable(mid, mid, k)
         self.final = ConvBN(2 * mid, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +50,7 @@ class CSPPAN(nn.Module):
         self.reduce = nn.ModuleList(ConvBN(cin, c, 1) for cin in in_channels)
         n = len(in_channels)
         self.top_down = nn.ModuleList(CSPLayer(2 * c, c, k) for _ in range(n - 1))
-        self.downsample = nn.ModuleList(DPModule(c, k, 2) for _ in range(n - 1))
+        self.downsample = nn.ModuleList(DepthwiseSeparable(c, c, k, 2) for _ in range(n - 1))
         self.bottom_up = nn.ModuleList(CSPLayer(2 * c, c, k) for _ in range(n - 1))
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
@@ -205,7 +115,7 @@ class SLANetPlus(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.backbone = PPLCNet()
+        self.backbone = LCNet(first_out=1)  # strides 4, 8, 16, 32
         self.neck = CSPPAN()
         self.head = SLAHead()
 

@@ -13,8 +13,6 @@ match are left alone.
 from __future__ import annotations
 
 import argparse
-import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import weights as weights_mod
+from ..convert import Found, call_order, is_current, paired_state, report, serialize
 from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
 from .nets import ClsNet, DetNet, RecNet
 
@@ -32,16 +31,6 @@ TARGETS: dict[str, tuple[str, type[nn.Module], tuple[int, ...]]] = {
     REC_FILE: ("PP-OCRv6_rec_small.onnx", RecNet, (1, 3, 48, 64)),
 }
 DICT_SOURCE = "PP-OCRv6_rec_small.onnx"
-
-
-@dataclass
-class Found:
-    """One layer's tensors as the graph stores them, in torch layout."""
-
-    kind: str  # "conv" | "bn" | "linear" | "ln"
-    tensors: list[np.ndarray | None]
-    eps: float | None = None
-    where: str = ""
 
 
 class Graph:
@@ -112,54 +101,9 @@ def read_layers(model) -> list[Found]:
     return found
 
 
-def call_order(net: nn.Module, shape: tuple[int, ...]) -> list[tuple[str, nn.Module]]:
-    """The weighted leaf layers of `net` in the order one forward pass calls them."""
-    names = {m: name for name, m in net.named_modules()}
-    order: list[tuple[str, nn.Module]] = []
-    kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.Linear, nn.LayerNorm)
-    hooks = [m.register_forward_hook(lambda m, i, o: order.append((names[m], m)))
-             for m in net.modules() if isinstance(m, kinds)]
-    with torch.inference_mode():
-        net(torch.zeros(shape))
-    for h in hooks:
-        h.remove()
-    return order
-
-
-def _tensor(a: np.ndarray | None, like: torch.Tensor | None, where: str) -> torch.Tensor:
-    if a is None or like is None:
-        raise ValueError(f"{where}: graph has {'no' if a is None else 'a'} tensor where the module has "
-                         f"{'none' if like is None else tuple(like.shape)}")
-    if tuple(a.shape) != tuple(like.shape):
-        raise ValueError(f"{where}: graph shape {a.shape} != module shape {tuple(like.shape)}")
-    return torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # a C-order copy: bytes stay deterministic
-
-
 def state_dict_from(model, net: nn.Module, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    """Pair graph layers with module layers in order, check every shape, and build the state_dict."""
-    found, order = read_layers(model), call_order(net, shape)
-    if len(found) != len(order):
-        raise ValueError(f"graph has {len(found)} weighted layers, module calls {len(order)}")
-    state: dict[str, torch.Tensor] = {}
-    for f, (name, m) in zip(found, order):
-        where = f"{f.where} -> {name}"
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            if f.kind != ("linear" if isinstance(m, nn.Linear) else "conv"):
-                raise ValueError(f"{where}: graph layer is a {f.kind}")
-            state[f"{name}.weight"] = _tensor(f.tensors[0], m.weight, where)
-            if m.bias is not None or f.tensors[1] is not None:
-                state[f"{name}.bias"] = _tensor(f.tensors[1], m.bias, where)
-        elif isinstance(m, nn.BatchNorm2d):
-            if f.kind != "bn" or abs(f.eps - m.eps) > 1e-9:
-                raise ValueError(f"{where}: expected batch norm with eps {m.eps}, got {f.kind} {f.eps}")
-            for key, a in zip(("weight", "bias", "running_mean", "running_var"), f.tensors):
-                state[f"{name}.{key}"] = _tensor(a, getattr(m, key), where)
-            state[f"{name}.num_batches_tracked"] = torch.tensor(0)
-        else:
-            if f.kind != "ln" or abs(f.eps - m.eps) > 1e-9:
-                raise ValueError(f"{where}: expected layer norm with eps {m.eps}, got {f.kind} {f.eps}")
-            state[f"{name}.weight"] = _tensor(f.tensors[0], m.weight, where)
-            state[f"{name}.bias"] = _tensor(f.tensors[1], m.bias, where)
+    """The graph's layers paired with the module's by call order, loaded with strict=True."""
+    state = paired_state(read_layers(model), call_order(net, lambda: net(torch.zeros(shape))))
     net.load_state_dict(state, strict=True)
     return state
 
@@ -170,23 +114,9 @@ def dictionary(model) -> list[str]:
     return meta["character"].splitlines()
 
 
-def serialize(state: dict[str, torch.Tensor]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
-
-
-def _current(path: Path) -> bool:
-    try:
-        weights_mod.verify(path)
-        return True
-    except weights_mod.WeightsError:
-        return False
-
-
 def missing(dest: Path) -> list[str]:
     """Converted files that are absent or differ from their pinned sums."""
-    return [name for name in (*TARGETS, DICT_FILE) if not _current(dest / name)]
+    return [name for name in (*TARGETS, DICT_FILE) if not is_current(dest / name)]
 
 
 def convert(dest: Path) -> None:
@@ -211,12 +141,7 @@ def convert(dest: Path) -> None:
         else:
             source, net_cls, shape = TARGETS[name]
             (dest / name).write_bytes(serialize(state_dict_from(load(source), net_cls().eval(), shape)))
-    for name in (*TARGETS, DICT_FILE):
-        if name in weights_mod.expected_sums():
-            weights_mod.verify(dest / name)
-            print(f"ok  {name}")
-        else:
-            print(f"{weights_mod.sha256_file(dest / name)}  {name}  (not pinned yet)")
+    report(dest, (*TARGETS, DICT_FILE))
 
 
 def main() -> None:
