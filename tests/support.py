@@ -18,6 +18,8 @@ from PIL import Image, ImageDraw, ImageFont
 from service import settings as settings_mod
 from service.settings import ROOT, AuthSettings, Limits
 from service.web.app import create_app
+from service.web.state import WorkerState
+from tests.stack import default_family
 
 FONT_PATHS = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -104,6 +106,21 @@ def make_client(tmp_path: Path, keys: bool = True, limits: Limits | None = None,
         limits=limits or cfg.limits,
     )
     return create_app(cfg, load=False).test_client()
+
+
+def default_config() -> settings_mod.Settings:
+    """conf/parse.toml as shipped, with the family the tests run (PARSE_TEST_FAMILY may pick another)."""
+    base = settings_mod.load(settings_mod.DEFAULT_CONFIG)
+    return dataclasses.replace(base, model=dataclasses.replace(base.model, family=default_family()))
+
+
+def loaded_app(cfg: settings_mod.Settings | None = None):
+    """The real app with its models loaded in-process, synchronously: the routes answer for real."""
+    app = create_app(cfg or default_config(), load=False)
+    state = app.extensions[WorkerState.KEY]
+    state.load()
+    assert state.ready.is_set(), state.error
+    return app
 
 
 def parse(client, key: str | None = None, address: str = "127.0.0.1", **kw):

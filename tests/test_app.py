@@ -16,7 +16,7 @@ from service.web.app import create_app
 from service.web.state import WorkerState
 from tests.formats_check import check_alto, check_hocr, check_pdf, check_words
 from tests.stack import default_family
-from tests.support import multipart, sha256sums
+from tests.support import loaded_app, multipart, sha256sums
 
 pytestmark = pytest.mark.model
 
@@ -29,10 +29,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def ready_app(cfg):
-    app = create_app(cfg, load=False)
-    app.extensions[WorkerState.KEY].load()  # the real model, loaded synchronously
-    assert app.extensions[WorkerState.KEY].ready.is_set(), app.extensions[WorkerState.KEY].error
-    return app
+    return loaded_app(cfg)
 
 
 @pytest.fixture(scope="module")

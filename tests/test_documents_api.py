@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from PIL import Image
 
 from service import settings as settings_mod
-from service.web.app import create_app
-from service.web.state import WorkerState
 from tests import pdfs
-from tests.stack import default_family
-from tests.support import multipart, png
+from tests.support import loaded_app, multipart, png
 
 pytestmark = pytest.mark.model
 
@@ -21,11 +16,7 @@ TEXTS = [["FIRST PAGE 101", "alpha beta"], ["SECOND PAGE 202", "gamma delta"], [
 
 @pytest.fixture(scope="module")
 def client():
-    base = settings_mod.load(settings_mod.DEFAULT_CONFIG)
-    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, family=default_family()))
-    app = create_app(cfg, load=False)
-    app.extensions[WorkerState.KEY].load()
-    return app.test_client()
+    return loaded_app().test_client()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ pdftotext reads the output back (`make poppler`), PDFium renders it.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import re
 import subprocess
@@ -20,15 +19,11 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from service import settings as settings_mod
 from service.documents import pdf as pdf_files
 from service.formats import render
-from service.web.app import create_app
-from service.web.state import WorkerState
 from tests import pdfs
 from tests.formats_check import check_pdf, pdftotext
-from tests.stack import default_family
-from tests.support import multipart, png, receipt_page
+from tests.support import loaded_app, multipart, png, receipt_page
 
 CJK_FONT = Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf")  # Debian fonts-droid-fallback
 
@@ -200,11 +195,7 @@ def test_a_page_of_a_few_pixels_or_a_very_long_strip_is_within_pdf_limits():
 
 @pytest.fixture(scope="module")
 def client():
-    base = settings_mod.load(settings_mod.DEFAULT_CONFIG)
-    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, family=default_family()))
-    app = create_app(cfg, load=False)
-    app.extensions[WorkerState.KEY].load()
-    return app.test_client()
+    return loaded_app().test_client()
 
 
 def post(client, data: bytes, query: str, name: str = "doc.pdf"):

@@ -22,7 +22,8 @@ from service import settings as settings_mod
 from service.ocr.model import load_model
 from service.settings import ROOT
 from service.structure.table import TableModel, layout_cells
-from tests.support import _font
+from service.web.state import WorkerState
+from tests.support import _font, loaded_app
 
 SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "structure-dev-reference"
@@ -239,18 +240,9 @@ def table_pdf() -> bytes:
 
 @pytest.fixture(scope="module")
 def client(cfg):
-    from service.web.app import create_app
-    from service.web.state import WorkerState
-
-    import importlib.util
-
-    if importlib.util.find_spec("service.structure.layout") is None:
-        # A worker loads the layout and table models together (service/structure/__init__.py).
-        pytest.skip("the layout model (branch i25layout) is not merged into this checkout yet")
-    app = create_app(cfg, load=False)
+    app = loaded_app(cfg)
     state = app.extensions[WorkerState.KEY]
-    state.load()  # the OCR model and the structure models, synchronously
-    assert state.structure is not None, state.structure_error
+    assert state.structure is not None, state.structure_error  # loaded beside the OCR model
     return app.test_client()
 
 
