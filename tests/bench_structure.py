@@ -284,6 +284,7 @@ def main() -> None:
     parser.add_argument("--e2e-pages", type=int, default=20)
     parser.add_argument("--ocr-cache", type=Path)
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--soak-only", action="store_true", help="only the memory soak (fast with --ocr-cache)")
     parser.add_argument("--out", type=Path, default=settings.ROOT / "build" / "bench-structure")
     args = parser.parse_args()
     args.configs = [c for c in args.configs.split(",") if c]
@@ -295,9 +296,10 @@ def main() -> None:
     model.warmup()
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} (shared with other work: timings are "
           "comparable within this run only)", flush=True)
-    report = accuracy(args, cfg, model, scorer())
-    print(table(report), flush=True)
-    if not args.skip_e2e:
+    report = {} if args.soak_only else accuracy(args, cfg, model, scorer())
+    if report:
+        print(table(report), flush=True)
+    if not (args.skip_e2e or args.soak_only):
         report["end_to_end"] = end_to_end(args, cfg, model)
         print(f"{args.e2e_pages}-page mixed PDF, page by page:", json.dumps(report["end_to_end"]), flush=True)
     report["soak"] = soak(args, cfg, model)
