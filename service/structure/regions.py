@@ -47,7 +47,8 @@ PARAGRAPH_INDENT = 1.0  # ...and a row starting this many h right of the block's
 HEADING_MAX_ROWS = 2
 HEADING_MAX_CHARS = 80
 TITLE_HEIGHT = 1.6  # ...and the tallest heading this tall, in the page's top third, is the title
-SAME_LEVEL = 0.2  # heading heights within this share of each other are one level
+SAME_LEVEL = 0.2  # heading heights within this share of each other are one size (the title's test)
+BOLD = 1.25  # a row whose strokes are this much wider (for its height) than the body's is bold
 VERTICAL = 2.0  # a line this many times taller than wide is set vertically
 MARGIN = 0.06  # top and bottom bands of the page where running heads and page numbers sit
 CAPTION_GAP = 2.5  # a "Figure 3"/"Table 2" block within this many h of a figure or table is its caption
@@ -64,7 +65,10 @@ ENUMERATED = re.compile(r"^\s*(\(?\d{1,3}[.)]|\(?[a-zA-Z][.)]|\(?[ivxIVX]{1,4}[.
                         r"[\u2460-\u2473])\s*\S")
 # "3", "3.1", "3.1.2" (a section number), or "一、", "第三章" (Chinese numbering), then the words.
 SECTION = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2}){0,4})\.?\s+\S")
-CJK_SECTION = re.compile(r"^\s*(第[一二三四五六七八九十百0-9]+[章节部篇]|[一二三四五六七八九十]{1,3}[、.])")
+CJK_SECTION = re.compile(r"^\s*(第[一二三四五六七八九十百0-9]+[章节部篇]|[一二三四五六七八九十]{1,3}[、.，．])")
+CJK_SUBSECTION = re.compile(r"^\s*[(（][一二三四五六七八九十]{1,3}[)）]")
+# A formula set on a line of its own ("T = 0") is not a heading, however tall.
+FORMULA = re.compile(r"[=≡≈≤≥<>∑∫±×÷]")
 PAGE_NUMBER = re.compile(r"^\W{0,3}(?:page\s*)?\d{1,4}(?:\s*(?:/|of)\s*\d{1,4})?\W{0,3}$|^第\s*\d{1,4}\s*页", re.I)
 CAPTION_START = re.compile(r"^\s*(fig(?:ure)?\.?|table|tab\.|chart|图|表)\s*[0-9一二三四五六七八九十IVX]", re.I)
 WORD = re.compile(r"[^\W\d_]{3,}")
@@ -181,7 +185,7 @@ def _body_height(lines: Sequence[Line], boxes: list[Box]) -> float:
 
 
 def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float, width: float,
-          height: float) -> str:
+          height: float, bold: Sequence[bool]) -> str:
     """The type of a block of lines no detection holds, from its own shape and place."""
     texts = [" ".join(lines[i].text.strip() for i in row) for row in rows]
     block = _union([boxes[i] for row in rows for i in row])
@@ -201,16 +205,24 @@ def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: flo
         # it takes a clearly larger type. "4. ..." in the body's size is a list item.
         numbered = bool(SECTION.match(texts[0]) or CJK_SECTION.match(texts[0]))
         tall = row_height >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * h
-        # "一、" or "第三章" opens a Chinese section heading whatever its size.
-        if (tall or len(rows) == 1 and CJK_SECTION.match(texts[0])) and not texts[-1].rstrip().endswith(SENTENCE_END):
+        # "一、" or "第三章" opens a Chinese section heading whatever its size; a line of its own
+        # set in bold at the body's size is a run-in style's heading.
+        standalone = len(rows) == 1 and (CJK_SECTION.match(texts[0]) or _bold_row(rows[0], lines, bold))
+        if (tall or standalone) and not texts[-1].rstrip().endswith(SENTENCE_END) and not FORMULA.search(texts[0]):
             return "heading"
     if BULLET.match(texts[0]) or ENUMERATED.match(texts[0]):
         return "list"
     return "text"
 
 
+def _bold_row(row: list[int], lines: Sequence[Line], bold: Sequence[bool]) -> bool:
+    """A row set in bold that reads as words (a date or a code in heavier digits is no heading)."""
+    text = " ".join(lines[i].text for i in row)
+    return all(bold[i] for i in row) and bool(WORD.search(text) or len(CJK.findall(text)) >= 2)
+
+
 def _built(lines: Sequence[Line], boxes: list[Box], free: list[int], h: float, width: float,
-           height: float) -> list[Region]:
+           height: float, bold: Sequence[bool]) -> list[Region]:
     """Regions for the lines no detection holds: service/layout's blocks, each typed."""
     if not free:
         return []
@@ -219,8 +231,8 @@ def _built(lines: Sequence[Line], boxes: list[Box], free: list[int], h: float, w
               for group in _column_groups(free, lines, boxes, h)
               for block in arrange([lines[i].quad for i in group]).blocks]
     for block in blocks:
-        for part in _parts(block, lines, boxes, h):
-            kind = _kind(part, lines, boxes, h, width, height)
+        for part in _parts(block, lines, boxes, h, bold):
+            kind = _kind(part, lines, boxes, h, width, height, bold)
             members = [i for row in part for i in row]
             out.append(Region(kind, _union([boxes[i] for i in members]), BUILT_SCORE, members))
     return out
@@ -269,7 +281,8 @@ def _column_groups(free: list[int], lines: Sequence[Line], boxes: list[Box], h: 
     return [g for g in groups if g]
 
 
-def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float) -> list[list[list[int]]]:
+def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float,
+           bold: Sequence[bool]) -> list[list[list[int]]]:
     """A block cut where its kind changes without a gap: a heading over its first paragraph, and a
     run of bulleted or numbered rows (with their indented continuations) inside running text."""
     texts = [" ".join(lines[i].text.strip() for i in row) for row in rows]
@@ -279,8 +292,9 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
         width = lambda row: boxes[row[-1]][2] - boxes[row[0]][0]
         short = width(rows[0]) < SHORT_HEADING * max(width(r) for r in rows[1:])
         if (height(rows[0]) >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * max(h, height(rows[1]))
-                or CJK_SECTION.match(texts[0]) and short):
-            return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
+                or (CJK_SECTION.match(texts[0]) or _bold_row(rows[0], lines, bold)
+                    and not _bold_row(rows[1], lines, bold)) and short) and not FORMULA.search(texts[0]):
+            return [rows[:1], *_parts(rows[1:], lines, boxes, h, bold)]
     marked = [k for k, t in enumerate(texts) if BULLET.match(t) or ENUMERATED.match(t)]
     if len(marked) < 2 or len(rows) == len(marked):
         return _paragraphs(rows, boxes, h) if not marked else [rows]
@@ -290,8 +304,8 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
         last += 1  # an item's second row, indented under its text
     if first == 0 and last == len(rows) - 1:
         return [rows]
-    before = _parts(rows[:first], lines, boxes, h) if first else []
-    after = _parts(rows[last + 1:], lines, boxes, h) if last + 1 < len(rows) else []
+    before = _parts(rows[:first], lines, boxes, h, bold) if first else []
+    after = _parts(rows[last + 1:], lines, boxes, h, bold) if last + 1 < len(rows) else []
     return [*before, rows[first:last + 1], *after]
 
 
@@ -320,7 +334,8 @@ def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: f
     """Title and heading levels, relative to the page (a page cannot know its document's outline):
     the tallest heading near the top, well above the body's height and alone in its size, is the
     title; it and the page's top headings are level 1. Deeper levels come from section numbers
-    ("2.1" under "2"), else from a clearly smaller type (heights in tiers SAME_LEVEL apart)."""
+    only ("2.1" under "2", "(一)" under "一、"): type size and weight tell a heading from the body,
+    but a bold run-in heading at the body's size is as often a top-level one as a deep one."""
     heads = [r for r in regions if r.type in ("heading", "title") and r.lines]
     if not heads:
         return
@@ -329,23 +344,22 @@ def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: f
     if heights[id(top)] >= TITLE_HEIGHT * h and top.box[1] < height / 3 and \
             sum(heights[id(r)] >= (1 - SAME_LEVEL) * heights[id(top)] for r in heads) == 1:
         top.type = "title"
-    tiers: list[float] = []
-    for value in sorted((heights[id(r)] for r in heads if r.type == "heading"), reverse=True):
-        if not tiers or value < (1 - SAME_LEVEL) * tiers[-1]:
-            tiers.append(value)
-    depths = {}
-    for r in heads:
-        m = SECTION.match(lines[r.lines[0]].text)
-        depths[id(r)] = m.group(1).count(".") + 1 if m else None
+    depths = {id(r): _depth(lines[r.lines[0]].text) for r in heads if r.type == "heading"}
     numbered = [d for d in depths.values() if d]
     shallowest = min(numbered) if numbered else 1
     for r in heads:
-        if r.type == "title":
-            r.level = 1
-        elif depths[id(r)]:
-            r.level = min(6, 1 + depths[id(r)] - shallowest)
-        else:
-            r.level = min(6, 1 + next(k for k, t in enumerate(tiers) if heights[id(r)] >= (1 - SAME_LEVEL) * t))
+        depth = depths.get(id(r))
+        r.level = min(6, 1 + depth - shallowest) if depth else 1
+
+
+def _depth(text: str) -> int | None:
+    """A section number's depth: "3" and "一、" 1, "3.2" and "(一)" 2, "3.2.1" 3; None unnumbered."""
+    m = SECTION.match(text)
+    if m:
+        return m.group(1).count(".") + 1
+    if CJK_SECTION.match(text):
+        return 1
+    return 2 if CJK_SUBSECTION.match(text) else None
 
 
 def _captions(regions: list[Region], lines: Sequence[Line], h: float) -> None:
@@ -423,10 +437,25 @@ def _order(regions: list[Region], lines: Sequence[Line]) -> list[Region]:
     return out
 
 
-def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int, height: int) -> list[Region]:
-    """The page's regions, in reading order, each line in at most one of them."""
+def _bold(lines: Sequence[Line], weights: Sequence[float | None] | None) -> list[bool]:
+    """Which lines are set in bold: stroke width (service/structure/ink.py) BOLD times the body's,
+    the body being the median over the lines that read as prose (else over all)."""
+    if weights is None:
+        return [False] * len(lines)
+    body = [w for w, line in zip(weights, lines) if w and prose(line.text)] or [w for w in weights if w]
+    if not body:
+        return [False] * len(lines)
+    ref = median(body)
+    return [bool(w and w >= BOLD * ref) for w in weights]
+
+
+def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int, height: int,
+          weights: Sequence[float | None] | None = None) -> list[Region]:
+    """The page's regions, in reading order, each line in at most one of them. weights: each
+    line's stroke width (service/structure/ink.py), where the page's pixels are at hand."""
     boxes = [box_of(line.quad) for line in lines]
     h = _body_height(lines, boxes)
+    bold = _bold(lines, weights)
     regions = _dedupe(detections)
     owner = _assign(regions, lines, boxes, float(width) * height)
     # A table whose lines read mostly as sentences is running text the detector boxed.
@@ -446,7 +475,7 @@ def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int
         if r.type not in ("text", "reference"):
             cut.append(r)
             continue
-        for part in _built(lines, boxes, r.lines, h, width, height):
+        for part in _built(lines, boxes, r.lines, h, width, height, bold):
             part.score = r.score
             part.type = r.type if part.type == "text" else part.type
             cut.append(part)
@@ -456,7 +485,7 @@ def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int
         if held:
             r.box = _union([r.box, *held]) if r.type in PICTURES else _union(held)
     free = [i for i, k in enumerate(owner) if k is None and lines[i].text.strip()]
-    regions += _built(lines, boxes, free, h, width, height)
+    regions += _built(lines, boxes, free, h, width, height, bold)
     for r in regions:  # a detected title of many rows is running text the detector mistook
         if r.type == "heading" and r.score != BUILT_SCORE and len(r.lines) > 3 * HEADING_MAX_ROWS:
             r.type = "text"
