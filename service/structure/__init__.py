@@ -18,8 +18,7 @@ import torch
 from ..layout import arrange
 from ..ocr.types import Line
 from ..settings import StructureSettings
-from .ink import stroke_widths
-from .regions import Region, box_of, build, page_text
+from .regions import Region, build, page_text
 
 __all__ = ["StructureModel", "PageStructure", "Region", "TooManyRegions"]
 
@@ -86,8 +85,7 @@ class StructureModel:
             raise TooManyRegions(
                 f"the page holds {len(detections)} layout regions and {tables} tables; a page may hold at most "
                 f"{self.settings.max_regions} regions and {self.settings.max_tables} tables")
-        regions = build(detections, lines, width, height,
-                        stroke_widths(image, [box_of(line.quad) for line in lines]))
+        regions = build(detections, lines, width, height)
         read = []
         for k, region in enumerate([r for r in regions if r.type == "table"], 1):
             check(f"table {k} of {tables}")

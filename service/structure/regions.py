@@ -48,7 +48,6 @@ HEADING_MAX_ROWS = 2
 HEADING_MAX_CHARS = 80
 TITLE_HEIGHT = 1.6  # ...and the tallest heading this tall, in the page's top third, is the title
 SAME_LEVEL = 0.2  # heading heights within this share of each other are one size (the title's test)
-BOLD = 1.25  # a row whose strokes are this much wider (for its height) than the body's is bold
 VERTICAL = 2.0  # a line this many times taller than wide is set vertically
 MARGIN = 0.06  # top and bottom bands of the page where running heads and page numbers sit
 CAPTION_GAP = 2.5  # a "Figure 3"/"Table 2" block within this many h of a figure or table is its caption
@@ -185,7 +184,7 @@ def _body_height(lines: Sequence[Line], boxes: list[Box]) -> float:
 
 
 def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float, width: float,
-          height: float, bold: Sequence[bool]) -> str:
+          height: float) -> str:
     """The type of a block of lines no detection holds, from its own shape and place."""
     texts = [" ".join(lines[i].text.strip() for i in row) for row in rows]
     block = _union([boxes[i] for row in rows for i in row])
@@ -205,9 +204,8 @@ def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: flo
         # it takes a clearly larger type. "4. ..." in the body's size is a list item.
         numbered = bool(SECTION.match(texts[0]) or CJK_SECTION.match(texts[0]))
         tall = row_height >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * h
-        # "一、" or "第三章" opens a Chinese section heading whatever its size; a line of its own
-        # set in bold at the body's size is a run-in style's heading.
-        standalone = len(rows) == 1 and (CJK_SECTION.match(texts[0]) or _bold_row(rows[0], lines, bold))
+        # "一、" or "第三章" opens a Chinese section heading whatever its size.
+        standalone = len(rows) == 1 and CJK_SECTION.match(texts[0])
         if (tall or standalone) and not texts[-1].rstrip().endswith(SENTENCE_END) and not FORMULA.search(texts[0]):
             return "heading"
     if BULLET.match(texts[0]) or ENUMERATED.match(texts[0]):
@@ -215,14 +213,8 @@ def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: flo
     return "text"
 
 
-def _bold_row(row: list[int], lines: Sequence[Line], bold: Sequence[bool]) -> bool:
-    """A row set in bold that reads as words (a date or a code in heavier digits is no heading)."""
-    text = " ".join(lines[i].text for i in row)
-    return all(bold[i] for i in row) and bool(WORD.search(text) or len(CJK.findall(text)) >= 2)
-
-
 def _built(lines: Sequence[Line], boxes: list[Box], free: list[int], h: float, width: float,
-           height: float, bold: Sequence[bool]) -> list[Region]:
+           height: float) -> list[Region]:
     """Regions for the lines no detection holds: service/layout's blocks, each typed."""
     if not free:
         return []
@@ -231,8 +223,8 @@ def _built(lines: Sequence[Line], boxes: list[Box], free: list[int], h: float, w
               for group in _column_groups(free, lines, boxes, h)
               for block in arrange([lines[i].quad for i in group]).blocks]
     for block in blocks:
-        for part in _parts(block, lines, boxes, h, bold):
-            kind = _kind(part, lines, boxes, h, width, height, bold)
+        for part in _parts(block, lines, boxes, h):
+            kind = _kind(part, lines, boxes, h, width, height)
             members = [i for row in part for i in row]
             out.append(Region(kind, _union([boxes[i] for i in members]), BUILT_SCORE, members))
     return out
@@ -281,8 +273,7 @@ def _column_groups(free: list[int], lines: Sequence[Line], boxes: list[Box], h: 
     return [g for g in groups if g]
 
 
-def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float,
-           bold: Sequence[bool]) -> list[list[list[int]]]:
+def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float) -> list[list[list[int]]]:
     """A block cut where its kind changes without a gap: a heading over its first paragraph, and a
     run of bulleted or numbered rows (with their indented continuations) inside running text."""
     texts = [" ".join(lines[i].text.strip() for i in row) for row in rows]
@@ -292,9 +283,8 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
         width = lambda row: boxes[row[-1]][2] - boxes[row[0]][0]
         short = width(rows[0]) < SHORT_HEADING * max(width(r) for r in rows[1:])
         if (height(rows[0]) >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * max(h, height(rows[1]))
-                or (CJK_SECTION.match(texts[0]) or _bold_row(rows[0], lines, bold)
-                    and not _bold_row(rows[1], lines, bold)) and short) and not FORMULA.search(texts[0]):
-            return [rows[:1], *_parts(rows[1:], lines, boxes, h, bold)]
+                or CJK_SECTION.match(texts[0]) and short) and not FORMULA.search(texts[0]):
+            return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
     marked = [k for k, t in enumerate(texts) if BULLET.match(t) or ENUMERATED.match(t)]
     if len(marked) < 2 or len(rows) == len(marked):
         return _paragraphs(rows, boxes, h) if not marked else [rows]
@@ -304,8 +294,8 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
         last += 1  # an item's second row, indented under its text
     if first == 0 and last == len(rows) - 1:
         return [rows]
-    before = _parts(rows[:first], lines, boxes, h, bold) if first else []
-    after = _parts(rows[last + 1:], lines, boxes, h, bold) if last + 1 < len(rows) else []
+    before = _parts(rows[:first], lines, boxes, h) if first else []
+    after = _parts(rows[last + 1:], lines, boxes, h) if last + 1 < len(rows) else []
     return [*before, rows[first:last + 1], *after]
 
 
@@ -437,25 +427,10 @@ def _order(regions: list[Region], lines: Sequence[Line]) -> list[Region]:
     return out
 
 
-def _bold(lines: Sequence[Line], weights: Sequence[float | None] | None) -> list[bool]:
-    """Which lines are set in bold: stroke width (service/structure/ink.py) BOLD times the body's,
-    the body being the median over the lines that read as prose (else over all)."""
-    if weights is None:
-        return [False] * len(lines)
-    body = [w for w, line in zip(weights, lines) if w and prose(line.text)] or [w for w in weights if w]
-    if not body:
-        return [False] * len(lines)
-    ref = median(body)
-    return [bool(w and w >= BOLD * ref) for w in weights]
-
-
-def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int, height: int,
-          weights: Sequence[float | None] | None = None) -> list[Region]:
-    """The page's regions, in reading order, each line in at most one of them. weights: each
-    line's stroke width (service/structure/ink.py), where the page's pixels are at hand."""
+def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int, height: int) -> list[Region]:
+    """The page's regions, in reading order, each line in at most one of them."""
     boxes = [box_of(line.quad) for line in lines]
     h = _body_height(lines, boxes)
-    bold = _bold(lines, weights)
     regions = _dedupe(detections)
     owner = _assign(regions, lines, boxes, float(width) * height)
     # A table whose lines read mostly as sentences is running text the detector boxed.
@@ -475,7 +450,7 @@ def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int
         if r.type not in ("text", "reference"):
             cut.append(r)
             continue
-        for part in _built(lines, boxes, r.lines, h, width, height, bold):
+        for part in _built(lines, boxes, r.lines, h, width, height):
             part.score = r.score
             part.type = r.type if part.type == "text" else part.type
             cut.append(part)
@@ -485,7 +460,7 @@ def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int
         if held:
             r.box = _union([r.box, *held]) if r.type in PICTURES else _union(held)
     free = [i for i, k in enumerate(owner) if k is None and lines[i].text.strip()]
-    regions += _built(lines, boxes, free, h, width, height, bold)
+    regions += _built(lines, boxes, free, h, width, height)
     for r in regions:  # a detected title of many rows is running text the detector mistook
         if r.type == "heading" and r.score != BUILT_SCORE and len(r.lines) > 3 * HEADING_MAX_ROWS:
             r.type = "text"
