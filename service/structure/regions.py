@@ -68,6 +68,9 @@ CJK_SECTION = re.compile(r"^\s*(第[一二三四五六七八九十百0-9]+[章�
 CJK_SUBSECTION = re.compile(r"^\s*[(（][一二三四五六七八九十]{1,3}[)）]")
 # A formula set on a line of its own ("T = 0") is not a heading, however tall.
 FORMULA = re.compile(r"[=≡≈≤≥<>∑∫±×÷]")
+# ...and a row that states a relation in symbols, with hardly a word, is a displayed formula.
+RELATION = re.compile(r"[=≡≈≠≤≥∝]")
+FORMULA_WORDS = 2
 PAGE_NUMBER = re.compile(r"^\W{0,3}(?:page\s*)?\d{1,4}(?:\s*(?:/|of)\s*\d{1,4})?\W{0,3}$|^第\s*\d{1,4}\s*页", re.I)
 CAPTION_START = re.compile(r"^\s*(fig(?:ure)?\.?|table|tab\.|chart|图|表)\s*[0-9一二三四五六七八九十IVX]", re.I)
 WORD = re.compile(r"[^\W\d_]{3,}")
@@ -183,6 +186,12 @@ def _body_height(lines: Sequence[Line], boxes: list[Box]) -> float:
     return median(heights) if heights else 1.0
 
 
+def formula(text: str) -> bool:
+    """Whether a row is a displayed formula: a relation ("=", "≡", "≤") and at most
+    FORMULA_WORDS words (a sentence that mentions "x = 0" is prose)."""
+    return bool(RELATION.search(text)) and len(WORD.findall(text)) + len(CJK.findall(text)) <= FORMULA_WORDS
+
+
 def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float, width: float,
           height: float) -> str:
     """The type of a block of lines no detection holds, from its own shape and place."""
@@ -198,6 +207,8 @@ def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: flo
     if len(rows) == 1 and PAGE_NUMBER.match(texts[0]) and (block[3] <= 2 * MARGIN * height
                                                           or block[1] >= (1 - 2 * MARGIN) * height):
         return "header" if block[1] < height / 2 else "footer"
+    if all(map(formula, texts)):
+        return "equation"
     if len(rows) <= HEADING_MAX_ROWS and sum(len(t) for t in texts) <= HEADING_MAX_CHARS:
         row_height = median(boxes[i][3] - boxes[i][1] for row in rows for i in row)
         # A section number makes a heading of a line a little taller than the body; without one
@@ -274,10 +285,18 @@ def _column_groups(free: list[int], lines: Sequence[Line], boxes: list[Box], h: 
 
 
 def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float) -> list[list[list[int]]]:
-    """A block cut where its kind changes without a gap: a heading over its first paragraph, and a
-    run of bulleted or numbered rows (with their indented continuations) inside running text."""
+    """A block cut where its kind changes without a gap: displayed formulas in running text, a
+    heading over its first paragraph, and a run of bulleted or numbered rows (with their indented continuations) inside running text."""
     texts = [" ".join(lines[i].text.strip() for i in row) for row in rows]
     height = lambda row: median(boxes[i][3] - boxes[i][1] for i in row)
+    shown = list(map(formula, texts))
+    if any(shown) and not all(shown):  # displayed formulas apart from the prose around them
+        out, start = [], 0
+        for end in range(1, len(rows) + 1):
+            if end == len(rows) or shown[end] != shown[start]:
+                out.extend([rows[start:end]] if shown[start] else _parts(rows[start:end], lines, boxes, h))
+                start = end
+        return out
     if len(rows) > 1 and len(texts[0]) <= HEADING_MAX_CHARS and not texts[0].rstrip().endswith(SENTENCE_END):
         numbered = SECTION.match(texts[0]) or CJK_SECTION.match(texts[0])
         width = lambda row: boxes[row[-1]][2] - boxes[row[0]][0]
