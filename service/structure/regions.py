@@ -304,6 +304,13 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
         if (height(rows[0]) >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * max(h, height(rows[1]))
                 or CJK_SECTION.match(texts[0]) and short) and not FORMULA.search(texts[0]):
             return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
+    # "二、" opening a short row further down starts a section there (an exercise sheet's parts).
+    widest = max(boxes[row[-1]][2] - boxes[row[0]][0] for row in rows)
+    inner = next((k for k in range(1, len(rows)) if CJK_SECTION.match(texts[k])
+                  and len(texts[k]) <= HEADING_MAX_CHARS and not texts[k].rstrip().endswith(SENTENCE_END)
+                  and boxes[rows[k][-1]][2] - boxes[rows[k][0]][0] < SHORT_HEADING * widest), None)
+    if inner is not None:
+        return [*_parts(rows[:inner], lines, boxes, h), *_parts(rows[inner:], lines, boxes, h)]
     marked = [k for k, t in enumerate(texts) if BULLET.match(t) or ENUMERATED.match(t)]
     if len(marked) < 2 or len(rows) == len(marked):
         return _paragraphs(rows, boxes, h) if not marked else [rows]
