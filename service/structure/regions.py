@@ -66,6 +66,8 @@ ENUMERATED = re.compile(r"^\s*(\(?\d{1,3}[.)]|\(?[a-zA-Z][.)]|\(?[ivxIVX]{1,4}[.
 SECTION = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2}){0,4})\.?\s+\S")
 CJK_SECTION = re.compile(r"^\s*(第[一二三四五六七八九十百0-9]+[章节部篇]|[一二三四五六七八九十]{1,3}[、.，．])")
 CJK_SUBSECTION = re.compile(r"^\s*[(（][一二三四五六七八九十]{1,3}[)）]")
+# Sub-points under a numbered point: "(1)", "（1）", "①", "a)".
+SUBPOINT = re.compile(r"^\s*([(（]\d{1,2}[)）]|[\u2460-\u2473]|[a-z][.)])")
 # A formula set on a line of its own ("T = 0") is not a heading, however tall.
 FORMULA = re.compile(r"[=≡≈≤≥<>∑∫±×÷]")
 # ...and a row that states a relation in symbols, with hardly a word, is a displayed formula.
@@ -192,6 +194,13 @@ def formula(text: str) -> bool:
     return bool(RELATION.search(text)) and len(WORD.findall(text)) + len(CJK.findall(text)) <= FORMULA_WORDS
 
 
+def _outline(text: str) -> bool:
+    """A top-level numbered point in words with no sentence in it: "1. 天气及其影响", "2. Methods"."""
+    m = SECTION.match(text)
+    return bool(m) and "." not in m.group(1) and len(text) <= HEADING_MAX_CHARS // 2 and \
+        bool(WORD.search(text) or len(CJK.findall(text)) >= 2) and not text.rstrip().endswith(SENTENCE_END)
+
+
 def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float, width: float,
           height: float) -> str:
     """The type of a block of lines no detection holds, from its own shape and place."""
@@ -233,9 +242,15 @@ def _built(lines: Sequence[Line], boxes: list[Box], free: list[int], h: float, w
     blocks = [[[group[i] for i in row] for row in block]
               for group in _column_groups(free, lines, boxes, h)
               for block in arrange([lines[i].quad for i in group]).blocks]
+    text = lambda row: " ".join(lines[i].text.strip() for i in row)
     for block in blocks:
-        for part in _parts(block, lines, boxes, h):
+        parts = _parts(block, lines, boxes, h)
+        for k, part in enumerate(parts):
             kind = _kind(part, lines, boxes, h, width, height)
+            # "1. Weather" over "(1) ...", "(2) ...": an outline's point is a heading over its sub-points.
+            if len(part) == 1 and _outline(text(part[0])) and k + 1 < len(parts) and \
+                    SUBPOINT.match(text(parts[k + 1][0])):
+                kind = "heading"
             members = [i for row in part for i in row]
             out.append(Region(kind, _union([boxes[i] for i in members]), BUILT_SCORE, members))
     return out
@@ -304,6 +319,9 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
         if (height(rows[0]) >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * max(h, height(rows[1]))
                 or CJK_SECTION.match(texts[0]) and short) and not FORMULA.search(texts[0]):
             return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
+    # "1. Weather" over "(1) ...", "(2) ...": the point apart from its sub-points (see _built).
+    if len(rows) > 1 and _outline(texts[0]) and SUBPOINT.match(texts[1]):
+        return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
     # "二、" opening a short row further down starts a section there (an exercise sheet's parts).
     widest = max(boxes[row[-1]][2] - boxes[row[0]][0] for row in rows)
     inner = next((k for k in range(1, len(rows)) if CJK_SECTION.match(texts[k])
