@@ -340,7 +340,7 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
         return [rows]
     before = _parts(rows[:first], lines, boxes, h) if first else []
     after = _parts(rows[last + 1:], lines, boxes, h) if last + 1 < len(rows) else []
-    return [*before, rows[first:last + 1], *after]
+    return [*before, *_parts(rows[first:last + 1], lines, boxes, h), *after]
 
 
 def _paragraphs(rows: list[list[int]], boxes: list[Box], h: float) -> list[list[list[int]]]:
