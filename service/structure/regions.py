@@ -58,9 +58,11 @@ CROSSING = 0.05  # ...that at most this share of the lines crosses (titles over 
 CUT_SLACK = 0.02  # the X-Y cut pulls each box's edges in by this share of its size
 BUILT_SCORE = 0.5  # the score of regions built from lines, not detected
 
+# A dash, star or ">" is a bullet only before a space: "-5%" is a number, "*p" a footnote mark.
 BULLET = re.compile(r"^\s*([\u2022\u00b7\u25cf\u25cb\u25e6\u25aa\u25a0\u25a1\u27a2\u2713\u2714\u2023\u2043"
-                    r"\u2219*\-\u2013\u2014>»])\s*\S")
-ENUMERATED = re.compile(r"^\s*(\(?\d{1,3}[.)]|\(?[a-zA-Z][.)]|\(?[ivxIVX]{1,4}[.)]|\(\d{1,3}\)|\d{1,3}、|"
+                    r"\u2219»]\s*\S|[*\-\u2013\u2014>]\s+\S)")
+# "3." or "3)" numbers an item; "20.8%" and "3.14" are numbers in the text.
+ENUMERATED = re.compile(r"^\s*(\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)]|\(?[ivxIVX]{1,4}[.)]|\(\d{1,3}\)|\d{1,3}、|"
                         r"[\u2460-\u2473])\s*\S")
 # "3", "3.1", "3.1.2" (a section number), or "一、", "第三章" (Chinese numbering), then the words.
 SECTION = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2}){0,4})\.?\s+\S")
