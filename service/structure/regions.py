@@ -398,19 +398,22 @@ def _depth(text: str) -> int | None:
     return 2 if CJK_SUBSECTION.match(text) else None
 
 
-def _captions(regions: list[Region], lines: Sequence[Line], h: float) -> None:
+def _captions(regions: list[Region], lines: Sequence[Line], h: float, height: float) -> None:
     """Text blocks that start "Figure 3" or "Table 2" right above or below a figure or table
-    are its caption (the detector misses many)."""
+    are its caption (the detector misses many); a "caption" in the page's top or bottom margin
+    with no figure or table beside it is the running head or foot the detector mistook."""
     owners = [r for r in regions if r.type in ("figure", "table")]
+    near = lambda r, o: min(r.box[2], o.box[2]) - max(r.box[0], o.box[0]) > 0 and \
+        max(o.box[1] - r.box[3], r.box[1] - o.box[3]) <= CAPTION_GAP * h
+    for r in regions:
+        margin = r.box[3] <= MARGIN * height or r.box[1] >= (1 - MARGIN) * height
+        if r.type == "caption" and margin and not any(near(r, o) for o in owners):
+            r.type = "header" if r.box[1] < height / 2 else "footer"
     for r in regions:
         if r.type != "text" or not r.lines or not CAPTION_START.match(lines[r.lines[0]].text):
             continue
-        for o in owners:
-            across = min(r.box[2], o.box[2]) - max(r.box[0], o.box[0]) > 0
-            gap = max(o.box[1] - r.box[3], r.box[1] - o.box[3])
-            if across and gap <= CAPTION_GAP * h:
-                r.type = "caption"
-                break
+        if any(near(r, o) for o in owners):
+            r.type = "caption"
 
 
 def _spans(items: list[Region], lo: int, hi: int) -> list[list[Region]]:
@@ -510,7 +513,7 @@ def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int
     for r in regions:  # a detected title of many rows is running text the detector mistook
         if r.type == "heading" and r.score != BUILT_SCORE and len(r.lines) > 3 * HEADING_MAX_ROWS:
             r.type = "text"
-    _captions(regions, lines, h)
+    _captions(regions, lines, h, height)
     _levels(regions, lines, boxes, h, height)
     return _order(regions, lines)
 
