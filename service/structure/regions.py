@@ -64,9 +64,10 @@ BULLET = re.compile(r"^\s*([\u2022\u00b7\u25cf\u25cb\u25e6\u25aa\u25a0\u25a1\u27
 # "3." or "3)" numbers an item; "20.8%" and "3.14" are numbers in the text.
 ENUMERATED = re.compile(r"^\s*(\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)]|\(?[ivxIVX]{1,4}[.)]|\(\d{1,3}\)|\d{1,3}、|"
                         r"[\u2460-\u2473])\s*\S")
-# "3", "3.1", "3.1.2" (a section number), or "一、", "第三章" (Chinese numbering), then the words.
+# "3", "3.1", "3.1.2" (a section number), or "一、", "第三章", "Part 2" (a named section), then the words.
 SECTION = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2}){0,4})\.?\s+\S")
-CJK_SECTION = re.compile(r"^\s*(第[一二三四五六七八九十百0-9]+[章节部篇]|[一二三四五六七八九十]{1,3}[、.，．])")
+NAMED_SECTION = re.compile(r"^\s*(第[一二三四五六七八九十百0-9]+[章节部篇]|[一二三四五六七八九十]{1,3}[、.，．]|"
+                           r"(?i:part|chapter|section|unit|lesson|appendix)\s+(?:\d{1,3}|[IVX]{1,4}|[A-Z])\b)")
 CJK_SUBSECTION = re.compile(r"^\s*[(（][一二三四五六七八九十]{1,3}[)）]")
 # Sub-points under a numbered point: "(1)", "（1）", "①", "a)".
 SUBPOINT = re.compile(r"^\s*([(（]\d{1,2}[)）]|[\u2460-\u2473]|[a-z][.)])")
@@ -224,10 +225,10 @@ def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: flo
         row_height = median(boxes[i][3] - boxes[i][1] for row in rows for i in row)
         # A section number makes a heading of a line a little taller than the body; without one
         # it takes a clearly larger type. "4. ..." in the body's size is a list item.
-        numbered = bool(SECTION.match(texts[0]) or CJK_SECTION.match(texts[0]))
+        numbered = bool(SECTION.match(texts[0]) or NAMED_SECTION.match(texts[0]))
         tall = row_height >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * h
-        # "一、" or "第三章" opens a Chinese section heading whatever its size.
-        standalone = len(rows) == 1 and CJK_SECTION.match(texts[0])
+        # "一、", "第三章" or "Part 2" opens a section heading whatever its size.
+        standalone = len(rows) == 1 and NAMED_SECTION.match(texts[0])
         if (tall or standalone) and not texts[-1].rstrip().endswith(SENTENCE_END) and not FORMULA.search(texts[0]):
             return "heading"
     if BULLET.match(texts[0]) or ENUMERATED.match(texts[0]):
@@ -315,18 +316,18 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
                 start = end
         return out
     if len(rows) > 1 and len(texts[0]) <= HEADING_MAX_CHARS and not texts[0].rstrip().endswith(SENTENCE_END):
-        numbered = SECTION.match(texts[0]) or CJK_SECTION.match(texts[0])
+        numbered = SECTION.match(texts[0]) or NAMED_SECTION.match(texts[0])
         width = lambda row: boxes[row[-1]][2] - boxes[row[0]][0]
         short = width(rows[0]) < SHORT_HEADING * max(width(r) for r in rows[1:])
         if (height(rows[0]) >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * max(h, height(rows[1]))
-                or CJK_SECTION.match(texts[0]) and short) and not FORMULA.search(texts[0]):
+                or NAMED_SECTION.match(texts[0]) and short) and not FORMULA.search(texts[0]):
             return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
     # "1. Weather" over "(1) ...", "(2) ...": the point apart from its sub-points (see _built).
     if len(rows) > 1 and _outline(texts[0]) and SUBPOINT.match(texts[1]):
         return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
-    # "二、" opening a short row further down starts a section there (an exercise sheet's parts).
+    # "二、" or "Part 2" opening a short row further down starts a section there (an exercise sheet's parts).
     widest = max(boxes[row[-1]][2] - boxes[row[0]][0] for row in rows)
-    inner = next((k for k in range(1, len(rows)) if CJK_SECTION.match(texts[k])
+    inner = next((k for k in range(1, len(rows)) if NAMED_SECTION.match(texts[k])
                   and len(texts[k]) <= HEADING_MAX_CHARS and not texts[k].rstrip().endswith(SENTENCE_END)
                   and boxes[rows[k][-1]][2] - boxes[rows[k][0]][0] < SHORT_HEADING * widest), None)
     if inner is not None:
@@ -393,7 +394,7 @@ def _depth(text: str) -> int | None:
     m = SECTION.match(text)
     if m:
         return m.group(1).count(".") + 1
-    if CJK_SECTION.match(text):
+    if NAMED_SECTION.match(text):
         return 1
     return 2 if CJK_SUBSECTION.match(text) else None
 
