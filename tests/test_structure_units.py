@@ -137,7 +137,8 @@ def test_levels_come_from_numbering_not_type_size():
 
 def test_formulas_outlines_and_numbers_in_text():
     lines = [_line("Using the fundamental Poisson brackets of the fields we find", 100, 100),
-             _line("[U(x), P(y)] = d(x - y),", 160, 130), _line("etc., and hence the constraints must vanish.", 100, 160),
+             _line("[U(x), P(y)] = d(x - y),", 160, 130),
+             _line("etc., and hence the constraints must vanish.", 100, 160),
              _line("1. Weather and its effects", 100, 260), _line("(1) Meaning: the state of the air", 120, 290),
              _line("(2) Traits: short and changeable", 120, 320),
              _line("Net profit rose by", 100, 420), _line("20.8% in the half year, as the loans grew", 100, 450),
@@ -145,7 +146,8 @@ def test_formulas_outlines_and_numbers_in_text():
     regions = build([], lines, 1000, 1400)
     got = [(r.type, lines[r.lines[0]].text) for r in regions]
     assert ("equation", "[U(x), P(y)] = d(x - y),") in got, got
-    assert ("heading", "1. Weather and its effects") in got and ("list", "(1) Meaning: the state of the air") in got, got
+    assert ("heading", "1. Weather and its effects") in got, got
+    assert ("list", "(1) Meaning: the state of the air") in got, got
     assert ("text", "Net profit rose by") in got and "list" not in [t for t, text in got if "%" in text], got
 
 

@@ -304,7 +304,8 @@ def _column_groups(free: list[int], lines: Sequence[Line], boxes: list[Box], h: 
 
 def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float) -> list[list[list[int]]]:
     """A block cut where its kind changes without a gap: displayed formulas in running text, a
-    heading over its first paragraph, and a run of bulleted or numbered rows (with their indented continuations) inside running text."""
+    heading over its first paragraph or a named section's row further down, and a run of bulleted
+    or numbered rows (with their indented continuations) inside running text."""
     texts = [" ".join(lines[i].text.strip() for i in row) for row in rows]
     height = lambda row: median(boxes[i][3] - boxes[i][1] for i in row)
     shown = list(map(formula, texts))
@@ -325,7 +326,7 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
     # "1. Weather" over "(1) ...", "(2) ...": the point apart from its sub-points (see _built).
     if len(rows) > 1 and _outline(texts[0]) and SUBPOINT.match(texts[1]):
         return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
-    # "二、" or "Part 2" opening a short row further down starts a section there (an exercise sheet's parts).
+    # "二、" or "Part 2" opening a short row further down starts a section there (a worksheet's parts).
     widest = max(boxes[row[-1]][2] - boxes[row[0]][0] for row in rows)
     inner = next((k for k in range(1, len(rows)) if NAMED_SECTION.match(texts[k])
                   and len(texts[k]) <= HEADING_MAX_CHARS and not texts[k].rstrip().endswith(SENTENCE_END)
