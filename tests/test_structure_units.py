@@ -118,6 +118,39 @@ def test_lists_and_heading_levels_from_lines_alone():
                    ("text", None, lines[8].text)], got
 
 
+def test_levels_come_from_numbering_not_type_size():
+    # A bold run-in heading at the body's size and a larger one are both the page's top level; "3.3.2"
+    # alone on a page is its top level too, and "3.3.3" under "3.3" one deeper.
+    body = "The method reads pages and finds their parts."
+    lines = [_line("Overview", 100, 100, 34), _line(body, 100, 160), _line(body, 100, 190),
+             _line("Findings", 100, 250, 26), _line(body, 100, 300), _line(body, 100, 330),
+             _line("Results", 100, 390, 34), _line(body, 100, 450), _line(body, 100, 480)]
+    assert [(r.type, r.level) for r in build([], lines, 1000, 1400) if r.level] == [("heading", 1)] * 3
+    lines = [_line("3.3 Plant height", 100, 100, 26), _line(body, 100, 150), _line(body, 100, 180),
+             _line("3.3.1 Flowers", 100, 240, 26), _line(body, 100, 290), _line(body, 100, 320)]
+    assert [r.level for r in build([], lines, 1000, 1400) if r.level] == [1, 2]
+    prose = "这一段是正文，写得很长，一直写到这一行的末尾为止。"
+    lines = [_line("一、积累与运用", 100, 100, 26), _line(prose, 100, 150), _line(prose, 100, 180),
+             _line("（一）字词", 100, 240, 26), _line(prose, 100, 290), _line(prose, 100, 320)]
+    assert [(r.type, r.level) for r in build([], lines, 1000, 1400) if r.level] == [("heading", 1), ("heading", 2)]
+
+
+def test_formulas_outlines_and_numbers_in_text():
+    lines = [_line("Using the fundamental Poisson brackets of the fields we find", 100, 100),
+             _line("[U(x), P(y)] = d(x - y),", 160, 130),
+             _line("etc., and hence the constraints must vanish.", 100, 160),
+             _line("1. Weather and its effects", 100, 260), _line("(1) Meaning: the state of the air", 120, 290),
+             _line("(2) Traits: short and changeable", 120, 320),
+             _line("Net profit rose by", 100, 420), _line("20.8% in the half year, as the loans grew", 100, 450),
+             _line("-5% on the year before, and 2.8 points", 100, 480)]
+    regions = build([], lines, 1000, 1400)
+    got = [(r.type, lines[r.lines[0]].text) for r in regions]
+    assert ("equation", "[U(x), P(y)] = d(x - y),") in got, got
+    assert ("heading", "1. Weather and its effects") in got, got
+    assert ("list", "(1) Meaning: the state of the air") in got, got
+    assert ("text", "Net profit rose by") in got and "list" not in [t for t, text in got if "%" in text], got
+
+
 def test_columns_are_read_one_after_the_other():
     left = [_line(f"left column line {k} of running text here", 100, 100 + 30 * k) for k in range(6)]
     right = [_line(f"right column line {k} of running text here", 600, 100 + 30 * k) for k in range(6)]

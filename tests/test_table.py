@@ -101,6 +101,17 @@ def test_words_fill_cells_and_name_their_lines(models, rendered):
 
 
 @pytest.mark.model
+def test_a_table_stands_where_it_was_found(models, rendered):
+    # The crop the model reads has a margin around the box; the table's quad is the box itself,
+    # as a scorer or a viewer matches it against the page.
+    image, lines = rendered
+    h, w = image.shape[:2]
+    box = (0.1 * w, 0.1 * h, 0.9 * w, 0.9 * h)
+    quad = models["parse"].read(image, box, lines).quad
+    assert quad == [[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]]
+
+
+@pytest.mark.model
 def test_the_decoder_stops_after_table_max_steps(cfg, rendered):
     image, lines = rendered
     model = TableModel.load(dataclasses.replace(cfg.structure, table_max_steps=12), ROOT / "weights",

@@ -47,7 +47,7 @@ PARAGRAPH_INDENT = 1.0  # ...and a row starting this many h right of the block's
 HEADING_MAX_ROWS = 2
 HEADING_MAX_CHARS = 80
 TITLE_HEIGHT = 1.6  # ...and the tallest heading this tall, in the page's top third, is the title
-SAME_LEVEL = 0.2  # heading heights within this share of each other are one level
+SAME_LEVEL = 0.2  # heading heights within this share of each other are one size (the title's test)
 VERTICAL = 2.0  # a line this many times taller than wide is set vertically
 MARGIN = 0.06  # top and bottom bands of the page where running heads and page numbers sit
 CAPTION_GAP = 2.5  # a "Figure 3"/"Table 2" block within this many h of a figure or table is its caption
@@ -58,13 +58,24 @@ CROSSING = 0.05  # ...that at most this share of the lines crosses (titles over 
 CUT_SLACK = 0.02  # the X-Y cut pulls each box's edges in by this share of its size
 BUILT_SCORE = 0.5  # the score of regions built from lines, not detected
 
+# A dash, star or ">" is a bullet only before a space: "-5%" is a number, "*p" a footnote mark.
 BULLET = re.compile(r"^\s*([\u2022\u00b7\u25cf\u25cb\u25e6\u25aa\u25a0\u25a1\u27a2\u2713\u2714\u2023\u2043"
-                    r"\u2219*\-\u2013\u2014>»])\s*\S")
-ENUMERATED = re.compile(r"^\s*(\(?\d{1,3}[.)]|\(?[a-zA-Z][.)]|\(?[ivxIVX]{1,4}[.)]|\(\d{1,3}\)|\d{1,3}、|"
+                    r"\u2219»]\s*\S|[*\-\u2013\u2014>]\s+\S)")
+# "3." or "3)" numbers an item; "20.8%" and "3.14" are numbers in the text.
+ENUMERATED = re.compile(r"^\s*(\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)]|\(?[ivxIVX]{1,4}[.)]|\(\d{1,3}\)|\d{1,3}、|"
                         r"[\u2460-\u2473])\s*\S")
-# "3", "3.1", "3.1.2" (a section number), or "一、", "第三章" (Chinese numbering), then the words.
+# "3", "3.1", "3.1.2" (a section number), or "一、", "第三章", "Part 2" (a named section), then the words.
 SECTION = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2}){0,4})\.?\s+\S")
-CJK_SECTION = re.compile(r"^\s*(第[一二三四五六七八九十百0-9]+[章节部篇]|[一二三四五六七八九十]{1,3}[、.])")
+NAMED_SECTION = re.compile(r"^\s*(第[一二三四五六七八九十百0-9]+[章节部篇]|[一二三四五六七八九十]{1,3}[、.，．]|"
+                           r"(?i:part|chapter|section|unit|lesson|appendix)\s+(?:\d{1,3}|[IVX]{1,4}|[A-Z])\b)")
+CJK_SUBSECTION = re.compile(r"^\s*[(（][一二三四五六七八九十]{1,3}[)）]")
+# Sub-points under a numbered point: "(1)", "（1）", "①", "a)".
+SUBPOINT = re.compile(r"^\s*([(（]\d{1,2}[)）]|[\u2460-\u2473]|[a-z][.)])")
+# A formula set on a line of its own ("T = 0") is not a heading, however tall.
+FORMULA = re.compile(r"[=≡≈≤≥<>∑∫±×÷]")
+# ...and a row that states a relation in symbols, with hardly a word, is a displayed formula.
+RELATION = re.compile(r"[=≡≈≠≤≥∝]")
+FORMULA_WORDS = 2
 PAGE_NUMBER = re.compile(r"^\W{0,3}(?:page\s*)?\d{1,4}(?:\s*(?:/|of)\s*\d{1,4})?\W{0,3}$|^第\s*\d{1,4}\s*页", re.I)
 CAPTION_START = re.compile(r"^\s*(fig(?:ure)?\.?|table|tab\.|chart|图|表)\s*[0-9一二三四五六七八九十IVX]", re.I)
 WORD = re.compile(r"[^\W\d_]{3,}")
@@ -180,6 +191,19 @@ def _body_height(lines: Sequence[Line], boxes: list[Box]) -> float:
     return median(heights) if heights else 1.0
 
 
+def formula(text: str) -> bool:
+    """Whether a row is a displayed formula: a relation ("=", "≡", "≤") and at most
+    FORMULA_WORDS words (a sentence that mentions "x = 0" is prose)."""
+    return bool(RELATION.search(text)) and len(WORD.findall(text)) + len(CJK.findall(text)) <= FORMULA_WORDS
+
+
+def _outline(text: str) -> bool:
+    """A top-level numbered point in words with no sentence in it: "1. 天气及其影响", "2. Methods"."""
+    m = SECTION.match(text)
+    return bool(m) and "." not in m.group(1) and len(text) <= HEADING_MAX_CHARS // 2 and \
+        bool(WORD.search(text) or len(CJK.findall(text)) >= 2) and not text.rstrip().endswith(SENTENCE_END)
+
+
 def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float, width: float,
           height: float) -> str:
     """The type of a block of lines no detection holds, from its own shape and place."""
@@ -195,14 +219,17 @@ def _kind(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: flo
     if len(rows) == 1 and PAGE_NUMBER.match(texts[0]) and (block[3] <= 2 * MARGIN * height
                                                           or block[1] >= (1 - 2 * MARGIN) * height):
         return "header" if block[1] < height / 2 else "footer"
+    if all(map(formula, texts)):
+        return "equation"
     if len(rows) <= HEADING_MAX_ROWS and sum(len(t) for t in texts) <= HEADING_MAX_CHARS:
         row_height = median(boxes[i][3] - boxes[i][1] for row in rows for i in row)
         # A section number makes a heading of a line a little taller than the body; without one
         # it takes a clearly larger type. "4. ..." in the body's size is a list item.
-        numbered = bool(SECTION.match(texts[0]) or CJK_SECTION.match(texts[0]))
+        numbered = bool(SECTION.match(texts[0]) or NAMED_SECTION.match(texts[0]))
         tall = row_height >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * h
-        # "一、" or "第三章" opens a Chinese section heading whatever its size.
-        if (tall or len(rows) == 1 and CJK_SECTION.match(texts[0])) and not texts[-1].rstrip().endswith(SENTENCE_END):
+        # "一、", "第三章" or "Part 2" opens a section heading whatever its size.
+        standalone = len(rows) == 1 and NAMED_SECTION.match(texts[0])
+        if (tall or standalone) and not texts[-1].rstrip().endswith(SENTENCE_END) and not FORMULA.search(texts[0]):
             return "heading"
     if BULLET.match(texts[0]) or ENUMERATED.match(texts[0]):
         return "list"
@@ -218,9 +245,15 @@ def _built(lines: Sequence[Line], boxes: list[Box], free: list[int], h: float, w
     blocks = [[[group[i] for i in row] for row in block]
               for group in _column_groups(free, lines, boxes, h)
               for block in arrange([lines[i].quad for i in group]).blocks]
+    text = lambda row: " ".join(lines[i].text.strip() for i in row)
     for block in blocks:
-        for part in _parts(block, lines, boxes, h):
+        parts = _parts(block, lines, boxes, h)
+        for k, part in enumerate(parts):
             kind = _kind(part, lines, boxes, h, width, height)
+            # "1. Weather" over "(1) ...", "(2) ...": an outline's point is a heading over its sub-points.
+            if len(part) == 1 and _outline(text(part[0])) and k + 1 < len(parts) and \
+                    SUBPOINT.match(text(parts[k + 1][0])):
+                kind = "heading"
             members = [i for row in part for i in row]
             out.append(Region(kind, _union([boxes[i] for i in members]), BUILT_SCORE, members))
     return out
@@ -270,17 +303,36 @@ def _column_groups(free: list[int], lines: Sequence[Line], boxes: list[Box], h: 
 
 
 def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: float) -> list[list[list[int]]]:
-    """A block cut where its kind changes without a gap: a heading over its first paragraph, and a
-    run of bulleted or numbered rows (with their indented continuations) inside running text."""
+    """A block cut where its kind changes without a gap: displayed formulas in running text, a
+    heading over its first paragraph or a named section's row further down, and a run of bulleted
+    or numbered rows (with their indented continuations) inside running text."""
     texts = [" ".join(lines[i].text.strip() for i in row) for row in rows]
     height = lambda row: median(boxes[i][3] - boxes[i][1] for i in row)
+    shown = list(map(formula, texts))
+    if any(shown) and not all(shown):  # displayed formulas apart from the prose around them
+        out, start = [], 0
+        for end in range(1, len(rows) + 1):
+            if end == len(rows) or shown[end] != shown[start]:
+                out.extend([rows[start:end]] if shown[start] else _parts(rows[start:end], lines, boxes, h))
+                start = end
+        return out
     if len(rows) > 1 and len(texts[0]) <= HEADING_MAX_CHARS and not texts[0].rstrip().endswith(SENTENCE_END):
-        numbered = SECTION.match(texts[0]) or CJK_SECTION.match(texts[0])
+        numbered = SECTION.match(texts[0]) or NAMED_SECTION.match(texts[0])
         width = lambda row: boxes[row[-1]][2] - boxes[row[0]][0]
         short = width(rows[0]) < SHORT_HEADING * max(width(r) for r in rows[1:])
         if (height(rows[0]) >= (NUMBERED_HEIGHT if numbered else HEADING_HEIGHT) * max(h, height(rows[1]))
-                or CJK_SECTION.match(texts[0]) and short):
+                or NAMED_SECTION.match(texts[0]) and short) and not FORMULA.search(texts[0]):
             return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
+    # "1. Weather" over "(1) ...", "(2) ...": the point apart from its sub-points (see _built).
+    if len(rows) > 1 and _outline(texts[0]) and SUBPOINT.match(texts[1]):
+        return [rows[:1], *_parts(rows[1:], lines, boxes, h)]
+    # "二、" or "Part 2" opening a short row further down starts a section there (a worksheet's parts).
+    widest = max(boxes[row[-1]][2] - boxes[row[0]][0] for row in rows)
+    inner = next((k for k in range(1, len(rows)) if NAMED_SECTION.match(texts[k])
+                  and len(texts[k]) <= HEADING_MAX_CHARS and not texts[k].rstrip().endswith(SENTENCE_END)
+                  and boxes[rows[k][-1]][2] - boxes[rows[k][0]][0] < SHORT_HEADING * widest), None)
+    if inner is not None:
+        return [*_parts(rows[:inner], lines, boxes, h), *_parts(rows[inner:], lines, boxes, h)]
     marked = [k for k, t in enumerate(texts) if BULLET.match(t) or ENUMERATED.match(t)]
     if len(marked) < 2 or len(rows) == len(marked):
         return _paragraphs(rows, boxes, h) if not marked else [rows]
@@ -292,7 +344,7 @@ def _parts(rows: list[list[int]], lines: Sequence[Line], boxes: list[Box], h: fl
         return [rows]
     before = _parts(rows[:first], lines, boxes, h) if first else []
     after = _parts(rows[last + 1:], lines, boxes, h) if last + 1 < len(rows) else []
-    return [*before, rows[first:last + 1], *after]
+    return [*before, *_parts(rows[first:last + 1], lines, boxes, h), *after]
 
 
 def _paragraphs(rows: list[list[int]], boxes: list[Box], h: float) -> list[list[list[int]]]:
@@ -320,7 +372,8 @@ def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: f
     """Title and heading levels, relative to the page (a page cannot know its document's outline):
     the tallest heading near the top, well above the body's height and alone in its size, is the
     title; it and the page's top headings are level 1. Deeper levels come from section numbers
-    ("2.1" under "2"), else from a clearly smaller type (heights in tiers SAME_LEVEL apart)."""
+    only ("2.1" under "2", "(一)" under "一、"): type size and weight tell a heading from the body,
+    but a bold run-in heading at the body's size is as often a top-level one as a deep one."""
     heads = [r for r in regions if r.type in ("heading", "title") and r.lines]
     if not heads:
         return
@@ -329,38 +382,40 @@ def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: f
     if heights[id(top)] >= TITLE_HEIGHT * h and top.box[1] < height / 3 and \
             sum(heights[id(r)] >= (1 - SAME_LEVEL) * heights[id(top)] for r in heads) == 1:
         top.type = "title"
-    tiers: list[float] = []
-    for value in sorted((heights[id(r)] for r in heads if r.type == "heading"), reverse=True):
-        if not tiers or value < (1 - SAME_LEVEL) * tiers[-1]:
-            tiers.append(value)
-    depths = {}
-    for r in heads:
-        m = SECTION.match(lines[r.lines[0]].text)
-        depths[id(r)] = m.group(1).count(".") + 1 if m else None
+    depths = {id(r): _depth(lines[r.lines[0]].text) for r in heads if r.type == "heading"}
     numbered = [d for d in depths.values() if d]
     shallowest = min(numbered) if numbered else 1
     for r in heads:
-        if r.type == "title":
-            r.level = 1
-        elif depths[id(r)]:
-            r.level = min(6, 1 + depths[id(r)] - shallowest)
-        else:
-            r.level = min(6, 1 + next(k for k, t in enumerate(tiers) if heights[id(r)] >= (1 - SAME_LEVEL) * t))
+        depth = depths.get(id(r))
+        r.level = min(6, 1 + depth - shallowest) if depth else 1
 
 
-def _captions(regions: list[Region], lines: Sequence[Line], h: float) -> None:
+def _depth(text: str) -> int | None:
+    """A section number's depth: "3" and "一、" 1, "3.2" and "(一)" 2, "3.2.1" 3; None unnumbered."""
+    m = SECTION.match(text)
+    if m:
+        return m.group(1).count(".") + 1
+    if NAMED_SECTION.match(text):
+        return 1
+    return 2 if CJK_SUBSECTION.match(text) else None
+
+
+def _captions(regions: list[Region], lines: Sequence[Line], h: float, height: float) -> None:
     """Text blocks that start "Figure 3" or "Table 2" right above or below a figure or table
-    are its caption (the detector misses many)."""
+    are its caption (the detector misses many); a "caption" in the page's top or bottom margin
+    with no figure or table beside it is the running head or foot the detector mistook."""
     owners = [r for r in regions if r.type in ("figure", "table")]
+    near = lambda r, o: min(r.box[2], o.box[2]) - max(r.box[0], o.box[0]) > 0 and \
+        max(o.box[1] - r.box[3], r.box[1] - o.box[3]) <= CAPTION_GAP * h
+    for r in regions:
+        margin = r.box[3] <= MARGIN * height or r.box[1] >= (1 - MARGIN) * height
+        if r.type == "caption" and margin and not any(near(r, o) for o in owners):
+            r.type = "header" if r.box[1] < height / 2 else "footer"
     for r in regions:
         if r.type != "text" or not r.lines or not CAPTION_START.match(lines[r.lines[0]].text):
             continue
-        for o in owners:
-            across = min(r.box[2], o.box[2]) - max(r.box[0], o.box[0]) > 0
-            gap = max(o.box[1] - r.box[3], r.box[1] - o.box[3])
-            if across and gap <= CAPTION_GAP * h:
-                r.type = "caption"
-                break
+        if any(near(r, o) for o in owners):
+            r.type = "caption"
 
 
 def _spans(items: list[Region], lo: int, hi: int) -> list[list[Region]]:
@@ -460,7 +515,7 @@ def build(detections: Sequence[DetectionLike], lines: Sequence[Line], width: int
     for r in regions:  # a detected title of many rows is running text the detector mistook
         if r.type == "heading" and r.score != BUILT_SCORE and len(r.lines) > 3 * HEADING_MAX_ROWS:
             r.type = "text"
-    _captions(regions, lines, h)
+    _captions(regions, lines, h, height)
     _levels(regions, lines, boxes, h, height)
     return _order(regions, lines)
 

@@ -216,7 +216,10 @@ class TableModel:
         """One table of a page (box in page pixels; None: the whole image), its cells filled from `lines`."""
         x0, y0, crop = crop_table(image, box)
         st = self.structure([crop])[0]
-        return self.fill(st, crop, (x0, y0), lines)
+        table = self.fill(st, crop, (x0, y0), lines)
+        if box is not None:  # the margin is the model's context; the table stands where it was found
+            table.quad = [[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]]
+        return table
 
     def fill(self, st: TableStructure, crop: np.ndarray, offset: tuple[int, int], lines: list[Line]) -> Table:
         """A decoded structure plus the page's lines -> the Table (cells in page pixels)."""
