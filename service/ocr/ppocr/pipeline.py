@@ -140,8 +140,8 @@ class PpOcr:
         self.pipeline = pipeline
         self.memory_format = memory_format(device)
         self.rec_pixels = REC_PIXELS.get(device.type, recognize.GROUP_PIXELS)
-        # The parse pipeline's recognizer batches on a CPU: one per thread at once (streams.py).
-        # The rapidocr pipeline keeps one stream, as its reference ran.
+        # The parse pipeline's recognizer and classifier batches on a CPU: one per thread at once
+        # (streams.py). The rapidocr pipeline keeps one stream, as its reference ran.
         self.rec_pool = streams.single_threaded_pool(rec_streams) \
             if device.type == "cpu" and pipeline == "parse" else None
         # [model] det_bucket: detector inputs padded (with zeros, as the network's own convolutions
@@ -299,7 +299,9 @@ class PpOcr:
         recognizer: a page is turned only when the voters read with more confidence turned. One
         scene-text page with two words was turned by the vote alone, wrongly."""
         voters = orient.voters(crops)
-        if not voters or not orient.upside_down(recognize.cls_probs([crops[i] for i in voters], classify)):
+        if not voters:
+            return False
+        if not orient.upside_down(recognize.cls_probs([crops[i] for i in voters], classify, self.rec_pool)):
             return False
         sample = [crops[i] for i in voters[:orient.CHECKERS]]
         run = self._rec_runner()

@@ -71,12 +71,17 @@ class Reading(NamedTuple):
     chars: list[words.Char]  # where each character lies along the crop, for word boxes
 
 
-def cls_probs(crops: Sequence[np.ndarray], run: Runner) -> np.ndarray:
-    """(N, 2) classifier probabilities [p0, p180] per crop, in input order."""
+def cls_probs(crops: Sequence[np.ndarray], run: Runner, pool: Executor | None = None) -> np.ndarray:
+    """(N, 2) classifier probabilities [p0, p180] per crop, in input order; batches on `pool`'s
+    threads at once where given (as `read`)."""
     out = np.zeros((len(crops), 2), np.float32)
-    for idx in _batches(crops):
-        batch = np.stack([_normalise(crops[i], min(CLS_WIDTH, _width(crops[i])), CLS_WIDTH) for i in idx])
-        out[idx] = run(batch)
+    batches = _batches(crops)
+
+    def probs(idx: np.ndarray) -> np.ndarray:
+        return run(np.stack([_normalise(crops[i], min(CLS_WIDTH, _width(crops[i])), CLS_WIDTH) for i in idx]))
+
+    for idx, p in zip(batches, (pool.map if pool else map)(probs, batches)):
+        out[idx] = p
     return out
 
 

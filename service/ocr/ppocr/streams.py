@@ -1,4 +1,4 @@
-"""Recognizer batches on several threads of one intra-op thread each, instead of one stream.
+"""Recognizer and classifier batches on several threads of one intra-op thread each, instead of one stream.
 
 PyTorch's eager CPU path ends every operator in an OpenMP barrier, and the recognizer's small
 tensors run hundreds of operators per batch: two intra-op threads wait on each other far more
