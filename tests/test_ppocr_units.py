@@ -255,3 +255,74 @@ def test_fused_stem_gives_the_bits_of_the_unfused_layers(precision):
         gelu = conv_act(conv, y, "gelu")
         assert gelu.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
         assert torch.allclose(gelu.float(), F.gelu(conv(y)).float(), atol=1e-5 if precision == "fp32" else 0.05)
+
+
+def test_streams_run_batches_at_one_thread_and_leave_the_workers_count():
+    """Pool threads compute at one intra-op thread; the loading thread and threads started later
+    keep the worker's count, which PyTorch hands to new threads from a process-wide value."""
+    import threading
+
+    import torch
+
+    from service.ocr.ppocr import streams
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert streams.single_threaded_pool(1) is None
+        pool = streams.single_threaded_pool(2)
+        try:
+            assert list(pool.map(lambda _: torch.get_num_threads(), range(4))) == [1] * 4
+            assert torch.get_num_threads() == 2
+            later: list[int] = []
+            thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+            thread.start()
+            thread.join()
+            assert later == [2]
+        finally:
+            pool.shutdown()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_read_on_streams_gives_the_readings_of_one_stream():
+    """The recognizer's batches on a pool: each line reads as in one stream at one thread, bit
+    for bit, and in input order."""
+    import torch
+
+    from service.ocr.ppocr import streams
+    from service.ocr.ppocr.nets import RecNet
+
+    torch.manual_seed(0)
+    net = RecNet().eval()
+    alphabet = ["blank", *(chr(0x4E00 + i) for i in range(net.head.out_features - 2)), " "]
+    rng = np.random.default_rng(5)
+    crops = [rng.integers(0, 255, (int(h), int(w), 3), np.uint8)
+             for h, w in zip(rng.integers(20, 60, 14), rng.integers(30, 900, 14))]
+
+    def run(batch: np.ndarray) -> ctc.Greedy:
+        with torch.inference_mode():
+            return ctc.greedy_tensor(net(torch.from_numpy(batch)))
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    pool = streams.single_threaded_pool(2)
+    try:
+        torch.set_num_threads(1)  # fp32 sums may round otherwise at two threads (1e-9)
+        one = recognize.read(crops, run, alphabet, grouped=True, max_pixels=700)
+        torch.set_num_threads(2)
+        both = recognize.read(crops, run, alphabet, grouped=True, max_pixels=700, pool=pool)
+        assert len(recognize.width_buckets(crops, 700)) > 2
+        assert [(r.text, r.confidence) for r in both] == [(r.text, r.confidence) for r in one]
+        def places(readings: list[recognize.Reading]) -> list[list[tuple]]:
+            return [[(c.text, c.u0, c.u1, c.probs.tolist()) for c in r.chars] for r in readings]
+
+        assert places(both) == places(one)
+
+        def mean_per_row(batch: np.ndarray) -> np.ndarray:
+            return np.repeat(batch.mean((1, 2, 3))[:, None], 2, 1)
+
+        assert np.array_equal(recognize.cls_probs(crops, mean_per_row, pool), recognize.cls_probs(crops, mean_per_row))
+    finally:
+        pool.shutdown()
+        torch.set_num_threads(before)

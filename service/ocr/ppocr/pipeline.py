@@ -30,7 +30,7 @@ from ...settings import ModelSettings
 from ..types import Line, ModelInfo, Page, as_quad
 from .. import ctc, rules, words
 from ..weights import load_state_dict, verify
-from . import db, geometry, orient, recognize
+from . import db, geometry, orient, recognize, streams
 from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
 from .nets import ClsNet, DetNet, RecNet, fuse_gelu
 
@@ -132,7 +132,7 @@ class PpOcr:
 
     def __init__(self, det: DetNet, cls_net: ClsNet, rec: RecNet, alphabet: list[str], device: torch.device,
                  precision: str, sums: dict[str, str], pipeline: str = "parse", cudnn: bool = False,
-                 det_bucket: int = 0) -> None:
+                 det_bucket: int = 0, rec_streams: int = 1) -> None:
         self.det, self.cls_net, self.rec = det, cls_net, rec
         self.alphabet = alphabet
         self.device = device
@@ -140,6 +140,10 @@ class PpOcr:
         self.pipeline = pipeline
         self.memory_format = memory_format(device)
         self.rec_pixels = REC_PIXELS.get(device.type, recognize.GROUP_PIXELS)
+        # The parse pipeline's recognizer and classifier batches on a CPU: one per thread at once
+        # (streams.py). The rapidocr pipeline keeps one stream, as its reference ran.
+        self.rec_pool = streams.single_threaded_pool(rec_streams) \
+            if device.type == "cpu" and pipeline == "parse" else None
         # [model] det_bucket: detector inputs padded (with zeros, as the network's own convolutions
         # pad a page's edges; the map is cut back to the page) so that pages share a few shapes.
         self.det_bucket = det_bucket if pipeline == "parse" else 0
@@ -182,7 +186,9 @@ class PpOcr:
             if not settings.det_bucket:
                 log.warning("[model] cudnn is on but det_bucket is 0: every page size is a new detector "
                             "shape for cuDNN to plan; set det_bucket too")
-        return cls(*nets, alphabet, device, precision, sums, settings.pipeline, settings.cudnn, settings.det_bucket)
+        # load_model has set the worker's intra-op threads: the recognizer's streams follow it.
+        return cls(*nets, alphabet, device, precision, sums, settings.pipeline, settings.cudnn, settings.det_bucket,
+                   torch.get_num_threads())
 
     @contextlib.contextmanager
     def _mode(self, net: Net) -> Iterator[None]:
@@ -260,7 +266,7 @@ class PpOcr:
             # on what shares its batch (recognize.width_buckets), so pages of several requests can.
             t0 = time.perf_counter()
             read = recognize.read([c for plan in plans for c in plan.crops], self._rec_runner(), self.alphabet,
-                                  grouped=True, max_pixels=self.rec_pixels)
+                                  grouped=True, max_pixels=self.rec_pixels, pool=self.rec_pool)
             rec_per_page = (time.perf_counter() - t0) / max(1, len(plans))
             results, at = [], 0
             for rgb, frame, plan in zip(images, frames, plans):
@@ -293,12 +299,15 @@ class PpOcr:
         recognizer: a page is turned only when the voters read with more confidence turned. One
         scene-text page with two words was turned by the vote alone, wrongly."""
         voters = orient.voters(crops)
-        if not voters or not orient.upside_down(recognize.cls_probs([crops[i] for i in voters], classify)):
+        if not voters:
+            return False
+        if not orient.upside_down(recognize.cls_probs([crops[i] for i in voters], classify, self.rec_pool)):
             return False
         sample = [crops[i] for i in voters[:orient.CHECKERS]]
         run = self._rec_runner()
-        as_is = recognize.read(sample, run, self.alphabet, grouped=True)
-        turned = recognize.read([orient.turn_crop(c) for c in sample], run, self.alphabet, grouped=True)
+        as_is = recognize.read(sample, run, self.alphabet, grouped=True, pool=self.rec_pool)
+        turned = recognize.read([orient.turn_crop(c) for c in sample], run, self.alphabet, grouped=True,
+                                pool=self.rec_pool)
         return sum(r.confidence for r in turned) > sum(r.confidence for r in as_is)
 
     def _plan_page(self, page: np.ndarray, prob: np.ndarray) -> PagePlan:

@@ -13,6 +13,7 @@ distinct shapes.
 from __future__ import annotations
 
 import math
+from concurrent.futures import Executor
 from typing import Callable, NamedTuple, Sequence
 
 import cv2
@@ -70,12 +71,17 @@ class Reading(NamedTuple):
     chars: list[words.Char]  # where each character lies along the crop, for word boxes
 
 
-def cls_probs(crops: Sequence[np.ndarray], run: Runner) -> np.ndarray:
-    """(N, 2) classifier probabilities [p0, p180] per crop, in input order."""
+def cls_probs(crops: Sequence[np.ndarray], run: Runner, pool: Executor | None = None) -> np.ndarray:
+    """(N, 2) classifier probabilities [p0, p180] per crop, in input order; batches on `pool`'s
+    threads at once where given (as `read`)."""
     out = np.zeros((len(crops), 2), np.float32)
-    for idx in _batches(crops):
-        batch = np.stack([_normalise(crops[i], min(CLS_WIDTH, _width(crops[i])), CLS_WIDTH) for i in idx])
-        out[idx] = run(batch)
+    batches = _batches(crops)
+
+    def probs(idx: np.ndarray) -> np.ndarray:
+        return run(np.stack([_normalise(crops[i], min(CLS_WIDTH, _width(crops[i])), CLS_WIDTH) for i in idx]))
+
+    for idx, p in zip(batches, (pool.map if pool else map)(probs, batches)):
+        out[idx] = p
     return out
 
 
@@ -122,19 +128,24 @@ def width_buckets(crops: Sequence[np.ndarray], max_pixels: int = GROUP_PIXELS) -
 
 
 def read(crops: Sequence[np.ndarray], run: RecRunner, alphabet: list[str],
-         grouped: bool = False, max_pixels: int = GROUP_PIXELS) -> list[Reading]:
+         grouped: bool = False, max_pixels: int = GROUP_PIXELS, pool: Executor | None = None) -> list[Reading]:
     """Text, confidence and character positions per crop, in input order; RapidOCR's batches of
-    6, or width buckets (`grouped`, of at most `max_pixels` padded pixels per row)."""
+    6, or width buckets (`grouped`, of at most `max_pixels` padded pixels per row). With `pool`,
+    batches run on its threads at once (streams.py); each batch's reading is the same."""
     out: list[Reading] = [Reading("", 0.0, [])] * len(crops)
     batches = width_buckets(crops, max_pixels) if grouped else \
         [(int(HEIGHT * max(REC_MIN_RATIO, *(_ratio(crops[i]) for i in idx))), idx)
          for idx in _batches(crops)]
-    for padded, idx in batches:
-        widths = [min(padded, _width(crops[i])) for i in idx]
-        batch = np.stack([_normalise(crops[i], w, padded) for i, w in zip(idx, widths)])
-        decoded = run(batch)
+    widths = [[min(padded, _width(crops[i])) for i in idx] for padded, idx in batches]
+
+    def decode(k: int) -> ctc.Greedy:
+        padded, idx = batches[k]
+        return run(np.stack([_normalise(crops[i], w, padded) for i, w in zip(idx, widths[k])]))
+
+    for k, decoded in enumerate((pool.map if pool else map)(decode, range(len(batches)))):
+        padded, idx = batches[k]
         stride = padded / decoded.index.shape[1]
         for row, (i, text) in enumerate(zip(idx, ctc.texts(decoded, alphabet))):
             out[i] = Reading(text, confidence(decoded.prob[row][decoded.keep[row]]),
-                             words.chars(decoded, row, alphabet, stride, widths[row], repeats=False))
+                             words.chars(decoded, row, alphabet, stride, widths[k][row], repeats=False))
     return out
