@@ -49,16 +49,12 @@ def receipt_pdf(paths: list[Path], resolution: float) -> bytes:
 
 def one_run(kind: str, count: int, dpi: float) -> None:
     """In this process: the app, one warm-up page, then the request; prints one JSON line."""
-    from service.web.app import create_app
-    from service.web.state import WorkerState
-    from tests.support import multipart
+    from tests.support import loaded_app, multipart
 
     cfg = settings.load()
     cfg = dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, max_pages=count, max_images=count,
                                                               max_body_bytes=1 << 30, deadline_seconds=3600))
-    app = create_app(cfg, load=False)
-    app.extensions[WorkerState.KEY].load()
-    client = app.test_client()
+    client = loaded_app(cfg).test_client()
     paths = receipts(count)
     warm, ctype = multipart([("image", paths[0].name, paths[0].read_bytes(), "image/jpeg")])
     client.post("/v1/parse", data=warm, content_type=ctype)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -186,3 +187,18 @@ def test_an_unreachable_store_is_unavailable_not_an_error(tmp_path):
     with pytest.raises(Unavailable):
         with nobody.tx() as tx:
             tx.one("SELECT 1")
+
+
+def test_a_job_says_when_it_started_and_the_next_starts_after_it_ends(store: Store):
+    """max_running = 1: the second job is let in by the first's end, and its stamps say so."""
+    a = store.create("addr:x", "", [b"a"], [1], [(0, 1)])
+    b = store.create("addr:y", "", [b"b"], [1], [(0, 1)])
+    assert store.get(a.id).to_json()["started"] is None
+    first = store.claim("h1:1")
+    store.page_done(first, "h1:1", b'{"images": [1]}')
+    second = store.claim("h2:1")
+    store.page_done(second, "h2:1", b'{"images": [2]}')
+    done = [store.get(j.id).to_json() for j in (a, b)]
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    assert all(stamp.match(d[k]) for d in done for k in ("created", "started", "finished")), done
+    assert done[0]["started"] <= done[0]["finished"] <= done[1]["started"] <= done[1]["finished"]

@@ -83,7 +83,8 @@ def test_store_layer_imports_only_settings():
 
 # The structure models' layer: like service/ocr, a model layer under the documents and
 # web layers that never imports them. Besides the standard library it uses numpy, torch and
-# opencv; onnx only in its converters (run by `make weights`, never when serving).
+# opencv; onnx and the shared converter core (service.ocr.convert) only in its converters (run by
+# `make weights`, never when serving).
 STRUCTURE_ALLOWED = ("service.settings", "service.ocr.types", "service.ocr.weights", "service.layout",
                      "service.structure")
 

@@ -21,7 +21,8 @@ LEFT_OUT = ("header", "footer")
 # As service/structure/regions.py reads them: a dash before a space, a number not part of "20.8%".
 BULLET = re.compile(r"^\s*([\u2022\u00b7\u25cf\u25cb\u25e6\u25aa\u25a0\u25a1\u27a2\u2713\u2714\u2023\u2043\u2219»]|"
                     r"[*\-\u2013\u2014>](?=\s))\s*")
-NUMBER = re.compile(r"^\s*(\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)]|\(\d{1,3}\)|\d{1,3}、|[\u2460-\u2473])\s*")
+NUMBER = re.compile(r"^\s*(\(?\d{1,3}[.)](?!\d)|\(?[a-zA-Z][.)]|\(?[ivxIVX]{1,4}[.)]|\(\d{1,3}\)|\d{1,3}、|"
+                    r"[\u2460-\u2473])\s*")
 # A word broken at a line's end: a letter, a hyphen; the next line goes on in lower case.
 HYPHENATED = re.compile(r"(?<=[^\W\d_])-$")
 # Scripts written without spaces between words.

@@ -208,7 +208,8 @@ class Store:
                          + tx.skip_locked)
             if job is None:
                 return None
-            # Stamped now, under the lock: after the finish of the job whose end let this one in.
+            # Stamped now, under the lock: after the finish of the job whose end let this one in
+            # (on hosts whose clocks agree, which NTP keeps: README, Several hosts).
             tx.run("UPDATE job SET status = 'running', started = coalesce(started, ?) WHERE id = ?",
                    (time.time(), job["id"]))
             return self._claim_page(tx, job, me, now, until)

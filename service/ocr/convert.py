@@ -33,6 +33,23 @@ class Found:
     where: str = ""
 
 
+def constants(graph) -> dict[str, np.ndarray]:
+    """Every initializer's and Constant node's value by tensor name (paddle2onnx writes either)."""
+    from onnx import numpy_helper
+
+    const = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            const[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return const
+
+
+def metadata_lines(model, key: str = "character") -> list[str]:
+    """A metadata entry split into lines: how the Rapid* wheels store a vocabulary or class list."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    return meta[key].splitlines()
+
+
 def call_order(net: nn.Module, forward: Callable[[], object]) -> list[tuple[str, nn.Module]]:
     """The weighted leaf layers of `net` in the order `forward()` calls them."""
     names = {m: name for name, m in net.named_modules()}

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..ocr.convert import Found, call_order, is_current, paired_state, report, serialize
+from ..ocr.convert import Found, call_order, constants, is_current, metadata_lines, paired_state, report, serialize
 from ..ocr.weights import SUMS_FILE, verify
 from .layout import LAYOUT_CLASSES, ONNX_FILE, STATE_FILE
 from .picodet import INPUT_HW, PicoDet
@@ -26,12 +26,7 @@ from .picodet import INPUT_HW, PicoDet
 
 def graph_layers(model) -> list[Found]:
     """Every Conv and BatchNormalization node, in graph order (their tensors are Constant nodes)."""
-    from onnx import numpy_helper
-
-    const = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type == "Constant":
-            const[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    const = constants(model.graph)
     found = []
     for n in model.graph.node:
         if n.op_type == "Conv":
@@ -49,11 +44,6 @@ def state_dict_from(model, net: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def class_names(model) -> tuple[str, ...]:
-    meta = {p.key: p.value for p in model.metadata_props}
-    return tuple(meta["character"].splitlines())
-
-
 def convert(dest: Path) -> None:
     """Write the converted file unless it is already the pinned one."""
     target = dest / STATE_FILE
@@ -63,8 +53,9 @@ def convert(dest: Path) -> None:
 
     verify(dest / ONNX_FILE)
     model = onnx.load(str(dest / ONNX_FILE))
-    if class_names(model) != LAYOUT_CLASSES:
-        raise ValueError(f"{ONNX_FILE} names its classes {class_names(model)}, expected {LAYOUT_CLASSES}")
+    names = tuple(metadata_lines(model))
+    if names != LAYOUT_CLASSES:
+        raise ValueError(f"{ONNX_FILE} names its classes {names}, expected {LAYOUT_CLASSES}")
     target.write_bytes(serialize(state_dict_from(model, PicoDet().eval())))
     report(dest, (STATE_FILE,))
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..ocr.convert import Found, call_order, is_current, paired_state, report, serialize, tensor
+from ..ocr.convert import (Found, call_order, constants, is_current, metadata_lines, paired_state, report,
+                           serialize, tensor)
 from ..ocr.weights import SUMS_FILE, verify
 from .slanet import INPUT_SIZE, SLANetPlus
 
@@ -60,12 +60,6 @@ _BODY_USES = {
 }
 
 
-def _constants(graph) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    return {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
-
-
 def _check_body(body, loop_inputs: dict[str, str]) -> None:
     """Prove the Loop body multiplies each decoder weight with the activation _BODY_USES names."""
     producer = {o: n for n in body.node for o in n.output}
@@ -93,7 +87,7 @@ def _check_body(body, loop_inputs: dict[str, str]) -> None:
 def state_dict_from(model) -> dict[str, torch.Tensor]:
     """Backbone/neck by call order, decoder by name; checked against the module with strict=True."""
     g = model.graph
-    const = _constants(g)
+    const = constants(g)
     net = SLANetPlus().eval()
     found = []
     for n in g.node:
@@ -116,12 +110,6 @@ def state_dict_from(model) -> dict[str, torch.Tensor]:
     return state
 
 
-def tokens(model) -> list[str]:
-    """The structure vocabulary embedded as metadata `character`, split as RapidTable splits it."""
-    meta = {p.key: p.value for p in model.metadata_props}
-    return meta["character"].splitlines()
-
-
 def missing(dest: Path) -> list[str]:
     """Converted files that are absent or differ from their pinned sums."""
     return [name for name in (NET_FILE, TOKENS_FILE) if not is_current(dest / name)]
@@ -136,7 +124,7 @@ def convert(dest: Path) -> None:
     verify(dest / SOURCE)
     model = onnx.load(str(dest / SOURCE))
     (dest / NET_FILE).write_bytes(serialize(state_dict_from(model)))
-    (dest / TOKENS_FILE).write_text("\n".join(tokens(model)) + "\n", encoding="utf-8")
+    (dest / TOKENS_FILE).write_text("\n".join(metadata_lines(model)) + "\n", encoding="utf-8")
     report(dest, (NET_FILE, TOKENS_FILE))
 
 

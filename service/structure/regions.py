@@ -194,7 +194,8 @@ def _body_height(lines: Sequence[Line], boxes: list[Box]) -> float:
 def formula(text: str) -> bool:
     """Whether a row is a displayed formula: a relation ("=", "≡", "≤") and at most
     FORMULA_WORDS words (a sentence that mentions "x = 0" is prose)."""
-    return bool(RELATION.search(text)) and len(WORD.findall(text)) + len(CJK.findall(text)) <= FORMULA_WORDS
+    return (bool(RELATION.search(text)) and any(c.isalnum() for c in text)  # "===" is a rule
+            and len(WORD.findall(text)) + len(CJK.findall(text)) <= FORMULA_WORDS)
 
 
 def _outline(text: str) -> bool:
@@ -245,7 +246,10 @@ def _built(lines: Sequence[Line], boxes: list[Box], free: list[int], h: float, w
     blocks = [[[group[i] for i in row] for row in block]
               for group in _column_groups(free, lines, boxes, h)
               for block in arrange([lines[i].quad for i in group]).blocks]
-    text = lambda row: " ".join(lines[i].text.strip() for i in row)
+
+    def text(row: list[int]) -> str:
+        return " ".join(lines[i].text.strip() for i in row)
+
     for block in blocks:
         parts = _parts(block, lines, boxes, h)
         for k, part in enumerate(parts):
@@ -372,7 +376,7 @@ def _levels(regions: list[Region], lines: Sequence[Line], boxes: list[Box], h: f
     """Title and heading levels, relative to the page (a page cannot know its document's outline):
     the tallest heading near the top, well above the body's height and alone in its size, is the
     title; it and the page's top headings are level 1. Deeper levels come from section numbers
-    only ("2.1" under "2", "(一)" under "一、"): type size and weight tell a heading from the body,
+    only ("2.1" under "2", "(一)" under "一、"): type size tells a heading from the body,
     but a bold run-in heading at the body's size is as often a top-level one as a deep one."""
     heads = [r for r in regions if r.type in ("heading", "title") and r.lines]
     if not heads:

@@ -25,7 +25,8 @@ LOC_DIM = 8
 
 
 class CSPLayer(nn.Module):
-    """Cross-stage partial block with one depthwise Darknet bottleneck (no identity)."""
+    """Cross-stage partial block with one depthwise Darknet bottleneck (no identity). picodet.py's
+    is the same block under other layer names: those names are the keys of each pinned file."""
 
     def __init__(self, cin: int, cout: int, k: int):
         super().__init__()

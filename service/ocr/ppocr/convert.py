@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .. import weights as weights_mod
-from ..convert import Found, call_order, is_current, paired_state, report, serialize
+from ..convert import Found, call_order, constants, is_current, metadata_lines, paired_state, report, serialize
 from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
 from .nets import ClsNet, DetNet, RecNet
 
@@ -37,14 +37,9 @@ class Graph:
     """Constant lookup and Identity-transparent consumers over an ONNX graph."""
 
     def __init__(self, model):
-        from onnx import numpy_helper
-
         g = model.graph
         self.nodes = [n for n in g.node if n.op_type != "Constant"]
-        self.const = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-        for n in g.node:  # the cls graph stores every weight as a Constant node
-            if n.op_type == "Constant":
-                self.const[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        self.const = constants(g)  # the cls graph stores every weight as a Constant node
         self.producer = {o: n for n in self.nodes for o in n.output}
         self.consumers: dict[str, list] = {}
         for n in self.nodes:
@@ -108,12 +103,6 @@ def state_dict_from(model, net: nn.Module, shape: tuple[int, ...]) -> dict[str, 
     return state
 
 
-def dictionary(model) -> list[str]:
-    """The rec character list embedded as metadata `character` (split the way RapidOCR splits it)."""
-    meta = {p.key: p.value for p in model.metadata_props}
-    return meta["character"].splitlines()
-
-
 def missing(dest: Path) -> list[str]:
     """Converted files that are absent or differ from their pinned sums."""
     return [name for name in (*TARGETS, DICT_FILE) if not is_current(dest / name)]
@@ -136,7 +125,7 @@ def convert(dest: Path) -> None:
 
     for name in todo:
         if name == DICT_FILE:
-            chars = dictionary(load(DICT_SOURCE))
+            chars = metadata_lines(load(DICT_SOURCE))  # split the way RapidOCR splits it
             (dest / name).write_text("\n".join(chars) + "\n", encoding="utf-8")
         else:
             source, net_cls, shape = TARGETS[name]

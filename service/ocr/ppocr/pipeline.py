@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,8 @@ class PpOcr:
         # (streams.py). The rapidocr pipeline keeps one stream, as its reference ran.
         self.rec_pool = streams.single_threaded_pool(rec_streams) \
             if device.type == "cpu" and pipeline == "parse" else None
+        if self.rec_pool is not None:  # its threads go with the model (tests and benches load several)
+            weakref.finalize(self, self.rec_pool.shutdown, wait=False)
         # [model] det_bucket: detector inputs padded (with zeros, as the network's own convolutions
         # pad a page's edges; the map is cut back to the page) so that pages share a few shapes.
         self.det_bucket = det_bucket if pipeline == "parse" else 0
