@@ -9,6 +9,7 @@ which is what lets weights/SHA256SUMS pin them.
 
 from __future__ import annotations
 
+import argparse
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,3 +126,15 @@ def report(dest: Path, names: tuple[str, ...]) -> None:
             print(f"ok  {name}")
         else:
             print(f"{weights_mod.sha256_file(dest / name)}  {name}  (not pinned yet)")
+
+
+def command_line(doc: str, missing: Callable[[Path], list[str]], convert: Callable[[Path], None]) -> None:
+    """A converter's command: `DEST` writes what is missing or stale there (default: weights/);
+    `--check` only says whether anything is (exit 1), which is how `make weights` skips onnx."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("dest", type=Path, nargs="?", default=weights_mod.SUMS_FILE.parent)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a converted file is missing or stale")
+    args = parser.parse_args()
+    if args.check:
+        raise SystemExit(1 if missing(args.dest) else 0)
+    convert(args.dest)

@@ -12,14 +12,14 @@ reads only the .pt file this writes, which has the same bytes on every run (so i
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..ocr.convert import Found, call_order, constants, is_current, metadata_lines, paired_state, report, serialize
-from ..ocr.weights import SUMS_FILE, verify
+from ..ocr.convert import (Found, call_order, command_line, constants, is_current, metadata_lines, paired_state,
+                           report, serialize)
+from ..ocr.weights import verify
 from .layout import LAYOUT_CLASSES, ONNX_FILE, STATE_FILE
 from .picodet import INPUT_HW, PicoDet
 
@@ -44,10 +44,15 @@ def state_dict_from(model, net: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def missing(dest: Path) -> list[str]:
+    """The converted file, if it is absent or differs from its pinned sum."""
+    return [] if is_current(dest / STATE_FILE) else [STATE_FILE]
+
+
 def convert(dest: Path) -> None:
     """Write the converted file unless it is already the pinned one."""
     target = dest / STATE_FILE
-    if is_current(target):
+    if not missing(dest):
         return
     import onnx
 
@@ -61,14 +66,7 @@ def convert(dest: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dest", type=Path, nargs="?", default=SUMS_FILE.parent)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the converted file is missing or stale")
-    args = parser.parse_args()
-    if args.check:
-        raise SystemExit(0 if is_current(args.dest / STATE_FILE) else 1)
-    convert(args.dest)
-
+    command_line(__doc__, missing, convert)
 
 if __name__ == "__main__":
     main()

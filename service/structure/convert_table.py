@@ -13,14 +13,13 @@ reads only the files it writes, which are the same bytes on every run.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
-from ..ocr.convert import (Found, call_order, constants, is_current, metadata_lines, paired_state, report,
-                           serialize, tensor)
-from ..ocr.weights import SUMS_FILE, verify
+from ..ocr.convert import (Found, call_order, command_line, constants, is_current, metadata_lines, paired_state,
+                           report, serialize, tensor)
+from ..ocr.weights import verify
 from .slanet import INPUT_SIZE, SLANetPlus
 
 SOURCE = "slanet-plus.onnx"
@@ -129,14 +128,7 @@ def convert(dest: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dest", type=Path, nargs="?", default=SUMS_FILE.parent)
-    parser.add_argument("--check", action="store_true", help="exit 1 if a converted file is missing or stale")
-    args = parser.parse_args()
-    if args.check:
-        raise SystemExit(1 if missing(args.dest) else 0)
-    convert(args.dest)
-
+    command_line(__doc__, missing, convert)
 
 if __name__ == "__main__":
     main()

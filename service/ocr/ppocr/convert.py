@@ -12,7 +12,6 @@ match are left alone.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,8 @@ import torch
 from torch import nn
 
 from .. import weights as weights_mod
-from ..convert import Found, call_order, constants, is_current, metadata_lines, paired_state, report, serialize
+from ..convert import (Found, call_order, command_line, constants, is_current, metadata_lines, paired_state, report,
+                       serialize)
 from .files import CLS_FILE, DET_FILE, DICT_FILE, REC_FILE
 from .nets import ClsNet, DetNet, RecNet
 
@@ -134,14 +134,7 @@ def convert(dest: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dest", type=Path, nargs="?", default=weights_mod.SUMS_FILE.parent)
-    parser.add_argument("--check", action="store_true", help="exit 1 if a converted file is missing or stale")
-    args = parser.parse_args()
-    if args.check:
-        raise SystemExit(1 if missing(args.dest) else 0)
-    convert(args.dest)
-
+    command_line(__doc__, missing, convert)
 
 if __name__ == "__main__":
     main()
